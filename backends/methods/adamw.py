@@ -1,0 +1,44 @@
+"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019, Algorithm 2).
+
+Same semantics as ``torch.optim.AdamW`` and ``optax.adamw``::
+
+    m_t = b1 m_{t-1} + (1 - b1) g_t,       v_t = b2 v_{t-1} + (1 - b2) g_t^2
+    m^_t = m_t / (1 - b1^t),               v^_t = v_t / (1 - b2^t)
+    theta_{t+1} = theta_t - lr * (m^_t / (sqrt(v^_t) + eps) + wd * theta_t)
+
+Direction: ``m^_t / (sqrt(v^_t) + eps)`` with this batch's gradient folded into the moments
+(the state is not advanced).
+
+References: Kingma & Ba (2015), ICLR, Algorithm 1; Loshchilov & Hutter (2019), ICLR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backends.spec import Capabilities, LogUniform, MethodCard, OneMinusLogUniform, hparam
+
+
+@dataclass(frozen=True)
+class AdamWHyperparams:
+    lr: float = hparam(1e-3, doc="learning rate", low=0.0, low_inclusive=False)
+    b1: float = hparam(0.9, doc="first-moment decay beta1", low=0.0, high=1.0, high_inclusive=False)
+    b2: float = hparam(0.999, doc="second-moment decay beta2", low=0.0, high=1.0, high_inclusive=False)
+    eps: float = hparam(1e-8, doc="denominator epsilon", low=0.0)
+    weight_decay: float = hparam(1e-2, doc="decoupled weight decay", low=0.0)
+
+
+CARD = MethodCard(
+    name="adamw",
+    paper="Loshchilov & Hutter (2019), ICLR; Kingma & Ba (2015), ICLR",
+    description="Adam with decoupled weight decay (torch.optim.AdamW / optax.adamw semantics).",
+    Hyperparams=AdamWHyperparams,
+    # AdamQLR's Adam space is lr logU[1e-6, 1]; AlgoPerf's baseline also tunes 1-b1 and wd.
+    search_space={
+        "lr": LogUniform(1e-5, 1e-1),
+        "b1": OneMinusLogUniform(1e-2, 0.5),
+        "weight_decay": LogUniform(1e-6, 1e-1),
+    },
+    # Decoupled decay moves the parameters off the direction whenever weight_decay > 0.
+    capabilities=Capabilities(step_along_direction=False),
+)

@@ -1,0 +1,429 @@
+"""The adapter contract: what every optimizer adapter is and promises, in either backend.
+
+An adapter is a class with class-level metadata and three pure methods (optax-like: the state
+is a typed tuple, nothing is mutated in place)::
+
+    name, backend, paper, description       # who it is
+    Hyperparams                              # a frozen dataclass: typed defaults, ranges, docs
+    search_space                             # name -> Distribution, for the tuned track
+    capabilities                             # what it supports and declares (Capabilities)
+
+    init(problem, hparams) -> state
+    step(problem, params, state, batch) -> (params, state, stats)
+    direction(problem, params, state, batch) -> flat direction
+
+* ``params`` is the flat vector of trainable parameters in canonical order (see
+  ``suites.layers``), a framework array. ``step`` returns a new vector and never writes into
+  the one it was given, nor into ``batch``.
+* ``state`` is a ``NamedTuple`` holding the resolved ``hparams`` as its first field and
+  whatever the method carries between steps; it must survive a pickle round trip.
+* ``stats`` maps names to scalars. ``loss`` (the mean batch loss at the incoming parameters,
+  which the step computes anyway) is required; methods add their own (``lr``, ``damping``,
+  ``rho`` ...). Passes (forward, backward, JVP, VJP) are counted by the oracle, not reported.
+* ``direction`` is the method's preconditioned gradient on ``batch`` at ``params``, before the
+  step size, signed like the gradient (ascent): ``sgd``'s direction is the gradient of the mean
+  batch loss. It does not advance the state. Approximation quality is measured on it.
+* Every Tikhonov damping hyperparameter is called ``damping`` and means a term ``damping * I``
+  added to the mean-loss-convention curvature matrix (``B * damping`` in sample space).
+
+Adapters receive the problem and the batch; they may branch on parameter shapes and layer
+kinds but must never read the suite's name or data to pick hyperparameters, and must do all
+their per-step work inside ``step`` where the timer sees it.
+
+Third-party adapters register under the entry-point group :data:`ENTRY_POINT_GROUP`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+
+ENTRY_POINT_GROUP = "ngbench.optimizers"
+BACKENDS: tuple[str, ...] = ("torch", "jax")
+
+ArrayT = TypeVar("ArrayT")
+
+
+class HyperparameterError(ValueError):
+    """An unknown hyperparameter name or an invalid value; the message says which and why."""
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+def hparam(
+    default: Any,
+    *,
+    doc: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A typed hyperparameter field with its documentation and admissible range.
+
+    Use inside a frozen dataclass: ``lr: float = hparam(0.1, doc="learning rate", low=0)``.
+    """
+    meta = {
+        "doc": doc,
+        "low": low,
+        "high": high,
+        "low_inclusive": low_inclusive,
+        "high_inclusive": high_inclusive,
+        "choices": choices,
+    }
+    return field(default=default, metadata=meta)
+
+
+def hparam_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _field_type(cls: type, f: dataclasses.Field[Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints.get(f.name, f.type)
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    """Convert ``value`` (possibly a string from the CLI) to the field's declared type."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind)]
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            if type(None) in options:
+                return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(name, option, value)
+            except HyperparameterError as exc:
+                errors.append(str(exc))
+        raise HyperparameterError(errors[0] if errors else f"{name}: invalid value {value!r}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(kind)
+        if value in allowed:
+            return value
+        raise HyperparameterError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise HyperparameterError(f"{name} must be a boolean (true/false), got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise HyperparameterError(f"{name} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise HyperparameterError(f"{name} must be an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, bool):
+            raise HyperparameterError(f"{name} must be a number, got {value!r}")
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise HyperparameterError(f"{name} must be a number, got {value!r}") from None
+        if math.isnan(out):
+            raise HyperparameterError(f"{name} must be a number, got NaN")
+        return out
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise HyperparameterError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _check_range(name: str, meta: Mapping[str, Any], value: Any) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise HyperparameterError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None:
+        ok = value >= low if meta.get("low_inclusive", True) else value > low
+        if not ok:
+            op = ">=" if meta.get("low_inclusive", True) else ">"
+            raise HyperparameterError(f"{name} must be {op} {low:g}, got {value:g}")
+    if high is not None:
+        ok = value <= high if meta.get("high_inclusive", True) else value < high
+        if not ok:
+            op = "<=" if meta.get("high_inclusive", True) else "<"
+            raise HyperparameterError(f"{name} must be {op} {high:g}, got {value:g}")
+
+
+def resolve_hparams(cls: type, overrides: Mapping[str, Any] | None = None, *, owner: str = "") -> Any:
+    """Validate ``overrides`` against the hyperparameter dataclass ``cls`` and build it.
+
+    Strings are converted to the declared types (so CLI ``--set lr=0.1`` works); unknown names
+    get close-match suggestions; every value is range-checked, defaults included.
+    """
+    fields = hparam_fields(cls)
+    who = f"{owner}: " if owner else ""
+    values: dict[str, Any] = {}
+    for key, raw in (overrides or {}).items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise HyperparameterError(
+                f"{who}unknown hyperparameter {key!r}{hint} (known: {', '.join(fields)})"
+            )
+        try:
+            values[key] = _coerce(key, _field_type(cls, fields[key]), raw)
+        except HyperparameterError as exc:
+            raise HyperparameterError(f"{who}{exc}") from None
+    try:
+        resolved = cls(**values)
+    except HyperparameterError as exc:
+        raise HyperparameterError(f"{who}{exc}") from None
+    for name, f in fields.items():
+        try:
+            _check_range(name, f.metadata, getattr(resolved, name))
+        except HyperparameterError as exc:
+            raise HyperparameterError(f"{who}{exc}") from None
+    return resolved
+
+
+def hparams_dict(hparams: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a resolved hyperparameter dataclass."""
+    return dataclasses.asdict(hparams)
+
+
+# --------------------------------------------------------------------------- search spaces
+
+
+class LogUniform(NamedTuple):
+    """log-uniform on [low, high]."""
+
+    low: float
+    high: float
+
+
+class Uniform(NamedTuple):
+    low: float
+    high: float
+
+
+class OneMinusLogUniform(NamedTuple):
+    """``1 - x`` with ``x`` log-uniform on [low, high] (momenta near 1, as in AlgoPerf)."""
+
+    low: float
+    high: float
+
+
+class Choice(NamedTuple):
+    values: tuple[Any, ...]
+
+
+Distribution = LogUniform | Uniform | OneMinusLogUniform | Choice
+
+
+def sample_distribution(dist: Distribution, u: float) -> Any:
+    """Map ``u`` in [0, 1) to a value of ``dist`` (quasi-random samplers feed ``u``)."""
+    if isinstance(dist, LogUniform):
+        return float(math.exp(math.log(dist.low) + u * (math.log(dist.high) - math.log(dist.low))))
+    if isinstance(dist, Uniform):
+        return float(dist.low + u * (dist.high - dist.low))
+    if isinstance(dist, OneMinusLogUniform):
+        x = math.exp(math.log(dist.low) + u * (math.log(dist.high) - math.log(dist.low)))
+        return float(1.0 - x)
+    if isinstance(dist, Choice):
+        return dist.values[min(int(u * len(dist.values)), len(dist.values) - 1)]
+    raise TypeError(f"unknown distribution {dist!r}")
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter supports and declares about itself (checked by ``check-adapter``)."""
+
+    #: Likelihoods the method handles.
+    likelihoods: frozenset[str] = frozenset({"softmax_ce", "mse"})
+    #: The applied update is ``params - lr * direction`` for some scalar ``lr`` reported in
+    #: ``stats["lr"]``. Methods with momentum or line searches declare ``False``.
+    step_along_direction: bool = True
+    #: Uses the batch's sample indices (FNGD's per-sample coefficient table).
+    uses_sample_indices: bool = False
+    #: Uses the batch noise to sample labels from the model (SF, K-FAC).
+    samples_labels: bool = False
+    #: Materialises per-sample quantities whose memory grows as batch x params (EF, iEF, SF,
+    #: EGN); the approximation-quality track skips it above ``max_params`` if set.
+    max_params: int | None = None
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+class Batch(NamedTuple, Generic[ArrayT]):
+    """One training batch on the device.
+
+    ``x``, ``y``: inputs and targets; ``index``: positions of the samples in the training set;
+    ``noise``: per-step Uniform(0, 1) noise ``(NOISE_ROWS, B, num_outputs)`` from the run's
+    seed, for label sampling identical across backends.
+    """
+
+    x: ArrayT
+    y: ArrayT
+    index: ArrayT
+    noise: ArrayT
+
+
+# --------------------------------------------------------------------------- the adapter
+
+
+class Adapter:
+    """Base class of every optimizer adapter; see the module docstring for the contract.
+
+    Subclasses set the class attributes and implement :meth:`init`, :meth:`step` and
+    :meth:`direction`. Adapters are stateless objects: everything that changes lives in the
+    state tuple.
+    """
+
+    name: ClassVar[str]
+    backend: ClassVar[str]
+    paper: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Hyperparams: ClassVar[type]
+    search_space: ClassVar[Mapping[str, Distribution]] = {}
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Named hyperparameter sets (e.g. ``paper``, ``kfac-jax``), applied before overrides.
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    def init(self, problem: Any, hparams: Any) -> Any:
+        raise NotImplementedError
+
+    def step(self, problem: Any, params: Any, state: Any, batch: Batch[Any]) -> tuple[Any, Any, dict[str, Any]]:
+        raise NotImplementedError
+
+    def direction(self, problem: Any, params: Any, state: Any, batch: Batch[Any]) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def resolve(cls, overrides: Mapping[str, Any] | None = None, preset: str | None = None) -> Any:
+        """Defaults, then the preset, then ``overrides``; validated."""
+        merged: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in cls.presets:
+                raise HyperparameterError(
+                    f"{cls.name}: unknown preset {preset!r} (known: {', '.join(cls.presets) or 'none'})"
+                )
+            merged.update(cls.presets[preset])
+        merged.update(overrides or {})
+        return resolve_hparams(cls.Hyperparams, merged, owner=cls.name)
+
+
+class MethodCard(NamedTuple):
+    """What the torch and JAX adapters of one method share: identity, hyperparameters, space.
+
+    Built-in methods define one card in ``backends/methods/<name>.py``; both backends' adapters
+    take their metadata from it, so defaults and search spaces cannot drift apart.
+    """
+
+    name: str
+    paper: str
+    description: str
+    Hyperparams: type
+    search_space: Mapping[str, Distribution]
+    capabilities: Capabilities = Capabilities()
+    presets: Mapping[str, Mapping[str, Any]] = {}
+
+
+def from_card(card: MethodCard, backend: str) -> dict[str, Any]:
+    """Class attributes for an adapter of ``card`` in ``backend`` (use in a class body via
+    ``locals().update(...)`` or pass to ``type``); see :func:`adapter_class`."""
+    return {
+        "name": card.name,
+        "backend": backend,
+        "paper": card.paper,
+        "description": card.description,
+        "Hyperparams": card.Hyperparams,
+        "search_space": card.search_space,
+        "capabilities": card.capabilities,
+        "presets": card.presets,
+    }
+
+
+def adapter_class(card: MethodCard, backend: str) -> type[Adapter]:
+    """A base class carrying ``card``'s metadata for ``backend``; subclass it::
+
+        class IEF(adapter_class(ief.CARD, "torch")):
+            def init(...): ...
+    """
+    return type(f"_{card.name}_{backend}_base", (Adapter,), from_card(card, backend))
+
+
+# --------------------------------------------------------------------------- the problem
+
+
+class StepFunction(typing.Protocol):
+    """A backend's prepared step: ``adapter.step`` bound to a problem (jitted in JAX)."""
+
+    #: How many times the function has been compiled so far (always 0 where nothing compiles);
+    #: the harness books a step during which this grows as compile time.
+    compile_count: int
+
+    def __call__(self, params: Any, state: Any, batch: Batch[Any]) -> tuple[Any, Any, dict[str, Any]]: ...
+
+
+class Problem(typing.Protocol):
+    """What the harness and adapters may rely on in a backend's built suite.
+
+    Both ``backends.torch.TorchProblem`` and the JAX problem implement it; adapters use
+    ``oracle``, ``layout``, ``num_params``, ``batch_size``, ``likelihood``, ``n_train``,
+    ``dtype`` and ``device``; the harness uses the rest.
+    """
+
+    backend: str
+    suite: Any
+    seed: int
+    dtype_name: str
+    likelihood: str
+    batch_size: int
+    num_outputs: int
+    n_train: int
+    num_params: int
+    layout: Any
+    counters: Any
+
+    @property
+    def params0(self) -> Any: ...
+
+    def batch(self, step: int) -> tuple[Any, Any, Any]: ...
+
+    def device_batch(self, step: int) -> Batch[Any]: ...
+
+    def oracle(self, params: Any, batch: Batch[Any], *, taps: bool = False) -> Any: ...
+
+    def evaluate(self, params: Any) -> dict[str, float]: ...
+
+    def make_step(self, adapter: Adapter) -> StepFunction: ...
+
+    def block(self, *trees: Any) -> None: ...
+
+    def peak_memory(self) -> tuple[int | None, str]: ...
+
+    def reset_peak_memory(self) -> None: ...
+
+    def to_numpy(self, value: Any) -> Any: ...
+
+    def from_numpy(self, array: Any) -> Any: ...

@@ -1,0 +1,72 @@
+"""Closed forms of the two likelihoods (suites.spec): losses, logit gradients, output Hessians.
+
+For logits ``z_n`` and target ``y_n``:
+
+* ``softmax_ce``: ``l_n = logsumexp(z_n) - z_n[y_n]``, ``r_n = p_n - onehot(y_n)``,
+  ``Q_n = diag(p_n) - p_n p_n^T``;
+* ``mse``: ``l_n = 0.5 ||z_n - y_n||^2``, ``r_n = z_n - y_n``, ``Q_n = I``.
+
+Labels sampled from the model use the batch's uniform noise: for ``softmax_ce`` the inverse CDF
+of ``p_n``; for ``mse`` ``z_n + ndtri(u)`` (the unit-variance Gaussian).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def per_sample_loss(likelihood: str, z: Tensor, y: Tensor) -> Tensor:
+    if likelihood == "softmax_ce":
+        return torch.logsumexp(z, dim=-1) - z.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    return 0.5 * (z - y).pow(2).sum(dim=-1)
+
+
+def logit_grads(likelihood: str, z: Tensor, y: Tensor) -> Tensor:
+    """``r_n = d l_n / d z_n`` for every sample, shape ``(B, C)``."""
+    if likelihood == "softmax_ce":
+        r = torch.softmax(z, dim=-1)
+        return r.scatter_add(-1, y.unsqueeze(-1), -torch.ones_like(r[..., :1]))
+    return z - y
+
+
+def output_hessian_apply(likelihood: str, z: Tensor, u: Tensor) -> Tensor:
+    """``Q_n u_n`` for every sample (``u`` shaped like ``z``, optionally with leading axes)."""
+    if likelihood == "softmax_ce":
+        p = torch.softmax(z, dim=-1)
+        return p * (u - (p * u).sum(dim=-1, keepdim=True))
+    return u
+
+
+def output_quadratic(likelihood: str, z: Tensor, u: Tensor) -> Tensor:
+    """``u_n^T Q_n u_n`` for every sample, shape ``(B,)``."""
+    if likelihood == "softmax_ce":
+        p = torch.softmax(z, dim=-1)
+        pu = (p * u).sum(dim=-1)
+        return (p * u * u).sum(dim=-1) - pu * pu
+    return (u * u).sum(dim=-1)
+
+
+def sample_targets(likelihood: str, z: Tensor, noise: Tensor) -> Tensor:
+    """Targets drawn from the model's predictive distribution.
+
+    ``noise`` is ``(k, B, C)`` uniform; returns ``(k, B)`` labels (``softmax_ce``) or
+    ``(k, B, C)`` targets (``mse``).
+    """
+    if likelihood == "softmax_ce":
+        cdf = torch.softmax(z, dim=-1).cumsum(dim=-1)
+        u = noise[..., 0].unsqueeze(-1).to(cdf.dtype)
+        labels = (cdf < u).sum(dim=-1)
+        return labels.clamp_max(z.shape[-1] - 1).to(torch.int64)
+    return z.detach().unsqueeze(0) + torch.special.ndtri(noise.to(z.dtype))
+
+
+def metrics(likelihood: str, z: Tensor, y: Tensor) -> dict[str, float]:
+    """Mean loss plus accuracy (classification) or RMSE (regression), as Python floats."""
+    loss = per_sample_loss(likelihood, z, y).mean()
+    out = {"loss": float(loss)}
+    if likelihood == "softmax_ce":
+        out["accuracy"] = float((z.argmax(dim=-1) == y).to(z.dtype).mean())
+    else:
+        out["rmse"] = float((z - y).pow(2).mean().sqrt())
+    return out

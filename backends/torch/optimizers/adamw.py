@@ -1,0 +1,46 @@
+"""AdamW on PyTorch; the update rule and references are in ``backends.methods.adamw``."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from backends.methods import adamw
+from backends.spec import Batch, adapter_class
+
+
+class AdamWState(NamedTuple):
+    hparams: adamw.AdamWHyperparams
+    count: int
+    mu: Tensor
+    nu: Tensor
+
+
+def _moments(hp: adamw.AdamWHyperparams, state: AdamWState, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """New moments and the bias-corrected Adam direction ``m^ / (sqrt(v^) + eps)``."""
+    t = state.count + 1
+    mu = torch.lerp(state.mu, g, 1.0 - hp.b1)
+    nu = state.nu.mul(hp.b2).addcmul_(g, g, value=1.0 - hp.b2)
+    direction = (mu / (1.0 - hp.b1**t)) / (nu.div(1.0 - hp.b2**t).sqrt_().add_(hp.eps))
+    return mu, nu, direction
+
+
+class AdamW(adapter_class(adamw.CARD, "torch")):  # type: ignore[misc]
+    def init(self, problem: Any, hparams: adamw.AdamWHyperparams) -> AdamWState:
+        zeros = torch.zeros(problem.num_params, dtype=problem.dtype, device=problem.device)
+        return AdamWState(hparams, 0, zeros, zeros.clone())
+
+    def direction(self, problem: Any, params: Tensor, state: AdamWState, batch: Batch[Tensor]) -> Tensor:
+        return _moments(state.hparams, state, problem.oracle(params, batch).grad())[2]
+
+    def step(self, problem: Any, params: Tensor, state: AdamWState, batch: Batch[Tensor]) -> tuple[Tensor, AdamWState, dict[str, Any]]:
+        hp = state.hparams
+        loss, g = problem.oracle(params, batch).loss_and_grad()
+        mu, nu, direction = _moments(hp, state, g)
+        new = params * (1.0 - hp.lr * hp.weight_decay) - hp.lr * direction
+        return new, AdamWState(hp, state.count + 1, mu, nu), {"loss": loss, "lr": hp.lr}
+
+
+ADAPTER = AdamW

@@ -1,0 +1,230 @@
+"""The PyTorch curvature oracle: every primitive a second-order method needs, on one batch.
+
+One :class:`TorchOracle` per (parameters, batch). It runs at most one forward pass with a graph
+(lazily, optionally recording taps), and serves from it the loss, logits, gradient, taps and
+any number of reverse passes. Conventions (DESIGN.md, "The curvature oracle"):
+
+* training loss ``L = (1/B) sum_n l_n``; per-sample gradient rows ``J[n] = grad l_n`` (not
+  divided by ``B``); gradient ``g = (1/B) J^T 1``;
+* logits ``z_n``, logit gradients ``r_n = dl_n/dz_n``, output Hessian ``Q_n``;
+* GGN ``G = (1/B) sum_n Jz_n^T Q_n Jz_n`` with ``Jz_n = dz_n/dtheta`` (the Fisher for both
+  likelihoods); ``G v`` by one JVP and one VJP, ``v^T G v`` by one JVP;
+* taps: inputs ``a`` and pre-activation gradients ``e`` of every trainable tapped layer,
+  with ``e_n = dl_n/ds_n`` for the per-sample loss (not divided by ``B``).
+
+Every primitive increments the problem's :class:`Counters`, so each step reports its cost in
+passes: ``forward``, ``backward`` (reverse pass of a loss), ``jvp`` (forward-mode pass), ``vjp``
+(reverse pass with an arbitrary output cotangent) and ``per_sample`` (a vectorised per-sample
+gradient computation, itself one forward and one backward over the batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.func import grad as func_grad
+from torch.func import jvp as func_jvp
+from torch.func import vmap
+
+from backends.spec import Batch
+from backends.torch import likelihoods
+from backends.torch.models import Taps
+
+if TYPE_CHECKING:
+    from backends.torch.problem import TorchProblem
+
+PASS_KINDS: tuple[str, ...] = ("forward", "backward", "jvp", "vjp", "per_sample")
+
+
+@dataclass
+class Counters:
+    """Pass counters of one problem; the harness reads the increments of every step."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PASS_KINDS, 0))
+
+    def add(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] += n
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+@dataclass
+class Reverse:
+    """Result of one reverse pass with logit cotangent ``R`` (``B x C``).
+
+    ``param_grad = sum_n Jz_n^T R_n`` (flat); ``tap_grads[k]`` is the cotangent of tapped layer
+    ``k``'s pre-activation (``e`` when ``R = r``), if taps were recorded.
+    """
+
+    param_grad: Tensor
+    tap_grads: list[Tensor]
+
+
+class TorchOracle:
+    """Curvature primitives at ``params`` on ``batch`` (see module docstring)."""
+
+    def __init__(self, problem: TorchProblem, params: Tensor, batch: Batch[Tensor], *, taps: bool = False) -> None:
+        self.problem = problem
+        self.likelihood = problem.likelihood
+        self.params = params.detach()
+        self.batch = batch
+        self.batch_size = int(batch.x.shape[0])
+        self._want_taps = taps
+        self._counters = problem.counters
+        self._leaf: Tensor | None = None
+        self._z: Tensor | None = None
+        self._losses: Tensor | None = None
+        self._taps: Taps | None = None
+        self._grad: Tensor | None = None
+        self._r: Tensor | None = None
+        self._e: list[Tensor] | None = None
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self) -> None:
+        if self._z is not None:
+            return
+        leaf = self.params.detach().requires_grad_(True)
+        taps = Taps() if self._want_taps else None
+        with torch.enable_grad():
+            z = self.problem.fmodel(leaf, self.batch.x, taps)
+            losses = likelihoods.per_sample_loss(self.likelihood, z, self.batch.y)
+        self._counters.add("forward")
+        self._leaf, self._z, self._losses, self._taps = leaf, z, losses, taps
+
+    @property
+    def logits(self) -> Tensor:
+        """``z`` of shape ``(B, C)`` (no graph)."""
+        self._forward()
+        assert self._z is not None
+        return self._z.detach()
+
+    def per_sample_losses(self) -> Tensor:
+        self._forward()
+        assert self._losses is not None
+        return self._losses.detach()
+
+    def loss(self) -> Tensor:
+        """Mean batch loss (0-d tensor, no graph)."""
+        return self.per_sample_losses().mean()
+
+    def logit_grads(self) -> Tensor:
+        """``r_n = dl_n/dz_n``, shape ``(B, C)``; closed form, no pass."""
+        if self._r is None:
+            self._r = likelihoods.logit_grads(self.likelihood, self.logits, self.batch.y)
+        return self._r
+
+    # ------------------------------------------------------------------ reverse passes
+    def reverse(self, cotangent: Tensor, *, kind: str = "backward") -> Reverse:
+        """One reverse pass of ``sum_n R_n^T z_n`` through the recorded forward graph."""
+        self._forward()
+        assert self._z is not None and self._leaf is not None
+        inputs = [self._leaf]
+        if self._taps is not None:
+            inputs.extend(self._taps.perturbations)
+        grads = torch.autograd.grad(self._z, inputs, grad_outputs=cotangent.to(self._z.dtype), retain_graph=True)
+        self._counters.add(kind)
+        return Reverse(grads[0], list(grads[1:]))
+
+    def grad(self) -> Tensor:
+        """Gradient of the mean batch loss, flat ``(P,)``."""
+        if self._grad is None:
+            rev = self.reverse(self.logit_grads())
+            self._grad = rev.param_grad / self.batch_size
+            if self._taps is not None:
+                self._e = rev.tap_grads
+        return self._grad
+
+    def loss_and_grad(self) -> tuple[Tensor, Tensor]:
+        return self.loss(), self.grad()
+
+    def weighted_grad(self, weights: Tensor) -> Tensor:
+        """``J^T w = sum_n w_n grad l_n`` (flat) by one reverse pass of ``sum_n w_n l_n``."""
+        return self.reverse(weights.unsqueeze(-1) * self.logit_grads()).param_grad
+
+    # ------------------------------------------------------------------ taps
+    def tap_inputs(self) -> list[Tensor]:
+        """Inputs ``a`` of the trainable tapped layers (``ParamLayout.tapped`` order)."""
+        if not self._want_taps:
+            raise RuntimeError("this oracle was created without taps=True")
+        self._forward()
+        assert self._taps is not None
+        return [a.detach() for a in self._taps.inputs]
+
+    def tap_grads(self) -> list[Tensor]:
+        """Pre-activation gradients ``e`` of the per-sample losses (true labels)."""
+        if not self._want_taps:
+            raise RuntimeError("this oracle was created without taps=True")
+        if self._e is None:
+            self.grad()
+        assert self._e is not None
+        return self._e
+
+    def tap_grads_for(self, cotangent: Tensor, *, kind: str = "backward") -> list[Tensor]:
+        """Pre-activation cotangents for an arbitrary logit cotangent (e.g. sampled labels)."""
+        if not self._want_taps:
+            raise RuntimeError("this oracle was created without taps=True")
+        return self.reverse(cotangent, kind=kind).tap_grads
+
+    # ------------------------------------------------------------------ per-sample gradients
+    def per_sample_grads(self) -> Tensor:
+        """``J`` of shape ``(B, P)``: row ``n`` is ``grad l_n`` (vectorised, ``torch.func``)."""
+        model, likelihood = self.problem.fmodel, self.likelihood
+
+        def single(flat: Tensor, x: Tensor, y: Tensor) -> Tensor:
+            z = model(flat, x.unsqueeze(0))
+            return likelihoods.per_sample_loss(likelihood, z, y.unsqueeze(0)).sum()
+
+        self._counters.add("per_sample")
+        return vmap(func_grad(single), in_dims=(None, 0, 0))(self.params, self.batch.x, self.batch.y)
+
+    # ------------------------------------------------------------------ GGN / Fisher
+    def jvp(self, v: Tensor) -> Tensor:
+        """``Jz v``: output tangents ``(B, C)`` for a parameter tangent ``v`` (forward mode)."""
+        model, x = self.problem.fmodel, self.batch.x
+        _, tangent = func_jvp(lambda p: model(p, x), (self.params,), (v.to(self.params.dtype),))
+        self._counters.add("jvp")
+        return tangent
+
+    def vjp(self, u: Tensor) -> Tensor:
+        """``sum_n Jz_n^T u_n`` for output cotangents ``u`` ``(B, C)``; flat ``(P,)``."""
+        return self.reverse(u, kind="vjp").param_grad
+
+    def output_hessian_apply(self, u: Tensor) -> Tensor:
+        return likelihoods.output_hessian_apply(self.likelihood, self.logits, u)
+
+    def ggn_vp(self, v: Tensor) -> Tensor:
+        """``G v = (1/B) Jz^T Q Jz v``."""
+        return self.vjp(self.output_hessian_apply(self.jvp(v))) / self.batch_size
+
+    def ggn_quad(self, v: Tensor) -> Tensor:
+        """``v^T G v`` with one JVP (0-d tensor)."""
+        u = self.jvp(v)
+        return likelihoods.output_quadratic(self.likelihood, self.logits, u).mean()
+
+    def output_jacobian(self) -> Tensor:
+        """Dense ``Jz`` of shape ``(B, C, P)`` (small problems only: references and EGN)."""
+        model = self.problem.fmodel
+
+        def single(flat: Tensor, x: Tensor) -> Tensor:
+            return model(flat, x.unsqueeze(0)).squeeze(0)
+
+        self._counters.add("per_sample")
+        return vmap(torch.func.jacrev(single), in_dims=(None, 0))(self.params, self.batch.x)
+
+    # ------------------------------------------------------------------ sampled labels
+    def sample_targets(self, k: int = 1) -> Tensor:
+        """``k`` targets per sample drawn from the model using the batch noise (rows ``:k``)."""
+        noise = self.batch.noise
+        if k > noise.shape[0]:
+            raise ValueError(f"at most {noise.shape[0]} sampled targets per step, asked for {k}")
+        return likelihoods.sample_targets(self.likelihood, self.logits, noise[:k])
+
+    def sampled_logit_grads(self, k: int = 1) -> Tensor:
+        """``r^_n = dl(y^_n, z_n)/dz_n`` for ``k`` sampled targets, shape ``(k, B, C)``."""
+        targets = self.sample_targets(k)
+        z = self.logits
+        return torch.stack([likelihoods.logit_grads(self.likelihood, z, t) for t in targets])

@@ -1,0 +1,144 @@
+"""Database URLs, engines and migrations.
+
+* :func:`resolve_url` turns ``None`` (then ``NGBENCH_DB_URL``, then ``./ngbench.db``), a file
+  path or a SQLAlchemy URL into a URL.
+* :func:`masked` renders a URL with its password replaced by ``***``: use it wherever a URL is
+  stored, logged or shown.
+* :func:`connect` creates the engine (SQLite: WAL journal, busy timeout, foreign keys), checks
+  that the server answers, and migrates the schema to the newest revision.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from harness.errors import DatabaseError
+
+DEFAULT_FILE = "ngbench.db"
+ENV_VAR = "NGBENCH_DB_URL"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: SQLite busy timeout: concurrent writers wait this long for the lock.
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def resolve_url(db: str | os.PathLike[str] | None = None) -> str:
+    if db is None:
+        db = os.environ.get(ENV_VAR) or DEFAULT_FILE
+    db = os.fspath(db)
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
+def masked(url: str) -> str:
+    """``url`` with the password (if any) replaced by ``***``."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return "<invalid database URL>"
+    return u.render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"invalid database URL {masked(url)!r}") from None
+    kwargs: dict[str, object] = {"future": True}
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            parent = Path(u.database).parent
+            if not parent.exists():
+                raise DatabaseError(f"cannot open database {masked(url)}: directory {parent} does not exist")
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True
+        if u.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": 10}
+    try:
+        engine = create_engine(u, **kwargs)
+    except (ArgumentError, SQLAlchemyError, ModuleNotFoundError) as exc:
+        raise DatabaseError(f"cannot use database {masked(url)}: {exc}") from None
+    if u.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def alembic_config(url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["url"] = url
+    return cfg
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
+
+
+def upgrade(engine: Engine, url: str) -> None:
+    """Migrate to head. Safe with concurrent first users (advisory lock on PostgreSQL, retry on
+    SQLite when another process created the tables first)."""
+    from alembic import command
+
+    if current_revision(engine) == head_revision():
+        return
+    cfg = alembic_config(url)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(727061)"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        return
+    for attempt in range(5):
+        try:
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+            return
+        except (OperationalError, SQLAlchemyError):
+            time.sleep(0.2 * (attempt + 1))
+            if current_revision(engine) == head_revision():
+                return
+    raise DatabaseError(f"could not migrate the database {masked(url)} to revision {head_revision()}")
+
+
+def connect(db: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> tuple[Engine, str]:
+    """An engine for ``db`` with the schema at head; raises :class:`DatabaseError` if unreachable."""
+    url = resolve_url(db)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        engine.dispose()
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseError(f"cannot reach database {masked(url)}: {reason}") from None
+    if migrate:
+        upgrade(engine, url)
+    return engine, url

@@ -1,0 +1,124 @@
+"""The public Python API of ngbench, for scripts, notebooks and tests.
+
+>>> from harness import api
+>>> api.list_suites()[:2]                                          # doctest: +SKIP
+>>> r = api.run("digits-mlp", "adamw", steps=200)                  # doctest: +SKIP
+>>> r.status, r.final_train_loss, r.step_time_median_s            # doctest: +SKIP
+>>> d = api.direction("tiny-ce", "ief", dtype="float64")           # doctest: +SKIP
+
+Names here are stable: later features build on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harness import registry
+from harness.runner import RunResult, RunSpec, execute, prepare
+from suites import get_suite
+from suites import list_suites as _list_suites
+
+
+def list_suites(size: str | None = None) -> list[str]:
+    """Names of the registered suites (optionally one size: ``test``, ``ci``, ``gpu``)."""
+    return [s.name for s in _list_suites(size)]
+
+
+def list_optimizers(backend: str | None = None) -> list[str]:
+    """Names of the available optimizers in ``backend`` (all installed backends if ``None``)."""
+    seen: dict[str, None] = {}
+    for name, _ in registry.list_optimizers(backend):
+        seen.setdefault(name)
+    return list(seen)
+
+
+def problem(suite: str, backend: str = "torch", seed: int = 0, dtype: str = "float32", device: str = "cpu") -> Any:
+    """The suite built for ``backend``.
+
+    The object has ``.model`` (an ``nn.Module`` for torch), ``.batch(step)`` -> ``(x, y,
+    indices)`` numpy arrays of the training batch at ``step``, ``.loss`` (``"softmax_ce"`` or
+    ``"mse"``), ``.params0`` (flat initial parameters, canonical order) and ``.oracle(...)``.
+    """
+    return registry.backend_module(backend).build_problem(get_suite(suite), seed=seed, dtype=dtype, device=device)
+
+
+def direction(
+    suite: str,
+    optimizer: str,
+    backend: str = "torch",
+    seed: int = 0,
+    step: int = 0,
+    hparams: dict[str, Any] | None = None,
+    dtype: str = "float32",
+    *,
+    preset: str | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """The method's direction on ``problem.batch(step)`` at the initial parameters.
+
+    Fresh state, flat numpy vector in canonical order, ascent-signed like the gradient (for
+    ``sgd`` it is the gradient of the mean batch loss).
+    """
+    spec = RunSpec(suite, optimizer, backend=backend, seed=seed, hparams=dict(hparams or {}), preset=preset, dtype=dtype)
+    suite_obj, adapter_cls, hp = prepare(spec)
+    prob = registry.backend_module(backend).build_problem(suite_obj, seed=seed, dtype=dtype, device=device)
+    adapter = adapter_cls()
+    state = adapter.init(prob, hp)
+    d = adapter.direction(prob, prob.params0, state, prob.device_batch(step))
+    return np.asarray(prob.to_numpy(d))
+
+
+def run(
+    suite: str,
+    optimizer: str,
+    backend: str = "torch",
+    seed: int = 0,
+    steps: int | None = None,
+    hparams: dict[str, Any] | None = None,
+    device: str = "auto",
+    db: str | None = None,
+    tag: str | None = None,
+    dtype: str = "float32",
+    *,
+    preset: str | None = None,
+    time_budget_s: float | None = None,
+    timeout_s: float | None = None,
+    stop_at_target: bool = True,
+    eval_every: int | None = None,
+    on_step: Any = None,
+) -> RunResult:
+    """Run one optimizer on one suite; store the result when ``db`` (a URL or path) is given.
+
+    Returns a :class:`~harness.runner.RunResult` (``status``, ``initial_train_loss``,
+    ``final_train_loss``, ``best_val_metric``, ``steps``, ``train_time_s``,
+    ``compile_time_s``, ``step_time_median_s``, ``peak_memory_bytes``, ``passes_per_step``,
+    ``metrics`` ...). Bad names or hyperparameters raise before anything runs; failures of the
+    run itself are reported in ``status``/``error``, never raised.
+    """
+    spec = RunSpec(
+        suite=suite,
+        optimizer=optimizer,
+        backend=backend,
+        seed=seed,
+        steps=steps,
+        hparams=dict(hparams or {}),
+        preset=preset,
+        device=device,
+        dtype=dtype,
+        tag=tag,
+        time_budget_s=time_budget_s,
+        timeout_s=timeout_s,
+        stop_at_target=stop_at_target,
+        eval_every=eval_every,
+    )
+    store = None
+    if db is not None:
+        from db import store as db_store
+
+        store = db_store.open_store(db)  # fail on an unreachable database before running
+    result = execute(spec, on_step=on_step)
+    if store is not None:
+        store.save_run(result)
+    return result

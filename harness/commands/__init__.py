@@ -1,0 +1,1 @@
+"""``ngbench`` sub-commands, one module per feature; each exposes ``register(app)``."""

@@ -1,0 +1,187 @@
+"""The backend-neutral suite contract.
+
+A :class:`Suite` is data plus a model spec plus a protocol: everything a backend needs to build
+the same problem as every other backend, and everything the harness needs to run and score it.
+Suites are numpy and plain Python only; no framework is imported here.
+
+Conventions fixed by this module
+--------------------------------
+* The likelihood fixes the loss and the Fisher. ``softmax_ce``: per-sample loss
+  ``l_n = logsumexp(z_n) - z_n[y_n]`` with integer labels. ``mse``: ``l_n = 0.5 * ||z_n - y_n||^2``
+  (sum over output dimensions, unit-variance Gaussian), so the output Hessian is the identity.
+* The training loss is the **mean** of ``l_n`` over the batch.
+* Data order comes from :func:`batch_indices`, a pure function of (number of training samples,
+  batch size, seed, step): every backend sees the same samples at the same step.
+* A suite's ``version`` is bumped whenever anything that changes results changes (data,
+  split, model, likelihood, batch size, budget, target). Stored results of an older version
+  are kept but not ranked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+
+from suites.layers import ModelSpec
+
+Likelihood = Literal["softmax_ce", "mse"]
+LIKELIHOODS: tuple[str, ...] = ("softmax_ce", "mse")
+
+#: Independent random streams derived from a run's master seed. Every consumer of randomness
+#: names its stream, so adding a consumer never shifts the numbers another one sees.
+STREAM_INIT = 0
+STREAM_DATA_ORDER = 1
+STREAM_NOISE = 2
+
+#: Rows of per-step uniform noise shipped with every batch (label sampling for SF, K-FAC).
+NOISE_ROWS = 4
+
+
+class DataUnavailableError(RuntimeError):
+    """A suite's data files are missing; the message says exactly what to place where."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Arrays of one suite, split once and for all (the split never depends on the run seed).
+
+    ``x_*`` are float arrays shaped ``(N, *input_shape)``. ``y_*`` are int64 class labels
+    (``softmax_ce``) or float targets shaped ``(N, num_outputs)`` (``mse``).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the bytes of all four arrays (determinism checks, run provenance)."""
+        h = hashlib.sha256()
+        for arr in (self.x_train, self.y_train, self.x_val, self.y_val):
+            a = np.ascontiguousarray(arr)
+            h.update(str((a.dtype.str, a.shape)).encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A frozen goal on an evaluation metric, e.g. ``val_accuracy >= 0.95``."""
+
+    metric: str
+    value: float
+    mode: Literal["max", "min"] = "max"
+
+    def reached(self, metrics: dict[str, float]) -> bool:
+        v = metrics.get(self.metric)
+        if v is None or not np.isfinite(v):
+            return False
+        return v >= self.value if self.mode == "max" else v <= self.value
+
+    def describe(self) -> str:
+        op = ">=" if self.mode == "max" else "<="
+        return f"{self.metric} {op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Step budget, and optionally a wall-clock budget on the steady-state step clock."""
+
+    steps: int
+    time_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A standardized problem. See the module docstring for the conventions."""
+
+    name: str
+    version: int
+    description: str
+    paper: str
+    model: ModelSpec
+    likelihood: Likelihood
+    batch_size: int
+    budget: Budget
+    eval_every: int
+    load: Callable[[], Dataset] = field(repr=False, compare=False)
+    target: Target | None = None
+    #: Metric the harness reports as "best validation metric" and ranks on.
+    val_metric: str = "val_accuracy"
+    #: ``ci`` (runs on two CPU cores), ``test`` (tiny, for dense references), ``gpu`` (nightly).
+    size: Literal["test", "ci", "gpu"] = "ci"
+    #: Loss above ``divergence_factor * max(initial loss, 1e-3)`` (or non-finite) is divergence.
+    divergence_factor: float = 100.0
+    #: Files the suite needs under the data directory (``ngbench data check``).
+    data_files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"suite {self.name!r}: unknown likelihood {self.likelihood!r}")
+        if self.batch_size <= 0 or self.budget.steps <= 0 or self.eval_every <= 0:
+            raise ValueError(f"suite {self.name!r}: batch size, budget and eval_every must be > 0")
+
+    @cached_property
+    def data(self) -> Dataset:
+        """The suite's arrays, loaded once per process."""
+        return self.load()
+
+    @property
+    def num_outputs(self) -> int:
+        return self.model.output_shape[-1]
+
+    def replace(self, **changes: object) -> Suite:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def seed_sequence(seed: int, stream: int, *extra: int) -> np.random.Generator:
+    """A generator for one named stream of one run (and optionally one epoch or step)."""
+    return np.random.default_rng([int(seed), int(stream), *map(int, extra)])
+
+
+def batch_indices(n_train: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Indices of the training samples used at ``step`` (0-based).
+
+    Each epoch is a fresh permutation drawn from ``(seed, STREAM_DATA_ORDER, epoch)``; the last
+    incomplete batch of an epoch is dropped, so every batch has exactly ``batch_size`` samples.
+    """
+    if batch_size > n_train:
+        raise ValueError(f"batch size {batch_size} exceeds the {n_train} training samples")
+    per_epoch = n_train // batch_size
+    epoch, pos = divmod(int(step), per_epoch)
+    perm = _epoch_permutation(n_train, int(seed), epoch)
+    return perm[pos * batch_size : (pos + 1) * batch_size]
+
+
+_PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    key = (n, seed, epoch)
+    perm = _PERM_CACHE.get(key)
+    if perm is None:
+        if len(_PERM_CACHE) > 64:
+            _PERM_CACHE.clear()
+        perm = seed_sequence(seed, STREAM_DATA_ORDER, epoch).permutation(n)
+        _PERM_CACHE[key] = perm
+    return perm
+
+
+def batch_noise(seed: int, step: int, batch_size: int, num_outputs: int) -> np.ndarray:
+    """Uniform(0, 1) noise of shape ``(NOISE_ROWS, batch_size, num_outputs)`` for ``step``.
+
+    Backends turn it into sampled labels (inverse CDF of the model's softmax) or Gaussian
+    targets (``ndtri``), so both frameworks draw the same labels from the same seed.
+    """
+    rng = seed_sequence(seed, STREAM_NOISE, step)
+    return rng.random((NOISE_ROWS, batch_size, num_outputs))
