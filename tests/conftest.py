@@ -34,3 +34,6 @@ def tmp_db(tmp_path) -> str:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+from tests.fixtures_pg import pg_server, pg_url  # noqa: E402,F401  (fixtures)
