@@ -98,9 +98,8 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(kind)]
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            if type(None) in options:
-                return None
+        if (value is None or (isinstance(value, str) and value.lower() == "none")) and type(None) in options:
+            return None
         errors = []
         for option in options:
             if option is type(None):
@@ -183,9 +182,7 @@ def resolve_hparams(cls: type, overrides: Mapping[str, Any] | None = None, *, ow
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=2)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise HyperparameterError(
-                f"{who}unknown hyperparameter {key!r}{hint} (known: {', '.join(fields)})"
-            )
+            raise HyperparameterError(f"{who}unknown hyperparameter {key!r}{hint} (known: {', '.join(fields)})")
         try:
             values[key] = _coerce(key, _field_type(cls, fields[key]), raw)
         except HyperparameterError as exc:
@@ -366,8 +363,8 @@ def from_card(card: MethodCard, backend: str) -> dict[str, Any]:
 def adapter_class(card: MethodCard, backend: str) -> type[Adapter]:
     """A base class carrying ``card``'s metadata for ``backend``; subclass it::
 
-        class IEF(adapter_class(ief.CARD, "torch")):
-            def init(...): ...
+    class IEF(adapter_class(ief.CARD, "torch")):
+        def init(...): ...
     """
     return type(f"_{card.name}_{backend}_base", (Adapter,), from_card(card, backend))
 
@@ -402,6 +399,7 @@ class Problem(typing.Protocol):
     num_outputs: int
     n_train: int
     num_params: int
+    step_budget: int
     layout: Any
     counters: Any
 

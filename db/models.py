@@ -11,7 +11,7 @@ as columns, and the full spec, hyperparameters and per-step pass counts as JSON.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -20,7 +20,7 @@ SCHEMA_VERSION = "0001"
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Environment(Base):
@@ -58,6 +58,14 @@ class Sweep(Base):
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Nightly regression report against the previous nightly (``harness.nightly``)::
+    #:
+    #:   {"previous_sweep_id": int | None, "generated_at": iso-8601 str,
+    #:    "items": [{"suite", "optimizer", "backend", "metric", "previous", "current",
+    #:               "ratio", "threshold", "p_value" (or null), "flag": "slowdown" |
+    #:               "speedup" | "regression" | "improvement" | "unchanged", "detail"}],
+    #:    "summary": {"flagged": int, "compared": int, ...}}
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep")
 

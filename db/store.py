@@ -87,10 +87,18 @@ class Store:
 
     # ------------------------------------------------------------------ sweeps
     def create_sweep(
-        self, name: str, *, kind: str = "sweep", track: str = "untuned", tag: str | None = None, spec: dict[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        kind: str = "sweep",
+        track: str = "untuned",
+        tag: str | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> int:
         with self.session() as s, s.begin():
-            sweep = Sweep(name=name, kind=kind, track=track, tag=tag, spec=_clean(spec or {}), status="running", started_at=_now())
+            sweep = Sweep(
+                name=name, kind=kind, track=track, tag=tag, spec=_clean(spec or {}), status="running", started_at=_now()
+            )
             s.add(sweep)
             s.flush()
             return sweep.id
@@ -170,7 +178,8 @@ class Store:
                     s.execute(insert(Metric), rows)
                 return run.id
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"could not store the run in {self.display_url}: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}") from None
+            reason = getattr(exc, "orig", None) or exc
+            raise DatabaseError(f"could not store the run in {self.display_url}: {reason}") from None
 
     def save_approx_rows(self, run_id: int, rows: list[dict[str, Any]]) -> None:
         """Approximation-quality rows of one reference run, in one transaction."""

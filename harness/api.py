@@ -61,7 +61,9 @@ def direction(
     Fresh state, flat numpy vector in canonical order, ascent-signed like the gradient (for
     ``sgd`` it is the gradient of the mean batch loss).
     """
-    spec = RunSpec(suite, optimizer, backend=backend, seed=seed, hparams=dict(hparams or {}), preset=preset, dtype=dtype)
+    spec = RunSpec(
+        suite, optimizer, backend=backend, seed=seed, hparams=dict(hparams or {}), preset=preset, dtype=dtype
+    )
     suite_obj, adapter_cls, hp = prepare(spec)
     prob = registry.backend_module(backend).build_problem(suite_obj, seed=seed, dtype=dtype, device=device)
     adapter = adapter_cls()

@@ -11,6 +11,7 @@ import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 from functools import cache
 from types import ModuleType
 
@@ -31,6 +32,10 @@ def backend_module(backend: str) -> ModuleType:
     if not backend_available(backend):
         extra = " (install the 'jax' extra: pip install 'ngbench[jax]')" if backend == "jax" else ""
         raise UnknownBackendError(f"backend {backend!r} is not installed{extra}")
+    if backend == "jax":
+        # Peak device memory is only meaningful without XLA's up-front pool (DESIGN.md); these
+        # must be set before JAX initialises and are recorded with the run's environment.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     return importlib.import_module(f"backends.{backend}")
 
 

@@ -18,6 +18,7 @@ Everything a run produces is a :class:`RunResult`; a failed run is a result too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -48,7 +49,9 @@ STATUSES: tuple[str, ...] = (
     "interrupted",
 )
 #: Statuses of a run that completed as the protocol intends (it is scored, never retried).
-FINISHED_STATUSES: frozenset[str] = frozenset({"done", "target_reached", "budget_exhausted", "diverged", "oom", "timeout"})
+FINISHED_STATUSES: frozenset[str] = frozenset(
+    {"done", "target_reached", "budget_exhausted", "diverged", "oom", "timeout"}
+)
 #: Statuses a sweep retries on resume.
 RETRY_STATUSES: frozenset[str] = frozenset({"error", "crashed", "interrupted"})
 
@@ -233,10 +236,9 @@ def execute(
         result.error = "".join(traceback.format_exception(exc))
     finally:
         if problem is not None:
-            try:
+            # Reading memory must not mask the run's own outcome.
+            with contextlib.suppress(Exception):
                 result.peak_memory_bytes, result.memory_kind = problem.peak_memory()
-            except Exception:  # memory reading must not mask the run's own outcome
-                pass
         result.finished_at = _now()
     return result
 
@@ -258,6 +260,7 @@ def _loop(
     mode = metric_mode(suite.val_metric, suite)
     metrics = result.metrics
 
+    problem.step_budget = total_steps
     adapter = adapter_cls()
     t0 = time.perf_counter()
     params = problem.params0
@@ -383,7 +386,11 @@ def _book_unbooked(result: RunResult, positions: list[int], median: float) -> No
     target_row = None
     if result.steps_to_target is not None:
         target_row = next(
-            (i for i, (s, t, _, _) in enumerate(result.metrics) if s == result.steps_to_target and t == result.time_to_target_s),
+            (
+                i
+                for i, (s, t, _, _) in enumerate(result.metrics)
+                if s == result.steps_to_target and t == result.time_to_target_s
+            ),
             None,
         )
     result.metrics = [(s, t + float(offset[i]), n, v) for i, (s, t, n, v) in enumerate(result.metrics)]

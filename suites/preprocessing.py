@@ -14,7 +14,7 @@ def split(x: np.ndarray, y: np.ndarray, val_fraction: float, *, seed: int = SPLI
     """Fixed random train/validation split."""
     n = x.shape[0]
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(val_fraction * n))
+    n_val = round(val_fraction * n)
     val, train = perm[:n_val], perm[n_val:]
     return Dataset(x[train], y[train], x[val], y[val])
 

@@ -51,9 +51,7 @@ def get_suite(name: str) -> Suite:
     except KeyError:
         close = difflib.get_close_matches(name, _SUITES, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownSuiteError(
-            f"unknown suite {name!r}{hint} (known: {', '.join(sorted(_SUITES))})"
-        ) from None
+        raise UnknownSuiteError(f"unknown suite {name!r}{hint} (known: {', '.join(sorted(_SUITES))})") from None
 
 
 def list_suites(size: str | None = None) -> list[Suite]:

@@ -57,7 +57,11 @@ def pg_server() -> Iterator[str]:
         shutil.chown(tmp, "postgres")
     data, port = os.path.join(tmp, "data"), _free_port()
     try:
-        subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"]), check=True, capture_output=True)
+        subprocess.run(
+            _as_postgres([f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"]),
+            check=True,
+            capture_output=True,
+        )
         opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off -c max_connections=200"
         subprocess.run(
             _as_postgres([f"{bindir}/pg_ctl", "-D", data, "-o", opts, "-l", os.path.join(tmp, "log"), "-w", "start"]),
@@ -71,7 +75,9 @@ def pg_server() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
     finally:
-        subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]), capture_output=True)
+        subprocess.run(
+            _as_postgres([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]), capture_output=True
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 

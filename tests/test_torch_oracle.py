@@ -102,7 +102,9 @@ def test_jvp_vjp_and_ggn_match_dense_references(tiny_suite: str, rng: np.random.
     torch.testing.assert_close(o.ggn_quad(v), v @ G @ v, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(o.output_jacobian(), Jz, rtol=RTOL, atol=1e-12)
     # Every per-sample gradient row is Jz_n^T r_n.
-    torch.testing.assert_close(o.per_sample_grads(), torch.einsum("bcp,bc->bp", Jz, o.logit_grads()), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        o.per_sample_grads(), torch.einsum("bcp,bc->bp", Jz, o.logit_grads()), rtol=1e-9, atol=1e-12
+    )
 
 
 def test_taps_reconstruct_per_sample_gradients(tiny_suite: str) -> None:
@@ -160,7 +162,7 @@ def test_batches_are_deterministic_and_cover_an_epoch() -> None:
     per_epoch = p.n_train // p.batch_size
     seen = np.concatenate([p.batch(s)[2] for s in range(per_epoch)])
     assert len(set(seen.tolist())) == per_epoch * p.batch_size
-    x, y, idx = p.batch(3)
+    x, _y, idx = p.batch(3)
     np.testing.assert_array_equal(idx, build_problem(get_suite("tiny-ce"), seed=11).batch(3)[2])
     np.testing.assert_array_equal(x, get_suite("tiny-ce").data.x_train[idx])
 

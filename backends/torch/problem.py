@@ -70,6 +70,9 @@ class TorchProblem:
         self.batch_size = suite.batch_size
         self.num_outputs = suite.num_outputs
         self.counters = Counters()
+        #: Steps this run will take at most (the harness sets it; schedules such as EF's linear
+        #: decay read it, like AlgoPerf's ``step_hint``).
+        self.step_budget = suite.budget.steps
         self._arrays = suite.model.init_params(self.seed)
         self.fmodel = TorchModel(suite.model, self._arrays, self.dtype, self.device)
         self.layout = self.fmodel.layout

@@ -35,7 +35,9 @@ class AdamW(adapter_class(adamw.CARD, "torch")):  # type: ignore[misc]
     def direction(self, problem: Any, params: Tensor, state: AdamWState, batch: Batch[Tensor]) -> Tensor:
         return _moments(state.hparams, state, problem.oracle(params, batch).grad())[2]
 
-    def step(self, problem: Any, params: Tensor, state: AdamWState, batch: Batch[Tensor]) -> tuple[Tensor, AdamWState, dict[str, Any]]:
+    def step(
+        self, problem: Any, params: Tensor, state: AdamWState, batch: Batch[Tensor]
+    ) -> tuple[Tensor, AdamWState, dict[str, Any]]:
         hp = state.hparams
         loss, g = problem.oracle(params, batch).loss_and_grad()
         mu, nu, direction = _moments(hp, state, g)

@@ -22,7 +22,9 @@ class SGD(adapter_class(sgd.CARD, "torch")):  # type: ignore[misc]
     def direction(self, problem: Any, params: Tensor, state: SGDState, batch: Batch[Tensor]) -> Tensor:
         return problem.oracle(params, batch).grad()
 
-    def step(self, problem: Any, params: Tensor, state: SGDState, batch: Batch[Tensor]) -> tuple[Tensor, SGDState, dict[str, Any]]:
+    def step(
+        self, problem: Any, params: Tensor, state: SGDState, batch: Batch[Tensor]
+    ) -> tuple[Tensor, SGDState, dict[str, Any]]:
         hp = state.hparams
         oracle = problem.oracle(params, batch)
         loss, g = oracle.loss_and_grad()

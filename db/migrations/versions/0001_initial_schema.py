@@ -2,12 +2,11 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 12:10:06.654527
+Create Date: 2026-11-23 12:12:48.943854
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0001"
 down_revision = None
@@ -48,6 +47,7 @@ def upgrade() -> None:
         sa.Column("environment_id", sa.Integer(), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("report", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["environment_id"],
             ["environments.id"],
@@ -156,7 +156,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("metrics", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_metrics_run_id"), ["run_id"], unique=False)
-
 
 
 def downgrade() -> None:

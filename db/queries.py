@@ -1,0 +1,175 @@
+"""Read queries returning pandas DataFrames (the CLI, the site, notebooks).
+
+Every function takes a :class:`db.store.Store`. Filters are optional keyword arguments; ``None``
+means "any".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Select, select
+
+from db.models import ApproxQuality, Environment, Metric, Run, Sweep
+from db.store import Store
+
+#: Columns of :func:`runs_frame`, in display order.
+RUN_COLUMNS: tuple[str, ...] = (
+    "id",
+    "key",
+    "sweep_id",
+    "environment_id",
+    "suite",
+    "suite_version",
+    "optimizer",
+    "adapter_version",
+    "backend",
+    "seed",
+    "dtype",
+    "device",
+    "status",
+    "error",
+    "tag",
+    "track",
+    "role",
+    "trial",
+    "config_hash",
+    "hparams",
+    "steps",
+    "initial_train_loss",
+    "final_train_loss",
+    "val_metric",
+    "best_val_metric",
+    "final_metrics",
+    "target",
+    "steps_to_target",
+    "time_to_target_s",
+    "train_time_s",
+    "compile_time_s",
+    "init_time_s",
+    "eval_time_s",
+    "step_time_median_s",
+    "step_time_mean_s",
+    "step_time_p10_s",
+    "step_time_p90_s",
+    "peak_memory_bytes",
+    "memory_kind",
+    "passes_per_step",
+    "started_at",
+    "finished_at",
+    "created_at",
+)
+
+
+def _frame(store: Store, query: Select[Any], columns: Iterable[str]) -> pd.DataFrame:
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=list(columns))
+
+
+def runs_frame(
+    store: Store,
+    *,
+    suite: str | None = None,
+    optimizer: str | None = None,
+    backend: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+    sweep_id: int | None = None,
+    ids: Iterable[int] | None = None,
+) -> pd.DataFrame:
+    """One row per stored run, columns :data:`RUN_COLUMNS`, ordered by id."""
+    cols = [getattr(Run, c) for c in RUN_COLUMNS]
+    q = select(*cols).order_by(Run.id)
+    for column, value in (
+        (Run.suite, suite),
+        (Run.optimizer, optimizer),
+        (Run.backend, backend),
+        (Run.status, status),
+        (Run.tag, tag),
+        (Run.sweep_id, sweep_id),
+    ):
+        if value is not None:
+            q = q.where(column == value)
+    if ids is not None:
+        q = q.where(Run.id.in_(list(ids)))
+    return _frame(store, q, RUN_COLUMNS)
+
+
+def metrics_frame(store: Store, run_ids: Iterable[int], names: Iterable[str] | None = None) -> pd.DataFrame:
+    """Long-format metric rows (``run_id, step, time_s, name, value``) of the given runs."""
+    q = select(Metric.run_id, Metric.step, Metric.time_s, Metric.name, Metric.value).where(
+        Metric.run_id.in_(list(run_ids))
+    )
+    if names is not None:
+        q = q.where(Metric.name.in_(list(names)))
+    q = q.order_by(Metric.run_id, Metric.id)
+    return _frame(store, q, ("run_id", "step", "time_s", "name", "value"))
+
+
+def environments_frame(store: Store) -> pd.DataFrame:
+    cols = (
+        "id",
+        "fingerprint",
+        "hostname",
+        "device_kind",
+        "device_name",
+        "cpu",
+        "python",
+        "torch_version",
+        "jax_version",
+        "cuda",
+        "driver",
+        "git_commit",
+        "git_dirty",
+        "details",
+        "created_at",
+    )
+    return _frame(store, select(*[getattr(Environment, c) for c in cols]).order_by(Environment.id), cols)
+
+
+def sweeps_frame(store: Store, kind: str | None = None) -> pd.DataFrame:
+    cols = (
+        "id",
+        "name",
+        "kind",
+        "track",
+        "tag",
+        "spec",
+        "status",
+        "environment_id",
+        "started_at",
+        "finished_at",
+        "report",
+    )
+    q = select(*[getattr(Sweep, c) for c in cols]).order_by(Sweep.id)
+    if kind is not None:
+        q = q.where(Sweep.kind == kind)
+    return _frame(store, q, cols)
+
+
+def approx_frame(store: Store, run_id: int | None = None) -> pd.DataFrame:
+    cols = (
+        "id",
+        "run_id",
+        "checkpoint",
+        "step",
+        "method",
+        "damping",
+        "batch",
+        "gamma",
+        "gamma_ratio_sgd",
+        "dtg",
+        "dtgd",
+        "update_norm",
+        "grad_norm_imbalance",
+        "cos_ng",
+        "rel_err_ng",
+        "extra",
+    )
+    q = select(*[getattr(ApproxQuality, c) for c in cols]).order_by(ApproxQuality.id)
+    if run_id is not None:
+        q = q.where(ApproxQuality.run_id == run_id)
+    return _frame(store, q, cols)
