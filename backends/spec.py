@@ -281,7 +281,7 @@ class Batch(NamedTuple, Generic[ArrayT]):
 
     x: ArrayT
     y: ArrayT
-    index: ArrayT
+    index: ArrayT  # type: ignore[assignment]  # shadows tuple.index on purpose: the field reads best
     noise: ArrayT
 
 

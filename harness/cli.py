@@ -61,27 +61,19 @@ def fail(message: str, code: int = 2) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ngbench`` console script."""
     try:
-        app(args=argv, prog_name="ngbench", standalone_mode=False)
+        # Standalone mode: Typer prints usage errors itself and exits with status 2.
+        app(args=argv, prog_name="ngbench")
     except USER_ERRORS as exc:
         print(f"ngbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ngbench: interrupted", file=sys.stderr)
         return 130
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            print("ngbench: interrupted", file=sys.stderr)
-            return 130
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+        if exc.code is None or isinstance(exc.code, int):
+            return int(exc.code or 0)
+        print(exc.code, file=sys.stderr)
+        return 2
     return 0
 
 

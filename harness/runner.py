@@ -111,6 +111,9 @@ class RunResult:
     compile_time_s: float = 0.0
     init_time_s: float = 0.0
     eval_time_s: float = 0.0
+    #: Wall-clock time of the training loop, evaluations excluded: steps plus the harness's
+    #: per-step work (batch preparation, fences, logging). ``train_time_s`` is steps only.
+    loop_time_s: float = 0.0
     step_time_median_s: float | None = None
     step_time_mean_s: float | None = None
     step_time_p10_s: float | None = None
@@ -303,6 +306,8 @@ def _loop(
         total_steps = 0
         status = "target_reached"
 
+    loop_start = time.perf_counter()
+    eval_before = result.eval_time_s
     for step in range(total_steps):
         batch = problem.device_batch(step)
         compiles = step_fn.compile_count
@@ -356,6 +361,7 @@ def _loop(
             break
         check_wall()
 
+    result.loop_time_s = time.perf_counter() - loop_start - (result.eval_time_s - eval_before)
     if status not in ("diverged",) and result.steps_to_target is not None:
         status = "target_reached"
     result.status = status
