@@ -77,7 +77,7 @@ class ParamLayout:
         by_layer: dict[int, dict[str, ParamBlock]] = {}
         for b in self.blocks:
             by_layer.setdefault(b.layer_index, {})[b.role] = b
-        out = []
+        out: list[TappedLayer] = []
         for i, layer in enumerate(self.spec.layers):
             if layer.tapped and "weight" in by_layer.get(i, {}):
                 blocks = by_layer[i]

@@ -155,13 +155,19 @@ class TorchModel:
                 self._frozen[(layer_index, pspec.name)] = t
         self.initial_flat = torch.cat(flat_parts) if flat_parts else torch.zeros(0, dtype=dtype, device=device)
         self._tapped_layers = {t.layer_index for t in self.layout.tapped}
+        self._block_sizes = [b.size for b in self.layout.blocks]
         self._impls = [_impl(layer) for layer in spec.layers]
 
     def layer_params(self, flat: Tensor) -> list[dict[str, Tensor]]:
-        """Per-layer parameter dicts (views into ``flat`` plus frozen tensors)."""
+        """Per-layer parameter dicts (views into ``flat`` plus frozen tensors).
+
+        ``torch.split`` rather than slicing: its backward concatenates the block gradients
+        once, where each slice's backward would zero-fill a parameter-sized buffer.
+        """
         out: list[dict[str, Tensor]] = [{} for _ in self.spec.layers]
-        for b in self.layout.blocks:
-            out[b.layer_index][b.role] = flat[b.offset : b.stop].view(b.shape)
+        parts = torch.split(flat, self._block_sizes) if self._block_sizes else ()
+        for b, part in zip(self.layout.blocks, parts, strict=True):
+            out[b.layer_index][b.role] = part.view(b.shape)
         for (layer_index, name), t in self._frozen.items():
             out[layer_index][name] = t
         return out

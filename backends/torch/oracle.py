@@ -78,6 +78,7 @@ class TorchOracle:
         self._leaf: Tensor | None = None
         self._z: Tensor | None = None
         self._losses: Tensor | None = None
+        self._value_losses: Tensor | None = None
         self._taps: Taps | None = None
         self._grad: Tensor | None = None
         self._r: Tensor | None = None
@@ -103,9 +104,21 @@ class TorchOracle:
         return self._z.detach()
 
     def per_sample_losses(self) -> Tensor:
+        if self._z is None and self._value_losses is not None:
+            return self._value_losses
         self._forward()
         assert self._losses is not None
         return self._losses.detach()
+
+    def loss_value(self) -> Tensor:
+        """Mean batch loss without recording a graph (one forward, e.g. a line search's or an
+        LM ratio's trial point). Reuses the graph forward if one already ran."""
+        if self._z is None and self._value_losses is None:
+            with torch.no_grad():
+                z = self.problem.fmodel(self.params, self.batch.x)
+                self._value_losses = likelihoods.per_sample_loss(self.likelihood, z, self.batch.y)
+            self._counters.add("forward")
+        return self.per_sample_losses().mean()
 
     def loss(self) -> Tensor:
         """Mean batch loss (0-d tensor, no graph)."""
@@ -118,15 +131,22 @@ class TorchOracle:
         return self._r
 
     # ------------------------------------------------------------------ reverse passes
-    def reverse(self, cotangent: Tensor, *, kind: str = "backward") -> Reverse:
-        """One reverse pass of ``sum_n R_n^T z_n`` through the recorded forward graph."""
+    def reverse(self, cotangent: Tensor, *, kind: str = "backward", param_grad: bool = True) -> Reverse:
+        """One reverse pass of ``sum_n R_n^T z_n`` through the recorded forward graph.
+
+        With ``param_grad=False`` only the tap cotangents are computed (cheaper: autograd skips
+        the parameter-gradient products); ``Reverse.param_grad`` is then empty.
+        """
         self._forward()
         assert self._z is not None and self._leaf is not None
-        inputs = [self._leaf]
-        if self._taps is not None:
-            inputs.extend(self._taps.perturbations)
+        taps = self._taps.perturbations if self._taps is not None else []
+        if not param_grad and not taps:
+            raise RuntimeError("param_grad=False needs an oracle created with taps=True")
+        inputs = ([self._leaf] if param_grad else []) + list(taps)
         grads = torch.autograd.grad(self._z, inputs, grad_outputs=cotangent.to(self._z.dtype), retain_graph=True)
         self._counters.add(kind)
+        if not param_grad:
+            return Reverse(self._leaf.new_zeros(0), list(grads))
         return Reverse(grads[0], list(grads[1:]))
 
     def grad(self) -> Tensor:
@@ -164,10 +184,11 @@ class TorchOracle:
         return self._e
 
     def tap_grads_for(self, cotangent: Tensor, *, kind: str = "backward") -> list[Tensor]:
-        """Pre-activation cotangents for an arbitrary logit cotangent (e.g. sampled labels)."""
+        """Pre-activation cotangents for an arbitrary logit cotangent (e.g. sampled labels);
+        one reverse pass that skips the parameter gradient."""
         if not self._want_taps:
             raise RuntimeError("this oracle was created without taps=True")
-        return self.reverse(cotangent, kind=kind).tap_grads
+        return self.reverse(cotangent, kind=kind, param_grad=False).tap_grads
 
     # ------------------------------------------------------------------ per-sample gradients
     def per_sample_grads(self) -> Tensor:
@@ -185,9 +206,9 @@ class TorchOracle:
     def jvp(self, v: Tensor) -> Tensor:
         """``Jz v``: output tangents ``(B, C)`` for a parameter tangent ``v`` (forward mode)."""
         model, x = self.problem.fmodel, self.batch.x
-        _, tangent = func_jvp(lambda p: model(p, x), (self.params,), (v.to(self.params.dtype),))
+        out = func_jvp(lambda p: model(p, x), (self.params,), (v.to(self.params.dtype),))
         self._counters.add("jvp")
-        return tangent
+        return out[1]
 
     def vjp(self, u: Tensor) -> Tensor:
         """``sum_n Jz_n^T u_n`` for output cotangents ``u`` ``(B, C)``; flat ``(P,)``."""

@@ -1,0 +1,34 @@
+"""Several passes of one oracle in one vectorised call (``torch.func.vmap`` over its methods).
+
+The oracle counts a vmapped call once; these helpers add the rest, so the counters still say
+one pass per vector. Used by K-FAC (the two JVPs of its quadratic model; the ``C`` backward
+passes of the exact factor estimator) and EGN (the ``C`` backward passes of the taps Gram).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def output_tangents(problem: Any, oracle: Any, vectors: list[Tensor]) -> list[Tensor]:
+    """``Jz v`` (each ``(B, C)``) for every ``v`` in ``vectors``: one vmapped forward-mode pass."""
+    if len(vectors) == 1:
+        return [oracle.jvp(vectors[0])]
+    tangents = torch.func.vmap(oracle.jvp)(torch.stack(vectors))
+    problem.counters.add("jvp", len(vectors) - 1)
+    return list(tangents)
+
+
+def tap_grads_many(problem: Any, oracle: Any, cotangents: Tensor) -> list[Tensor]:
+    """Tap cotangents for ``k`` logit cotangents ``(k, B, C)``: per tapped layer a ``(k, B, ...)`` tensor.
+
+    One vmapped reverse pass through the oracle's recorded forward (which must run outside the
+    vmap, hence the ``tap_inputs()`` call first).
+    """
+    oracle.tap_inputs()
+    grads = torch.func.vmap(oracle.tap_grads_for)(cotangents)
+    problem.counters.add("backward", cotangents.shape[0] - 1)
+    return list(grads)

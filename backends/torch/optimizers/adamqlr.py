@@ -1,0 +1,96 @@
+"""AdamQLR on PyTorch; the update rule, presets and references are in ``backends.methods.adamqlr``.
+
+Per step: one forward and backward (loss, gradient), one JVP (``d^T G d``; the Hessian variant
+uses one forward-over-reverse pass instead), and one forward at the new parameters for ``rho``
+when the damping adapts. Scalars stay 0-d float64 tensors on the device: no host sync.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from backends import damping as lm
+from backends.methods import adamqlr
+from backends.spec import Batch, adapter_class
+from backends.torch import likelihoods
+
+
+class AdamQLRState(NamedTuple):
+    hparams: adamqlr.AdamQLRHyperparams
+    steps: int
+    mu: Tensor
+    nu: Tensor
+    #: Current lambda, a 0-d float64 tensor.
+    damping: Tensor
+
+
+def adam_direction(hp: adamqlr.AdamQLRHyperparams, state: AdamQLRState, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """New moments and the bias-corrected Adam direction ``m^ / (sqrt(v^) + eps)`` (optax ``scale_by_adam``)."""
+    t = state.steps + 1
+    mu = torch.lerp(state.mu, g, 1.0 - hp.b1)
+    nu = state.nu.mul(hp.b2).addcmul_(g, g, value=1.0 - hp.b2)
+    d = (mu / (1.0 - hp.b1**t)) / (nu.div(1.0 - hp.b2**t).sqrt_().add_(hp.eps))
+    return mu, nu, d
+
+
+def hessian_quadratic(problem: Any, params: Tensor, batch: Batch[Tensor], v: Tensor) -> Tensor:
+    """``v^T H v`` for the Hessian ``H`` of the mean batch loss, by forward-over-reverse.
+
+    The oracle has no Hessian-vector product; this is ``torch.func.jvp(torch.func.grad(L))``,
+    counted as one JVP and one backward pass.
+    """
+    model, likelihood, x, y = problem.fmodel, problem.likelihood, batch.x, batch.y
+
+    def mean_loss(p: Tensor) -> Tensor:
+        return likelihoods.per_sample_loss(likelihood, model(p, x), y).mean()
+
+    hv = torch.func.jvp(torch.func.grad(mean_loss), (params.detach(),), (v,))[1]
+    problem.counters.add("jvp")
+    problem.counters.add("backward")
+    return torch.dot(v, hv)
+
+
+class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
+    def init(self, problem: Any, hparams: adamqlr.AdamQLRHyperparams) -> AdamQLRState:
+        zeros = torch.zeros(problem.num_params, dtype=problem.dtype, device=problem.device)
+        lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
+        return AdamQLRState(hparams, 0, zeros, zeros.clone(), lam)
+
+    def direction(self, problem: Any, params: Tensor, state: AdamQLRState, batch: Batch[Tensor]) -> Tensor:
+        return adam_direction(state.hparams, state, problem.oracle(params, batch).grad())[2]
+
+    def step(
+        self, problem: Any, params: Tensor, state: AdamQLRState, batch: Batch[Tensor]
+    ) -> tuple[Tensor, AdamQLRState, dict[str, Any]]:
+        hp = state.hparams
+        oracle = problem.oracle(params, batch)
+        loss, g = oracle.loss_and_grad()
+        mu, nu, d = adam_direction(hp, state, g)
+
+        fisher = hp.curvature == "fisher"
+        q = (oracle.ggn_quad(d) if fisher else hessian_quadratic(problem, params, batch, d)).to(torch.float64)
+        gd = torch.dot(g, d).to(torch.float64)
+        dd = torch.dot(d, d).to(torch.float64)
+        lam = state.damping
+        damped = q + lam * dd
+        # The code's saddle-free option takes |.| in the step only, not in the model change.
+        s = -gd / (damped.abs() if hp.saddle_free else damped)
+        if hp.lr_clipping is not None:
+            s = s.clamp(-hp.lr_clipping, hp.lr_clipping)
+        new_params = params + s.to(params.dtype) * d
+
+        stats: dict[str, Any] = {"loss": loss, "lr": -s, "damping": lam, "curvature": q, "grad_dot_direction": gd}
+        new_lam = lam
+        if hp.adaptive_damping:
+            model_change = lm.quadratic_value_1d(s, gd, damped)
+            new_loss = problem.oracle(new_params, batch).loss_value().to(torch.float64)
+            rho = lm.reduction_ratio(loss.to(torch.float64), new_loss, model_change, where=torch.where)
+            new_lam = lm.lm_update(lam, rho, adamqlr.lm_rule(hp), where=torch.where)
+            stats.update(rho=rho, model_change=model_change)
+        return new_params, AdamQLRState(hp, state.steps + 1, mu, nu, new_lam), stats
+
+
+ADAPTER = AdamQLR

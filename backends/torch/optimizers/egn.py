@@ -1,0 +1,204 @@
+"""EGN on PyTorch; the update rule, the exact symmetric solve and references are in ``backends.methods.egn``.
+
+Per step: one forward, then either the dense output Jacobian (``vmap(jacrev)``, the ``dense``
+Gram) or ``C`` reverse passes (vectorised into one) for the Linear-layer taps (the ``taps``
+Gram); the Gram in the working dtype, its ``BC x BC`` Cholesky solve in float64; ``Jt^T v`` as a
+matrix product (per layer for ``taps``). ``g^T d`` and ``d^T G d`` come from the solve itself
+(``d = Jt^T v``, ``Jt Jt^T v = s - B lam v``); only with momentum do they cost a backward / a
+JVP. The line search costs one forward per trial.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from backends import damping as lm
+from backends.methods import egn
+from backends.spec import Batch, adapter_class
+from backends.torch import kfac_factors as kf
+from backends.torch.batched_passes import tap_grads_many
+from backends.torch.output_hessian import hessian_factor
+
+
+class EGNState(NamedTuple):
+    hparams: egn.EGNHyperparams
+    steps: int
+    #: Un-corrected momentum ``m_t`` (None when momentum is off).
+    momentum: Tensor | None
+    #: Last accepted step size (the line search's ``alpha_prev``).
+    step_size: float
+    #: Current lambda, a 0-d float64 tensor.
+    damping: Tensor
+
+
+class Solve(NamedTuple):
+    """The output-space solve: ``d = sum_n Jz_n^T w_n`` with ``w_n = S_n v_n``."""
+
+    d: Tensor
+    #: ``s`` and ``v`` (``B*C``, float64) for the closed forms of ``g^T d`` and ``d^T G d``.
+    s: Tensor
+    v: Tensor
+
+
+def output_factor(likelihood: str, logits: Tensor, r: Tensor, jitter: float) -> tuple[Tensor | None, Tensor]:
+    """``(S, s)`` with ``Q_n = S_n S_n^T`` and ``S_n s_n = r_n`` (float64); ``S = None`` means identity.
+
+    Cross-entropy, ``jitter = 0``: ``S_n = diag(sqrt p) - p sqrt(p)^T``, ``s_n = r_n / sqrt(p)``
+    (exact since ``r_n`` is in ``range(Q_n)``). ``jitter > 0``: ``S_n = chol(Q_n + jitter I)``,
+    ``s_n = S_n^{-1} r_n`` (somax v1.0).
+    """
+    r64 = r.to(torch.float64)
+    if likelihood != "softmax_ce":
+        return None, r64
+    p = torch.softmax(logits.to(torch.float64), dim=-1)
+    if jitter == 0.0:
+        S = hessian_factor(likelihood, logits, torch.float64)
+        assert S is not None
+        return S, r64 / p.sqrt()
+    C = p.shape[-1]
+    Q = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+    L = torch.linalg.cholesky(Q + jitter * torch.eye(C, dtype=p.dtype, device=p.device))
+    return L, torch.linalg.solve_triangular(L, r64.unsqueeze(-1), upper=False).squeeze(-1)
+
+
+def taps_gram_applicable(problem: Any) -> bool:
+    """Every trainable parameter sits in a Linear layer fed 2-D inputs (so grad_W l = e a^T)."""
+    layout = problem.layout
+    shapes = layout.spec.shapes
+    return layout.all_tapped and all(t.kind == "linear" and len(shapes[t.layer_index]) == 1 for t in layout.tapped)
+
+
+def _solve(gram: Tensor, s: Tensor, batch_size: int, lam: Tensor) -> Tensor:
+    """``v = (K + B lam I)^{-1} s`` by Cholesky (float64)."""
+    K = gram.clone()
+    K.diagonal().add_(batch_size * lam)
+    chol = torch.linalg.cholesky(K)
+    return torch.cholesky_solve(s.reshape(-1, 1), chol).reshape(-1)
+
+
+def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> Solve:
+    """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
+    z, r = oracle.logits, oracle.logit_grads()
+    B, C = z.shape
+    S, s = output_factor(problem.likelihood, z, r, hp.q_jitter)
+    if mode == "taps":
+        # Row (n, k) of Jt is the flat gradient of S_n[:, k] . z_n; per Linear layer it is
+        # e_nk abar_n^T, so Jt Jt^T = sum_layers (E E^T) * (Abar Abar^T) over rows (n, k), and
+        # Jt^T v is, per layer, (sum_k v_nk e_nk)^T Abar: no per-sample Jacobian, no extra pass.
+        a = oracle.tap_inputs()
+        if S is None:
+            columns = torch.eye(C, dtype=z.dtype, device=z.device).unsqueeze(1).expand(C, B, C)
+        else:
+            columns = S.permute(2, 0, 1).to(z.dtype)
+        E = tap_grads_many(problem, oracle, columns)  # per layer (C, B, out)
+        # The Gram in the working dtype (DESIGN, "Where the speed is"); only the solve in float64.
+        gram = torch.zeros(B, C, B, C, dtype=z.dtype, device=z.device)
+        abars = []
+        for i, layer in enumerate(problem.layout.tapped):
+            rows = E[i].transpose(0, 1).reshape(B * C, -1)
+            abar = a[i] if layer.bias is None else torch.cat([a[i], a[i].new_ones(B, 1)], dim=1)
+            abars.append(abar)
+            gram += (rows @ rows.T).view(B, C, B, C) * (abar @ abar.T).view(B, 1, B, 1)
+        gram = gram.reshape(B * C, B * C).to(torch.float64)
+        v = _solve(gram, s.reshape(-1), B, lam)
+        vm = v.reshape(B, C).to(z.dtype)
+        d = torch.empty(problem.num_params, dtype=z.dtype, device=z.device)
+        for i, layer in enumerate(problem.layout.tapped):
+            combined = torch.einsum("knl,nk->nl", E[i], vm)
+            kf.write_layer_matrix(layer, d, combined.T @ abars[i])
+        return Solve(d, s.reshape(-1), v)
+    Jz = oracle.output_jacobian()  # (B, C, P), working dtype
+    Jt = Jz if S is None else torch.einsum("nck,ncp->nkp", S.to(Jz.dtype), Jz)
+    Jt = Jt.reshape(B * C, -1)
+    v = _solve((Jt @ Jt.T).to(torch.float64), s.reshape(-1), B, lam)
+    return Solve(Jt.T @ v.to(Jt.dtype), s.reshape(-1), v)
+
+
+def _mode(problem: Any, hp: egn.EGNHyperparams) -> str:
+    if hp.gram == "auto":
+        return "taps" if taps_gram_applicable(problem) else "dense"
+    if hp.gram == "taps" and not taps_gram_applicable(problem):
+        raise ValueError("egn: gram='taps' needs every parameter in a Linear layer with 2-D inputs")
+    return hp.gram
+
+
+class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
+    def init(self, problem: Any, hparams: egn.EGNHyperparams) -> EGNState:
+        lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
+        return EGNState(hparams, 0, None, hparams.lr, lam)
+
+    def _direction(
+        self, problem: Any, params: Tensor, state: EGNState, batch: Batch[Tensor]
+    ) -> tuple[Any, Solve, Tensor, Tensor | None]:
+        hp = state.hparams
+        mode = _mode(problem, hp)
+        oracle = problem.oracle(params, batch, taps=mode == "taps")
+        sol = egn_solve(problem, oracle, hp, state.damping, mode)
+        if hp.momentum == 0.0:
+            return oracle, sol, sol.d, None
+        prev = torch.zeros_like(sol.d) if state.momentum is None else state.momentum
+        m = torch.lerp(prev, sol.d, 1.0 - hp.momentum)
+        return oracle, sol, m / (1.0 - hp.momentum ** (state.steps + 1)), m
+
+    def direction(self, problem: Any, params: Tensor, state: EGNState, batch: Batch[Tensor]) -> Tensor:
+        return self._direction(problem, params, state, batch)[2]
+
+    def step(
+        self, problem: Any, params: Tensor, state: EGNState, batch: Batch[Tensor]
+    ) -> tuple[Tensor, EGNState, dict[str, Any]]:
+        hp = state.hparams
+        lam = state.damping
+        oracle, sol, d, m = self._direction(problem, params, state, batch)
+        loss = oracle.loss()
+        B = oracle.batch_size
+        need_gd = hp.line_search or hp.adaptive_damping
+        if need_gd:
+            if m is None:
+                # g = Jt^T s / B and d = Jt^T v with Jt Jt^T v = s - B lam v.
+                gd = (sol.s @ sol.s) / B - lam * (sol.s @ sol.v)
+            else:
+                gd = torch.dot(oracle.grad(), d).to(torch.float64)
+
+        stats: dict[str, Any] = {"loss": loss, "damping": lam}
+        new_loss: Tensor | None = None
+        if hp.line_search:
+            alpha = egn.initial_step_size(hp, state.step_size)
+            f0, gd_f = float(loss), float(gd)
+            eps = torch.finfo(loss.dtype).eps
+            trials = 0
+            while True:
+                candidate = params - alpha * d
+                new_loss = problem.oracle(candidate, batch).loss_value()
+                trials += 1
+                if egn.armijo_accepts(f0, float(new_loss), alpha, gd_f, hp.armijo_c, eps) or trials > hp.ls_max_steps:
+                    break
+                alpha = min(alpha * hp.ls_decrease, hp.lr)
+            new_params = candidate
+            stats["line_search_steps"] = trials - 1
+        else:
+            alpha = hp.lr
+            new_params = params - alpha * d
+        stats["lr"] = alpha
+
+        new_lam = lam
+        if hp.adaptive_damping:
+            if new_loss is None:
+                new_loss = problem.oracle(new_params, batch).loss_value()
+            # Without momentum d = Jt^T v, so d^T G d = |Jt Jt^T v|^2 / B = |s - B lam v|^2 / B.
+            dGd = (sol.s - B * lam * sol.v).square().sum() / B if m is None else oracle.ggn_quad(d).to(torch.float64)
+            model_change = -alpha * gd + 0.5 * alpha * alpha * dGd
+            rho = lm.reduction_ratio(
+                loss.to(torch.float64), new_loss.to(torch.float64), model_change, where=torch.where
+            )
+            new_lam = lm.lm_update(lam, rho, egn.lm_rule(hp), where=torch.where)
+            stats.update(rho=rho, model_change=model_change)
+        if need_gd:
+            stats["grad_dot_direction"] = gd
+        new_state = EGNState(hp, state.steps + 1, m, float(alpha), new_lam)
+        return new_params, new_state, stats
+
+
+ADAPTER = EGN

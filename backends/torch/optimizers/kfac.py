@@ -1,0 +1,186 @@
+"""K-FAC on PyTorch; the update rule, presets and references are in ``backends.methods.kfac``.
+
+Per step: one forward with taps serves the loss, the gradient (one backward), the layer inputs
+and the output-gradient factor (one more backward with sampled-label cotangents; ``C`` for the
+exact estimator); factor products ``O(B (k^2 + out^2))`` per layer; inverses only on refresh
+steps (Cholesky of the damped factors); the preconditioner is two small matrix products per
+layer; the quadratic model costs one JVP (two, vectorised into one pass, once there is a previous
+update); the LM step adds
+one forward every ``T1`` steps. Scalars stay 0-d float64 tensors on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from backends import damping as lm
+from backends.methods import kfac
+from backends.spec import Batch, adapter_class
+from backends.torch import kfac_factors as kf
+from backends.torch.batched_passes import output_tangents, tap_grads_many
+from backends.torch.output_hessian import apply_factor, factor_columns
+
+
+class KFACState(NamedTuple):
+    hparams: kfac.KFACHyperparams
+    #: Steps taken (= factor estimates folded into the averages).
+    steps: int
+    #: Moving averages of the factors, one per tapped layer (None before the first step).
+    factors: tuple[kf.LayerStats, ...] | None
+    #: Damped inverses from the last refresh (None before the first step).
+    inverses: tuple[kf.LayerInverse, ...] | None
+    #: The previous update ``delta`` (None before the first step).
+    velocity: Tensor | None
+    #: Current lambda, a 0-d float64 tensor.
+    damping: Tensor
+
+
+def batch_factors(problem: Any, oracle: Any, batch: Batch[Tensor], estimator: str) -> list[kf.LayerStats]:
+    """This batch's ``A_i``, ``G_i`` for every tapped layer (see ``backends.torch.kfac_factors``)."""
+    inputs = oracle.tap_inputs()
+    if estimator == "fisher_gradients":
+        cotangents = [oracle.sampled_logit_grads(1)[0]]
+    elif estimator == "fisher_exact":
+        # One (vectorised) backward pass per column of the output-Hessian factor.
+        per_layer = tap_grads_many(problem, oracle, torch.stack(factor_columns(problem.likelihood, oracle.logits)))
+        grads = [[g[j] for g in per_layer] for j in range(per_layer[0].shape[0])]
+        return kf.layer_stats(problem.layout, inputs, grads)
+    else:  # curvature_prop: E[S v v^T S^T] = Q for Rademacher v from the batch noise
+        signs = torch.where(batch.noise[0] < 0.5, -1.0, 1.0).to(oracle.logits.dtype)
+        cotangents = [apply_factor(problem.likelihood, oracle.logits, signs)]
+    grads = [oracle.tap_grads_for(c) for c in cotangents]
+    return kf.layer_stats(problem.layout, inputs, grads)
+
+
+def fold(
+    previous: tuple[kf.LayerStats, ...] | None, new: list[kf.LayerStats], weight: float
+) -> tuple[kf.LayerStats, ...]:
+    """``(1 - weight) previous + weight new``, factor by factor."""
+    if previous is None:
+        return tuple(new)
+    return tuple(
+        kf.LayerStats(torch.lerp(old.A, cur.A, weight), torch.lerp(old.G, cur.G, weight), cur.locations)
+        for old, cur in zip(previous, new, strict=True)
+    )
+
+
+class _Proposal(NamedTuple):
+    oracle: Any
+    loss: Tensor
+    grad_h: Tensor
+    factors: tuple[kf.LayerStats, ...]
+    inverses: tuple[kf.LayerInverse, ...]
+    #: ``Ft^{-1} grad h`` (ascent-signed).
+    direction: Tensor
+
+
+def _output_inner(oracle: Any, u: Tensor, w: Tensor) -> Tensor:
+    """``(1/B) sum_n u_n^T Q_n w_n`` (float64)."""
+    return (u * oracle.output_hessian_apply(w)).sum(-1).mean().to(torch.float64)
+
+
+def _dot(x: Tensor, y: Tensor) -> Tensor:
+    return torch.dot(x, y).to(torch.float64)
+
+
+class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
+    def init(self, problem: Any, hparams: kfac.KFACHyperparams) -> KFACState:
+        lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
+        return KFACState(hparams, 0, None, None, None, lam)
+
+    def _propose(self, problem: Any, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> _Proposal:
+        hp = state.hparams
+        oracle = problem.oracle(params, batch, taps=True)
+        loss, g = oracle.loss_and_grad()
+        factors = fold(
+            state.factors, batch_factors(problem, oracle, batch, hp.estimator), kfac.ema_weight(state.steps + 1, hp)
+        )
+        identity_weight = state.damping + hp.l2_reg
+        if state.inverses is None or kfac.refresh_inverses(state.steps, hp):
+            inverses = tuple(kf.layer_inverse(st, identity_weight, hp.damping_form) for st in factors)
+        else:
+            inverses = state.inverses
+        grad_h = g + hp.l2_reg * params if hp.l2_reg else g
+        untapped = (1.0 / identity_weight).to(g.dtype) if hp.untapped == "damped_identity" else 1.0
+        p = kf.precondition(problem.layout, list(inverses), grad_h, untapped)
+        return _Proposal(oracle, loss, grad_h, factors, inverses, p)
+
+    def direction(self, problem: Any, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> Tensor:
+        return self._propose(problem, params, state, batch).direction
+
+    def step(
+        self, problem: Any, params: Tensor, state: KFACState, batch: Batch[Tensor]
+    ) -> tuple[Tensor, KFACState, dict[str, Any]]:
+        hp = state.hparams
+        lam = state.damping
+        prop = self._propose(problem, params, state, batch)
+        oracle, p, grad_h, vel = prop.oracle, prop.direction, prop.grad_h, state.velocity
+        if not hp.adaptive_momentum and hp.momentum == 0.0:
+            vel = None  # a zero momentum coefficient: skip the velocity's JVP (as kfac-jax does)
+        adapt = kfac.adapt_damping(state.steps, hp)
+
+        nan = torch.tensor(math.nan, dtype=torch.float64, device=lam.device)
+        if hp.adaptive_lr or hp.adaptive_momentum or adapt:
+            # The exact quadratic model over span{p, vel} (Sec. 7): GGN terms by JVPs.
+            tangents = output_tangents(problem, oracle, [p] if vel is None else [p, vel])
+            u_p = tangents[0]
+            c11, d11, b1 = _output_inner(oracle, u_p, u_p), _dot(p, p), _dot(grad_h, p)
+            if vel is None:
+                zero = torch.zeros((), dtype=torch.float64, device=lam.device)
+                c12 = c22 = d12 = d22 = b2 = zero
+            else:
+                u_v = tangents[1]
+                c12, c22 = _output_inner(oracle, u_p, u_v), _output_inner(oracle, u_v, u_v)
+                d12, d22, b2 = _dot(p, vel), _dot(vel, vel), _dot(grad_h, vel)
+            eta = hp.l2_reg
+            undamped = lm.Quadratic2D(c11 + eta * d11, c12 + eta * d12, c22 + eta * d22, b1, b2)
+            damped = lm.Quadratic2D(
+                undamped.a11 + lam * d11, undamped.a12 + lam * d12, undamped.a22 + lam * d22, b1, b2
+            )
+            w1, w2 = lm.solve_quadratic_2d(
+                damped,
+                fixed1=None if hp.adaptive_lr else -hp.lr,
+                fixed2=None if hp.adaptive_momentum else hp.momentum,
+                where=torch.where,
+            )
+            w1, w2 = (
+                torch.as_tensor(w1, dtype=torch.float64, device=lam.device),
+                torch.as_tensor(w2, dtype=torch.float64, device=lam.device),
+            )
+            model_change = (damped if hp.include_damping_in_quad_change else undamped).value(w1, w2)
+        else:
+            w1 = torch.tensor(-hp.lr, dtype=torch.float64, device=lam.device)
+            w2 = torch.tensor(hp.momentum, dtype=torch.float64, device=lam.device)
+            model_change = nan
+        delta = w1.to(p.dtype) * p
+        if vel is not None:
+            delta = delta + w2.to(p.dtype) * vel
+        new_params = params + delta
+
+        stats: dict[str, Any] = {
+            "loss": prop.loss,
+            "lr": -w1,
+            "momentum": w2,
+            "damping": lam,
+            "model_change": model_change,
+            "rho": nan,
+        }
+        new_lam = lam
+        if adapt:
+            new_loss = problem.oracle(new_params, batch).loss_value().to(torch.float64)
+            old_h, new_h = prop.loss.to(torch.float64), new_loss
+            if hp.l2_reg:
+                old_h = old_h + 0.5 * hp.l2_reg * _dot(params, params)
+                new_h = new_h + 0.5 * hp.l2_reg * _dot(new_params, new_params)
+            rho = lm.reduction_ratio(old_h, new_h, model_change, where=torch.where)
+            new_lam = lm.lm_update(lam, rho, kfac.lm_rule(hp), where=torch.where)
+            stats["rho"] = rho
+        new_state = KFACState(hp, state.steps + 1, prop.factors, prop.inverses, delta, new_lam)
+        return new_params, new_state, stats
+
+
+ADAPTER = KFAC
