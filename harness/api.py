@@ -68,7 +68,7 @@ def direction(
     prob = registry.backend_module(backend).build_problem(suite_obj, seed=seed, dtype=dtype, device=device)
     adapter = adapter_cls()
     state = adapter.init(prob, hp)
-    d = adapter.direction(prob, prob.params0, state, prob.device_batch(step))
+    d = prob.make_direction(adapter)(prob.params0, state, prob.device_batch(step))
     return np.asarray(prob.to_numpy(d))
 
 

@@ -42,6 +42,11 @@ STREAM_NOISE = 2
 #: Rows of per-step uniform noise shipped with every batch (label sampling for SF, K-FAC).
 NOISE_ROWS = 4
 
+#: Evaluation runs in chunks of this many samples (memory bound on large suites).
+EVAL_CHUNK = 4096
+#: The ``train_*`` evaluation metrics use at most this many fixed training samples.
+TRAIN_EVAL_SAMPLES = 4096
+
 
 class DataUnavailableError(RuntimeError):
     """A suite's data files are missing; the message says exactly what to place where."""
@@ -185,3 +190,9 @@ def batch_noise(seed: int, step: int, batch_size: int, num_outputs: int) -> np.n
     """
     rng = seed_sequence(seed, STREAM_NOISE, step)
     return rng.random((NOISE_ROWS, batch_size, num_outputs))
+
+
+def train_eval_indices(n_train: int) -> np.ndarray:
+    """The fixed, sorted training subset every backend evaluates ``train_*`` metrics on."""
+    n_eval = min(n_train, TRAIN_EVAL_SAMPLES)
+    return np.sort(np.random.default_rng(0).permutation(n_train)[:n_eval])

@@ -20,6 +20,8 @@ gradient computation, itself one forward and one backward over the batch).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,6 +52,22 @@ class Counters:
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def add_scaled(self, counts: dict[str, int], times: int) -> None:
+        """Add ``counts[kind] * times`` for every kind (same API as the JAX counters)."""
+        for kind, c in counts.items():
+            self.counts[kind] += c * int(times)
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[dict[str, int]]:
+        """Collect the counts added inside the block without booking them."""
+        before = dict(self.counts)
+        out: dict[str, int] = {}
+        try:
+            yield out
+        finally:
+            out.update({k: v - before[k] for k, v in self.counts.items() if v != before[k]})
+            self.counts.update(before)
 
 
 @dataclass

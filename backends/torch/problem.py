@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from functools import cached_property
 from typing import Any
 
@@ -13,14 +14,10 @@ from backends.spec import Batch
 from backends.torch import likelihoods
 from backends.torch.models import TorchModel, build_module
 from backends.torch.oracle import Counters, TorchOracle
-from suites.spec import Suite, batch_indices, batch_noise
+from suites.spec import EVAL_CHUNK, Suite, batch_indices, batch_noise, train_eval_indices
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-#: Evaluation runs in chunks of this many samples (memory bound on large suites).
-EVAL_CHUNK = 4096
-#: The "train" evaluation uses at most this many fixed training samples.
-TRAIN_EVAL_SAMPLES = 4096
 
 
 def resolve_device(device: str) -> torch.device:
@@ -66,6 +63,10 @@ class TorchProblem:
         self.dtype_name = dtype
         self.dtype = DTYPES[dtype]
         self.device = resolve_device(device)
+        if self.device.type == "cuda":
+            # Full-precision float32 convolutions and matmuls, as JAX computes them (parity).
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.likelihood = suite.likelihood
         self.batch_size = suite.batch_size
         self.num_outputs = suite.num_outputs
@@ -82,10 +83,7 @@ class TorchProblem:
         self._y_train = self._targets(data.y_train)
         self._x_val = self._tensor(data.x_val)
         self._y_val = self._targets(data.y_val)
-        n_eval = min(self.n_train, TRAIN_EVAL_SAMPLES)
-        self._train_eval_index = torch.as_tensor(
-            np.sort(np.random.default_rng(0).permutation(self.n_train)[:n_eval]), device=self.device
-        )
+        self._train_eval_index = torch.as_tensor(train_eval_indices(self.n_train), device=self.device)
 
     # ------------------------------------------------------------------ model and parameters
     @property
@@ -171,6 +169,10 @@ class TorchProblem:
     # ------------------------------------------------------------------ harness hooks
     def make_step(self, adapter: Any) -> _EagerStep:
         return _EagerStep(self, adapter)
+
+    def make_direction(self, adapter: Any) -> Any:
+        """``adapter.direction`` bound to this problem (eager; JAX jits its version)."""
+        return functools.partial(adapter.direction, self)
 
     def block(self, *trees: Any) -> None:
         self.sync()

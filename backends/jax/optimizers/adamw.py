@@ -1,0 +1,53 @@
+"""AdamW on JAX: ``optax.adamw``; the update rule and references are in ``backends.methods.adamw``.
+
+``optax.adamw(lr, b1, b2, eps, weight_decay)`` is ``scale_by_adam`` (bias-corrected
+``m^ / (sqrt(v^) + eps)``), then ``add_decayed_weights`` (``+ wd theta``), then ``-lr``:
+``theta_{t+1} = theta_t - lr (m^_t / (sqrt(v^_t) + eps) + wd theta_t)``, the same as
+``torch.optim.AdamW``. The direction is ``scale_by_adam``'s output on this batch's gradient
+from the current moments, which are not advanced.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+from backends.methods import adamw
+from backends.spec import Batch, adapter_class
+
+
+class AdamWState(NamedTuple):
+    hparams: adamw.AdamWHyperparams
+    opt_state: optax.OptState
+
+
+def transformation(hp: adamw.AdamWHyperparams) -> optax.GradientTransformation:
+    return optax.adamw(hp.lr, b1=hp.b1, b2=hp.b2, eps=hp.eps, weight_decay=hp.weight_decay)
+
+
+def _adam(hp: adamw.AdamWHyperparams) -> optax.GradientTransformation:
+    """The first link of :func:`transformation`: the bias-corrected Adam direction."""
+    return optax.scale_by_adam(b1=hp.b1, b2=hp.b2, eps=hp.eps)
+
+
+class AdamW(adapter_class(adamw.CARD, "jax")):  # type: ignore[misc]
+    def init(self, problem: Any, hparams: adamw.AdamWHyperparams) -> AdamWState:
+        return AdamWState(hparams, transformation(hparams).init(problem.params0))
+
+    def direction(self, problem: Any, params: jax.Array, state: AdamWState, batch: Batch[jax.Array]) -> jax.Array:
+        g = problem.oracle(params, batch).grad()
+        adam_state = state.opt_state[0]  # optax.adamw = chain(scale_by_adam, decay, -lr)
+        return _adam(state.hparams).update(g, adam_state, params)[0]
+
+    def step(
+        self, problem: Any, params: jax.Array, state: AdamWState, batch: Batch[jax.Array]
+    ) -> tuple[jax.Array, AdamWState, dict[str, Any]]:
+        hp = state.hparams
+        loss, g = problem.oracle(params, batch).loss_and_grad()
+        updates, opt_state = transformation(hp).update(g, state.opt_state, params)
+        return optax.apply_updates(params, updates), AdamWState(hp, opt_state), {"loss": loss, "lr": hp.lr}
+
+
+ADAPTER = AdamW
