@@ -1,0 +1,31 @@
+"""Exact EF on PyTorch; the update rule, references and defaults are in ``backends.methods.ef``.
+
+One forward with taps, the true-label backward, the per-sample Gram ``K`` from the taps
+(``backends.torch.sample_space``), one float64 ``B x B`` solve, ``J^T x`` from the taps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from backends.methods import ef
+from backends.spec import Batch, adapter_class
+from backends.torch.optimizers._gram_step import ScheduledState, gram_method_direction, gram_method_step, init_state
+
+
+class EF(adapter_class(ef.CARD, "torch")):  # type: ignore[misc]
+    def init(self, problem: Any, hparams: ef.EFHyperparams) -> ScheduledState:
+        return init_state(problem, hparams)
+
+    def direction(self, problem: Any, params: Tensor, state: ScheduledState, batch: Batch[Tensor]) -> Tensor:
+        return gram_method_direction(problem, params, batch, state.hparams, ief_targets=False)[1].direction
+
+    def step(
+        self, problem: Any, params: Tensor, state: ScheduledState, batch: Batch[Tensor]
+    ) -> tuple[Tensor, ScheduledState, dict[str, Any]]:
+        return gram_method_step(problem, params, state, batch, ief_targets=False)
+
+
+ADAPTER = EF
