@@ -266,6 +266,10 @@ class Capabilities:
     #: Materialises per-sample quantities whose memory grows as batch x params (EF, iEF, SF,
     #: EGN); the approximation-quality track skips it above ``max_params`` if set.
     max_params: int | None = None
+    #: Whether ``direction`` depends on state accumulated over earlier steps (K-FAC's factor
+    #: EMA, Adam moments, FNGD's table). ``None``: undeclared, the approximation-quality track
+    #: infers it from the state's contents.
+    stateful_direction: bool | None = None
 
 
 # --------------------------------------------------------------------------- the batch

@@ -124,3 +124,71 @@ def run(
     if store is not None:
         store.save_run(result)
     return result
+
+
+def approx_quality(
+    suite: str,
+    backend: str = "torch",
+    optimizers: list[str] | None = None,
+    checkpoints: int = 5,
+    batches: int = 16,
+    damping: list[float] | None = None,
+    reference: str = "adamw",
+    seed: int = 0,
+    *,
+    steps: int | None = None,
+    state_window: int | None = None,
+    hparams: dict[str, dict[str, Any]] | None = None,
+    reference_hparams: dict[str, Any] | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    exact_limit: int | None = None,
+    db: str | None = None,
+    tag: str | None = None,
+    on_progress: Any = None,
+) -> Any:
+    """Approximation quality of every method along a reference trajectory (iEF paper Sec. 6).
+
+    Trains ``reference`` for ``steps`` (default: the suite's budget), and at ``checkpoints``
+    points from 0 % to 100 % evaluates each method's direction ``d`` on ``batches`` batches:
+    ``gamma = sqrt(d^T G d) / |d^T g|`` and its ratio to SGD's, the per-sample gradient-norm
+    imbalance and, on small problems, the cosine and relative error to the exact damped natural
+    gradient (see ``harness.approx``). ``damping`` sweeps the methods that have a ``damping``
+    hyperparameter; ``hparams`` maps a method to its overrides.
+
+    Returns a pandas DataFrame with the columns ``checkpoint`` (0-based), ``step``, ``method``,
+    ``damping``, ``batch``, ``gamma``, ``gamma_ratio_sgd``, ``dtg``, ``dtgd``, ``update_norm``,
+    ``grad_norm_imbalance``, ``cos_ng``, ``rel_err_ng``, ``extra``; ``frame.attrs`` holds
+    ``skipped`` (method -> reason), ``checkpoint_steps``, ``checkpoint_metrics``, ``exact_ng``
+    and ``run_id`` (the stored reference run when ``db`` is given).
+    """
+    from harness import approx
+
+    spec = approx.ApproxSpec(
+        suite=suite,
+        backend=backend,
+        optimizers=tuple(optimizers) if optimizers is not None else None,
+        reference=reference,
+        reference_hparams=dict(reference_hparams or {}),
+        checkpoints=checkpoints,
+        batches=batches,
+        damping=tuple(float(x) for x in damping) if damping is not None else None,
+        seed=seed,
+        steps=steps,
+        state_window=state_window,
+        dtype=dtype,
+        device=device,
+        hparams={k: dict(v) for k, v in (hparams or {}).items()},
+        exact_limit=approx.EXACT_MAX_ENTRIES if exact_limit is None else exact_limit,
+        tag=tag,
+    )
+    plan = approx.prepare(spec)
+    store = None
+    if db is not None:
+        from db import store as db_store
+
+        store = db_store.open_store(db)  # fail on an unreachable database before running
+    result = approx.evaluate(spec, plan=plan, on_progress=on_progress)
+    if store is not None:
+        approx.store_result(store, result)
+    return result.frame()
