@@ -123,6 +123,8 @@ def register(app: typer.Typer) -> None:
                 for name, cls in registry.adapters(b).items():
                     table.add_row(Text(name), Text(b), Text(cls.paper), Text(cls.description))
             out.print(table)
+            for problem in registry.entry_point_errors():
+                print(f"ngbench: warning: {problem}", file=sys.stderr)
         else:
             raise ConfigError(f"cannot list {what!r}: choose 'suites' or 'optimizers'")
 
