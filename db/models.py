@@ -60,11 +60,16 @@ class Sweep(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: Nightly regression report against the previous nightly (``harness.nightly``)::
     #:
-    #:   {"previous_sweep_id": int | None, "generated_at": iso-8601 str,
-    #:    "items": [{"suite", "optimizer", "backend", "metric", "previous", "current",
-    #:               "ratio", "threshold", "p_value" (or null), "flag": "slowdown" |
-    #:               "speedup" | "regression" | "improvement" | "unchanged", "detail"}],
-    #:    "summary": {"flagged": int, "compared": int, ...}}
+    #:   {"sweep_id": int, "previous_sweep_id": int | None, "generated_at": iso-8601 str,
+    #:    "settings": {thresholds and test parameters}, "changes": {software changes},
+    #:    "items": [{"suite", "optimizer", "backend", "metric" (step_time_median_s,
+    #:               peak_memory_bytes, time_to_target_s, final_train_loss, failed_runs),
+    #:               "previous", "current", "ratio", "threshold", "p_value" (or null),
+    #:               "flag": "slowdown" | "speedup" | "regression" | "improvement" |
+    #:               "unchanged", "detail", "config" (hyperparameter overrides),
+    #:               "underpowered" (too few seeds for the test to reach p < alpha)}],
+    #:    "summary": {"flagged", "compared", "slowdowns", "speedups", "regressions",
+    #:                "improvements", "underpowered", "new_groups", "missing_groups"}}
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep")

@@ -6,12 +6,14 @@ Only the parent process of a sweep (or ``api.run`` in-process) writes; workers r
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -119,67 +121,83 @@ class Store:
         config_hash: str | None = None,
     ) -> int:
         """Write a run and its metric rows in one transaction; returns the run id."""
-        spec = result.spec
         try:
             with self.session() as s, s.begin():
-                env_id = self.environment_id(s, result.environment)
-                run = Run(
-                    key=result.key,
-                    sweep_id=sweep_id,
-                    environment_id=env_id,
-                    suite=spec.suite,
-                    suite_version=result.suite_version,
-                    optimizer=spec.optimizer,
-                    adapter_version=result.adapter_version,
-                    backend=spec.backend,
-                    seed=spec.seed,
-                    dtype=spec.dtype,
-                    device=result.device,
-                    status=result.status,
-                    error=result.error,
-                    tag=spec.tag,
-                    track=track,
-                    role=role,
-                    trial=trial,
-                    config_hash=config_hash,
-                    hparams=_clean(result.hparams),
-                    spec=_clean(spec.to_dict()),
-                    steps=result.steps,
-                    initial_train_loss=_clean(result.initial_train_loss),
-                    final_train_loss=_clean(result.final_train_loss),
-                    val_metric=result.val_metric,
-                    best_val_metric=_clean(result.best_val_metric),
-                    final_metrics=_clean(result.final_metrics),
-                    target=result.target,
-                    steps_to_target=result.steps_to_target,
-                    time_to_target_s=_clean(result.time_to_target_s),
-                    train_time_s=_clean(result.train_time_s),
-                    compile_time_s=_clean(result.compile_time_s),
-                    init_time_s=_clean(result.init_time_s),
-                    eval_time_s=_clean(result.eval_time_s),
-                    step_time_median_s=_clean(result.step_time_median_s),
-                    step_time_mean_s=_clean(result.step_time_mean_s),
-                    step_time_p10_s=_clean(result.step_time_p10_s),
-                    step_time_p90_s=_clean(result.step_time_p90_s),
-                    peak_memory_bytes=result.peak_memory_bytes,
-                    memory_kind=result.memory_kind,
-                    passes_per_step=_clean(result.passes_per_step),
-                    started_at=_parse_time(result.started_at),
-                    finished_at=_parse_time(result.finished_at),
-                    created_at=_now(),
+                return self._add_run(
+                    s, result, sweep_id=sweep_id, track=track, role=role, trial=trial, config_hash=config_hash
                 )
-                s.add(run)
-                s.flush()
-                rows = [
-                    {"run_id": run.id, "step": int(st), "time_s": float(t), "name": n, "value": _clean(float(v))}
-                    for st, t, n, v in result.metrics
-                ]
-                if rows:
-                    s.execute(insert(Metric), rows)
-                return run.id
         except SQLAlchemyError as exc:
             reason = getattr(exc, "orig", None) or exc
             raise DatabaseError(f"could not store the run in {self.display_url}: {reason}") from None
+
+    def _add_run(
+        self,
+        s: Session,
+        result: Any,
+        *,
+        sweep_id: int | None,
+        track: str,
+        role: str,
+        trial: int | None,
+        config_hash: str | None,
+    ) -> int:
+        """Add a run's row and metric rows inside the caller's transaction; returns the run id."""
+        spec = result.spec
+        env_id = self.environment_id(s, result.environment)
+        run = Run(
+            key=result.key,
+            sweep_id=sweep_id,
+            environment_id=env_id,
+            suite=spec.suite,
+            suite_version=result.suite_version,
+            optimizer=spec.optimizer,
+            adapter_version=result.adapter_version,
+            backend=spec.backend,
+            seed=spec.seed,
+            dtype=spec.dtype,
+            device=result.device,
+            status=result.status,
+            error=result.error,
+            tag=spec.tag,
+            track=track,
+            role=role,
+            trial=trial,
+            config_hash=config_hash,
+            hparams=_clean(result.hparams),
+            spec=_clean(spec.to_dict()),
+            steps=result.steps,
+            initial_train_loss=_clean(result.initial_train_loss),
+            final_train_loss=_clean(result.final_train_loss),
+            val_metric=result.val_metric,
+            best_val_metric=_clean(result.best_val_metric),
+            final_metrics=_clean(result.final_metrics),
+            target=result.target,
+            steps_to_target=result.steps_to_target,
+            time_to_target_s=_clean(result.time_to_target_s),
+            train_time_s=_clean(result.train_time_s),
+            compile_time_s=_clean(result.compile_time_s),
+            init_time_s=_clean(result.init_time_s),
+            eval_time_s=_clean(result.eval_time_s),
+            step_time_median_s=_clean(result.step_time_median_s),
+            step_time_mean_s=_clean(result.step_time_mean_s),
+            step_time_p10_s=_clean(result.step_time_p10_s),
+            step_time_p90_s=_clean(result.step_time_p90_s),
+            peak_memory_bytes=result.peak_memory_bytes,
+            memory_kind=result.memory_kind,
+            passes_per_step=_clean(result.passes_per_step),
+            started_at=_parse_time(result.started_at),
+            finished_at=_parse_time(result.finished_at),
+            created_at=_now(),
+        )
+        s.add(run)
+        s.flush()
+        rows = [
+            {"run_id": run.id, "step": int(st), "time_s": float(t), "name": n, "value": _clean(float(v))}
+            for st, t, n, v in result.metrics
+        ]
+        if rows:
+            s.execute(insert(Metric), rows)
+        return run.id
 
     def save_approx_rows(self, run_id: int, rows: list[dict[str, Any]]) -> None:
         """Approximation-quality rows of one reference run, in one transaction."""
@@ -197,6 +215,109 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    # ------------------------------------------------------------------ sweeps: exactly-once writes
+    def _lock_key(self, conn: Connection, key: str) -> None:
+        """Serialise writers of ``key`` until the end of the transaction on ``conn``.
+
+        PostgreSQL: a transaction-scoped advisory lock on a 63-bit hash of the key (writers of
+        other keys are not blocked). SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock
+        before the duplicate check reads, so check and insert are one atomic step (other
+        writers wait up to the busy timeout).
+        """
+        dialect = conn.dialect.name
+        if dialect == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif dialect == "postgresql":
+            lock_id = int.from_bytes(hashlib.sha256(f"ngbench-run:{key}".encode()).digest()[:8], "big", signed=True)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
+
+    def save_run_once(
+        self,
+        result: Any,
+        *,
+        sweep_id: int | None = None,
+        scope: str = "sweep",
+        track: str = "untuned",
+        role: str = "run",
+        trial: int | None = None,
+        config_hash: str | None = None,
+    ) -> tuple[int | None, bool]:
+        """Store ``result`` unless its key already finished; ``(run id, stored)``.
+
+        "Already finished" means a row with the same key and a status in
+        ``harness.runner.FINISHED_STATUSES`` in the same sweep (``scope="sweep"``) or anywhere in
+        the database (``scope="global"``); then nothing is written and the existing row's id
+        is returned with ``stored=False``. The check and the insert happen in one transaction
+        under a per-key lock, so concurrent sweeps never store a finished key twice. Results
+        with a retry status (``error``, ``crashed``, ``interrupted``) are stored as attempts
+        unless the key already finished.
+        """
+        from harness.runner import FINISHED_STATUSES
+
+        if scope not in ("sweep", "global"):
+            raise ValueError(f"scope must be 'sweep' or 'global', got {scope!r}")
+        key = result.key
+        try:
+            with self.engine.connect() as conn:
+                if key is not None:
+                    self._lock_key(conn, key)
+                with Session(bind=conn, expire_on_commit=False) as s:
+                    if key is not None:
+                        q = select(Run.id).where(Run.key == key, Run.status.in_(FINISHED_STATUSES))
+                        if scope == "sweep":
+                            q = q.where(Run.sweep_id == sweep_id)
+                        existing = s.scalar(q.order_by(Run.id).limit(1))
+                        if existing is not None:
+                            conn.rollback()
+                            return existing, False
+                    run_id = self._add_run(
+                        s, result, sweep_id=sweep_id, track=track, role=role, trial=trial, config_hash=config_hash
+                    )
+                    s.flush()
+                conn.commit()
+                return run_id, True
+        except SQLAlchemyError as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise DatabaseError(f"could not store the run in {self.display_url}: {reason}") from None
+
+    def finished_keys_among(self, keys: Iterable[str], *, sweep_id: int | None = None) -> set[str]:
+        """Which of ``keys`` finished (``FINISHED_STATUSES``), in sweep ``sweep_id`` or anywhere."""
+        from harness.runner import FINISHED_STATUSES
+
+        wanted = sorted(set(keys))
+        out: set[str] = set()
+        with self.session() as s:
+            for i in range(0, len(wanted), 500):
+                q = select(Run.key).where(Run.key.in_(wanted[i : i + 500]), Run.status.in_(FINISHED_STATUSES))
+                if sweep_id is not None:
+                    q = q.where(Run.sweep_id == sweep_id)
+                out.update(k for k in s.scalars(q) if k is not None)
+        return out
+
+    def latest_sweep(self, name: str, kind: str = "sweep") -> int | None:
+        """Id of the newest sweep called ``name`` of ``kind``, or ``None``."""
+        with self.session() as s:
+            return s.scalar(
+                select(Sweep.id).where(Sweep.name == name, Sweep.kind == kind).order_by(Sweep.id.desc()).limit(1)
+            )
+
+    def reopen_sweep(self, sweep_id: int) -> None:
+        """Mark a sweep running again (``--resume``)."""
+        with self.session() as s, s.begin():
+            s.execute(update(Sweep).where(Sweep.id == sweep_id).values(status="running", finished_at=None))
+
+    def set_sweep_environment(self, sweep_id: int, record: dict[str, Any]) -> int | None:
+        """Attach the environment ``record`` (a fingerprint) to a sweep; returns its id."""
+        with self.session() as s, s.begin():
+            env_id = self.environment_id(s, record)
+            s.execute(update(Sweep).where(Sweep.id == sweep_id).values(environment_id=env_id))
+            return env_id
+
+    def set_sweep_report(self, sweep_id: int, report: dict[str, Any]) -> None:
+        """Store a nightly regression report (``Sweep.report`` format) on its sweep."""
+        with self.session() as s, s.begin():
+            s.execute(update(Sweep).where(Sweep.id == sweep_id).values(report=_clean(report)))
 
 
 def open_store(db: str | os.PathLike[str] | None = None) -> Store:

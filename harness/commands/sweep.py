@@ -1,0 +1,260 @@
+"""``ngbench sweep`` and ``ngbench nightly``: many runs, many devices, one database.
+
+Both validate the sweep file completely and reach the database before any worker starts; bad
+input gets one message and exit status 2. A sweep that was interrupted (Ctrl-C, SIGTERM)
+exits with 130 after storing the in-flight runs as ``interrupted``; ``--resume`` (or running
+the same file again) completes what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from harness.commands.runs import DbOption, fmt_seconds, make_console
+
+ExecutorOption = Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")]
+WorkersOption = Annotated[
+    int | None, typer.Option("--workers", min=1, help="Parallel workers on the CPU (local) or concurrent Ray tasks.")
+]
+DevicesOption = Annotated[
+    str | None,
+    typer.Option("--devices", help='"cpu", or GPU indices "0,1,3" (one worker each); default: every GPU, else CPU.'),
+]
+ResumeOption = Annotated[
+    bool, typer.Option("--resume", help="Continue the newest sweep of this name (only missing runs execute).")
+]
+TagOption = Annotated[str | None, typer.Option("--tag", help="Tag stored with the sweep and every run.")]
+RayAddressOption = Annotated[
+    str | None, typer.Option("--ray-address", help='Ray cluster to join ("auto", "ray://head:10001"); default local.')
+]
+IsolationOption = Annotated[
+    str, typer.Option("--isolation", help="fork (warm launcher, fresh child per run) or spawn (new interpreter).")
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs; run nothing.")]
+
+
+def _not_dumpable() -> None:
+    """Make this process's memory and environment unreadable to same-user processes (Linux).
+
+    The parent holds the database URL; with ``PR_SET_DUMPABLE=0`` an adapter running as the same
+    (non-root) user cannot read it from ``/proc/<parent>/environ`` or ``/proc/<parent>/mem``.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+
+
+def _plan(path: Path, tag: str | None, devices: str | None, workers: int | None) -> tuple[Any, Any, int | None]:
+    from harness.sweep import expand, load_config, parse_devices
+
+    config = load_config(path)
+    if tag is not None:
+        config = dataclasses.replace(config, tag=tag)
+    devs = parse_devices(devices) if devices is not None else config.devices
+    return expand(config, where=str(path)), devs, workers if workers is not None else config.workers
+
+
+def _print_plan(plan: Any) -> None:
+    out = make_console()
+    table = Table("#", "suite", "optimizer", "backend", "seed", "hparams", "steps", "timeout")
+    for i, s in enumerate(plan.specs):
+        hp = ", ".join(f"{k}={v}" for k, v in s.hparams.items()) or "-"
+        if s.preset:
+            hp = f"preset={s.preset} {hp}"
+        table.add_row(
+            str(i),
+            Text(s.suite),
+            Text(s.optimizer),
+            s.backend,
+            str(s.seed),
+            Text(hp),
+            str(s.steps or "suite"),
+            fmt_seconds(s.timeout_s),
+        )
+    out.print(table)
+    out.print(Text(f"{plan.name}: {len(plan.specs)} runs"))
+    for note in plan.skipped:
+        out.print(Text(f"  skipped: {note}"))
+
+
+def _summary_text(summary: Any, store: Any) -> str:
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())) or "nothing ran"
+    parts = [
+        f"sweep {summary.name!r} (id {summary.sweep_id}{', resumed' if summary.resumed else ''}) "
+        f"{'INTERRUPTED' if summary.interrupted else 'finished'} in {summary.wall_s:.1f} s on {summary.executor}",
+        f"  {summary.planned} planned; {summary.skipped_finished} already finished (skipped); "
+        f"{summary.ran} ran: {statuses}",
+        f"  stored {summary.stored} run(s) in {store.display_url}",
+    ]
+    if summary.discarded:
+        parts.append(f"  {summary.discarded} result(s) not stored: another sweep finished the same run first")
+    if summary.duplicates_in_plan:
+        parts.append(f"  {summary.duplicates_in_plan} duplicate run(s) in the plan were run once")
+    if summary.key_mismatches:
+        parts.append(
+            f"  {summary.key_mismatches} run(s) got a different key on their worker than expected "
+            "(heterogeneous workers?); stored under the worker's key"
+        )
+    if summary.interrupted:
+        parts.append("  resume with the same command and --resume")
+    return "\n".join(parts)
+
+
+def _execute(
+    kind: str,
+    sweep_file: Path,
+    executor: str,
+    workers: int | None,
+    devices: str | None,
+    resume: bool,
+    db: str | None,
+    tag: str | None,
+    ray_address: str | None,
+    isolation: str,
+    dry_run: bool,
+) -> tuple[Any, Any] | None:
+    from db.store import open_store
+    from harness.errors import ConfigError
+    from harness.executors import EXECUTORS, make_executor
+    from harness.orchestrator import run_sweep
+    from harness.progress import SweepProgress
+
+    plan, devs, n_workers = _plan(sweep_file, tag, devices, workers)
+    if dry_run:
+        _print_plan(plan)
+        return None
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if isolation not in ("fork", "spawn"):
+        raise ConfigError(f"--isolation must be fork or spawn, got {isolation!r}")
+    options: dict[str, Any] = {"devices": devs, "workers": n_workers}
+    if executor == "ray":
+        options["ray_address"] = ray_address
+    elif executor == "local":
+        options["isolation"] = isolation
+    ex = make_executor(executor, **options)  # bad executor options fail before the database is touched
+    store = open_store(db)  # an unreachable database fails here, before any worker starts
+    _not_dumpable()
+    err = make_console(stderr=True)
+    for note in plan.skipped:
+        err.print(Text(f"skipped: {note}"))
+    summary = run_sweep(plan, store, ex, kind=kind, resume=resume, progress=SweepProgress(err))
+    make_console().print(Text(_summary_text(summary, store)))
+    return summary, store
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sweep")
+    def sweep(
+        sweep_file: Annotated[Path, typer.Argument(help="Sweep file (TOML).", metavar="SWEEP.toml")],
+        executor: ExecutorOption = "local",
+        workers: WorkersOption = None,
+        devices: DevicesOption = None,
+        resume: ResumeOption = False,
+        db: DbOption = None,
+        tag: TagOption = None,
+        ray_address: RayAddressOption = None,
+        isolation: IsolationOption = "fork",
+        dry_run: DryRunOption = False,
+        json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON at the end.")] = False,
+    ) -> None:
+        """Run every (suite x optimizer x backend x hyperparameters x seed) of a sweep file, each in a
+        fresh worker process; only runs not finished yet execute."""
+        done = _execute(
+            "sweep", sweep_file, executor, workers, devices, resume, db, tag, ray_address, isolation, dry_run
+        )
+        if done is None:
+            return
+        summary, _ = done
+        if json_out:
+            print(json.dumps(_summary_json(summary)))
+        if summary.interrupted:
+            raise typer.Exit(130)
+
+    @app.command("nightly")
+    def nightly(
+        sweep_file: Annotated[Path, typer.Argument(help="Sweep file (TOML).", metavar="SWEEP.toml")],
+        executor: ExecutorOption = "local",
+        workers: WorkersOption = None,
+        devices: DevicesOption = None,
+        resume: ResumeOption = False,
+        db: DbOption = None,
+        tag: TagOption = None,
+        ray_address: RayAddressOption = None,
+        isolation: IsolationOption = "fork",
+        report_json: Annotated[
+            Path | None, typer.Option("--report-json", help="Also write the regression report here (JSON).")
+        ] = None,
+        site_dir: Annotated[Path, typer.Option("--site-dir", help="Where to rebuild the static site.")] = Path("site"),
+        no_site: Annotated[bool, typer.Option("--no-site", help="Do not rebuild the site.")] = False,
+        baseline: Annotated[
+            int | None, typer.Option("--baseline", help="Compare with this sweep id instead of the previous nightly.")
+        ] = None,
+        fail_on_regression: Annotated[
+            bool, typer.Option("--fail-on-regression", help="Exit 1 when a slowdown or regression is flagged.")
+        ] = False,
+        show_all: Annotated[bool, typer.Option("--all", help="List unchanged items too.")] = False,
+        k: Annotated[float, typer.Option("--k", min=0.0, help="Noise multiplier of the step-detection band.")] = 3.0,
+        min_rel: Annotated[
+            float, typer.Option("--min-rel", min=0.0, help="Smallest flagged change of step time or memory.")
+        ] = 0.05,
+        min_effect: Annotated[
+            float, typer.Option("--min-effect", min=0.0, help="Smallest flagged change of time-to-target or loss.")
+        ] = 0.02,
+        alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Test level (convergence).")] = 0.05,
+    ) -> None:
+        """Run a sweep as a new nightly, compare it with the previous nightly on this machine, store
+        and print the regression report, and rebuild the site."""
+        from harness import nightly as nightly_mod
+
+        done = _execute(
+            "nightly", sweep_file, executor, workers, devices, resume, db, tag, ray_address, isolation, False
+        )
+        assert done is not None
+        summary, store = done
+        if summary.interrupted:
+            make_console(stderr=True).print("nightly interrupted: no report written (resume with --resume)")
+            raise typer.Exit(130)
+        thresholds = nightly_mod.Thresholds(k=k, min_rel=min_rel, alpha=alpha, min_effect=min_effect)
+        report = nightly_mod.compare(store, summary.sweep_id, baseline, thresholds=thresholds)
+        store.set_sweep_report(summary.sweep_id, report)
+        nightly_mod.render(report, make_console(), show_all=show_all)
+        if report_json is not None:
+            report_json.parent.mkdir(parents=True, exist_ok=True)
+            report_json.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        code = 1 if fail_on_regression and nightly_mod.has_regressions(report) else 0
+        if not no_site:
+            from harness.errors import USER_ERRORS
+
+            try:
+                make_console().print(Text(nightly_mod.rebuild_site(store, str(site_dir))))
+            except USER_ERRORS as exc:  # the report is stored already; say why the site is not
+                make_console(stderr=True).print(Text(f"ngbench: error: site not rebuilt: {exc}"))
+                code = code or 2
+        if code:
+            raise typer.Exit(code)
+
+
+def _summary_json(summary: Any) -> dict[str, Any]:
+    return {
+        "sweep_id": summary.sweep_id,
+        "name": summary.name,
+        "kind": summary.kind,
+        "planned": summary.planned,
+        "skipped_finished": summary.skipped_finished,
+        "stored": summary.stored,
+        "discarded": summary.discarded,
+        "statuses": dict(summary.statuses),
+        "interrupted": summary.interrupted,
+        "wall_s": summary.wall_s,
+    }
