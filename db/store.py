@@ -205,6 +205,48 @@ class Store:
             if rows:
                 s.execute(insert(ApproxQuality), [dict(_clean(r), run_id=run_id) for r in rows])
 
+    def save_approx(
+        self,
+        reference: Any,
+        rows: list[dict[str, Any]],
+        *,
+        sweep_name: str,
+        sweep_spec: dict[str, Any],
+        role: str = "approx_reference",
+        tag: str | None = None,
+    ) -> tuple[int, int]:
+        """An approximation-quality evaluation in ONE transaction: a ``sweeps`` row (kind
+        ``approx``), the reference run (``role``) and its ``approx_quality`` rows.
+
+        Returns ``(sweep_id, run_id)``.
+        """
+        started = _parse_time(reference.started_at) or _now()
+        try:
+            with self.session() as s, s.begin():
+                env_id = self.environment_id(s, reference.environment)
+                sweep = Sweep(
+                    name=sweep_name,
+                    kind="approx",
+                    track="untuned",
+                    tag=tag,
+                    spec=_clean(sweep_spec),
+                    status="finished",
+                    environment_id=env_id,
+                    started_at=started,
+                    finished_at=_now(),
+                )
+                s.add(sweep)
+                s.flush()
+                run_id = self._add_run(
+                    s, reference, sweep_id=sweep.id, track="untuned", role=role, trial=None, config_hash=None
+                )
+                if rows:
+                    s.execute(insert(ApproxQuality), [dict(_clean(r), run_id=run_id) for r in rows])
+                return sweep.id, run_id
+        except SQLAlchemyError as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise DatabaseError(f"could not store the approximation rows in {self.display_url}: {reason}") from None
+
     def finished_keys(self, statuses: frozenset[str] | None = None) -> set[str]:
         """Keys of runs that finished (by default every status a sweep does not retry)."""
         from harness.runner import FINISHED_STATUSES

@@ -988,43 +988,13 @@ def store_result(store: Any, result: ApproxResult) -> int:
     """Write the evaluation in ONE transaction: a ``sweeps`` row (kind ``approx``, the spec,
     skips and checkpoint metrics), the reference run (role :data:`REFERENCE_ROLE`, linked to the
     sweep) and its ``approx_quality`` rows. Returns the run id (also set on ``result``)."""
-    from sqlalchemy import insert
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from db.models import ApproxQuality, Sweep
-    from harness.errors import DatabaseError
-
-    started = datetime.fromisoformat(result.reference.started_at) if result.reference.started_at else datetime.now(UTC)
-    try:
-        with store.session() as s, s.begin():
-            env_id = store.environment_id(s, result.reference.environment)
-            sweep = Sweep(
-                name=f"approx:{result.spec.suite}",
-                kind=SWEEP_KIND,
-                track="untuned",
-                tag=result.spec.tag,
-                spec=_json_safe(result.sweep_spec()),
-                status="finished",
-                environment_id=env_id,
-                started_at=started,
-                finished_at=datetime.now(UTC),
-            )
-            s.add(sweep)
-            s.flush()
-            run_id = store._add_run(  # the same transaction as the rows (see report: a public helper)
-                s,
-                result.reference,
-                sweep_id=sweep.id,
-                track="untuned",
-                role=REFERENCE_ROLE,
-                trial=None,
-                config_hash=None,
-            )
-            if result.rows:
-                s.execute(insert(ApproxQuality), [dict(_json_safe(r), run_id=run_id) for r in result.rows])
-            sweep_id = sweep.id
-    except SQLAlchemyError as exc:
-        reason = getattr(exc, "orig", None) or exc
-        raise DatabaseError(f"could not store the approximation rows in {store.display_url}: {reason}") from None
+    sweep_id, run_id = store.save_approx(
+        result.reference,
+        [_json_safe(r) for r in result.rows],
+        sweep_name=f"approx:{result.spec.suite}",
+        sweep_spec=_json_safe(result.sweep_spec()),
+        role=REFERENCE_ROLE,
+        tag=result.spec.tag,
+    )
     result.run_id, result.sweep_id = run_id, sweep_id
     return run_id
