@@ -402,6 +402,30 @@ class ApproxSpec:
         out["reference_hparams"] = dict(self.reference_hparams)
         return out
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ApproxSpec:
+        data = dict(data)
+        for name in ("optimizers", "damping"):
+            if data.get(name) is not None:
+                data[name] = tuple(data[name])
+        return cls(**data)
+
+    def adapter_names(self) -> list[str]:
+        """Reference and methods, named without importing any adapter (``harness.external``)."""
+        from harness import external, registry
+
+        methods = list(self.optimizers) if self.optimizers is not None else None
+        if methods is None:
+            methods = registry.builtin_names(self.backend) + external.entry_point_names(self.backend)
+        return [self.reference, *methods]
+
+    @property
+    def involves_third_party(self) -> bool:
+        """Whether any adapter of the evaluation is not ngbench's own (then it runs in a worker)."""
+        from harness import external
+
+        return not all(external.is_builtin(name, self.backend) for name in self.adapter_names())
+
 
 @dataclass
 class Plan:
@@ -565,6 +589,19 @@ class ApproxResult:
             wall_time_s=self.wall_time_s,
         )
         return frame
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["spec"] = self.spec.to_dict()
+        out["reference"] = self.reference.to_dict()
+        return _json_safe(out)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ApproxResult:
+        data = dict(data)
+        data["spec"] = ApproxSpec.from_dict(data["spec"])
+        data["reference"] = RunResult.from_dict(data["reference"])
+        return cls(**data)
 
     def sweep_spec(self) -> dict[str, Any]:
         """What the ``sweeps`` row of this evaluation records (JSON)."""
@@ -998,3 +1035,27 @@ def store_result(store: Any, result: ApproxResult) -> int:
     )
     result.run_id, result.sweep_id = run_id, sweep_id
     return run_id
+
+
+def evaluate_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Body of the worker's ``approx`` request: ``{"result": ...}`` or ``{"error": message}``."""
+    from harness.errors import USER_ERRORS
+
+    spec = ApproxSpec.from_dict(request["spec"])
+    try:
+        plan = prepare(spec)
+    except USER_ERRORS as exc:
+        return {"error": str(exc)}
+    return {"result": evaluate(spec, plan=plan).to_dict()}
+
+
+def evaluate_isolated(spec: ApproxSpec) -> ApproxResult:
+    """:func:`prepare` and :func:`evaluate` in a scrubbed worker (third-party adapters must not
+    run in a process that holds database credentials); user errors are raised here."""
+    from harness.errors import ConfigError
+    from harness.worker import request_in_worker
+
+    envelope = request_in_worker({"op": "approx", "spec": spec.to_dict()}, timeout_s=None)
+    if "error" in envelope:
+        raise ConfigError(envelope["error"])
+    return ApproxResult.from_dict(envelope["result"])

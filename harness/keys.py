@@ -34,11 +34,19 @@ def adapter_version(adapter_cls: type) -> str:
 
 
 def run_key(spec: Any, suite: Any, adapter_cls: type, hparams: dict[str, Any], environment: dict[str, Any]) -> str:
+    name = adapter_cls.name  # type: ignore[attr-defined]
+    return run_key_for(spec, suite, name, adapter_version(adapter_cls), hparams, environment)
+
+
+def run_key_for(
+    spec: Any, suite: Any, name: str, version: str, hparams: dict[str, Any], environment: dict[str, Any]
+) -> str:
+    """:func:`run_key` from an adapter's name and version (no import of the adapter needed)."""
     ident = {
         "suite": suite.name,
         "suite_version": suite.version,
-        "optimizer": adapter_cls.name,  # type: ignore[attr-defined]
-        "adapter_version": adapter_version(adapter_cls),
+        "optimizer": name,
+        "adapter_version": version,
         "hparams": hparams,
         "seed": spec.seed,
         "backend": spec.backend,

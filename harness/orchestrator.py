@@ -181,7 +181,7 @@ def run_sweep(
             seen: set[str] = set()
             for index, spec in enumerate(plan.specs):
                 env = environments[spec.backend]
-                key = expected_key(spec, env)
+                key = expected_key(spec, env, plan.adapters.get((spec.optimizer, spec.backend)))
                 if key in seen:
                     summary.duplicates_in_plan += 1
                     continue

@@ -59,6 +59,12 @@ def backend_module(backend: str) -> ModuleType:
     return importlib.import_module(f"backends.{backend}")
 
 
+def builtin_names(backend: str) -> list[str]:
+    """Names of ngbench's own adapters in ``backend`` (imports only ngbench's modules)."""
+    backend_module(backend)
+    return list(_builtin(backend))
+
+
 @cache
 def _builtin(backend: str) -> dict[str, type[Adapter]]:
     module = importlib.import_module(f"backends.{backend}.optimizers")

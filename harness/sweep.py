@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.spec import BACKENDS, HyperparameterError, hparams_dict
-from harness import keys
-from harness.errors import ConfigError, NgbenchError
-from harness.registry import backend_available, get_adapter
+from backends.spec import BACKENDS, HyperparameterError
+from harness import external, keys
+from harness.errors import ConfigError
+from harness.registry import backend_available
 from harness.runner import RunSpec
+from harness.worker import LaneError
 from suites import get_suite
 from suites.registry import UnknownSuiteError
 
@@ -128,6 +129,8 @@ class SweepPlan:
     specs: tuple[RunSpec, ...]
     skipped: tuple[str, ...] = ()
     source: str | None = None
+    #: ``(optimizer, backend) -> description`` of every adapter the plan uses.
+    adapters: Mapping[tuple[str, str], external.AdapterInfo] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -441,31 +444,41 @@ def expand(config: SweepConfig, *, where: str | None = None) -> SweepPlan:
             problems.add(f"backend {b!r} is not installed" + (" (pip install 'ngbench[jax]')" if b == "jax" else ""))
         else:
             backends.append(b)
-    adapters: dict[tuple[str, str], type] = {}
+    # Third-party adapters are described (and their hyperparameters validated) in a scrubbed
+    # worker: this process may hold database credentials (harness.external).
+    points = {opt: grid(config.hparams.get(opt, {})) for opt in config.optimizers}
+    pairs = [(opt, b) for opt in config.optimizers for b in backends]
+    try:
+        answers = external.describe(
+            [
+                external.DescribeRequest(opt, b, tuple((p, config.presets.get(opt)) for p in points[opt]))
+                for opt, b in pairs
+            ]
+        )
+    except LaneError as exc:
+        raise ConfigError(f"invalid sweep file {where}: could not describe its adapters: {exc}") from None
+    adapters: dict[tuple[str, str], external.AdapterInfo] = {}
     for opt in config.optimizers:
-        found = []
-        errors = []
+        found, errors = [], []
         for b in backends:
-            try:
-                adapters[(opt, b)] = get_adapter(opt, b)
+            answer = answers[pairs.index((opt, b))]
+            if isinstance(answer, str):
+                errors.append(answer)
+            else:
+                adapters[(opt, b)] = answer
                 found.append(b)
-            except NgbenchError as exc:
-                errors.append(str(exc))
         if backends and not found:
             problems.add(f"optimizers: {errors[0]}")
         for b in backends:
             if b not in found and found:
                 skipped.append(f"{opt} has no {b} adapter")
-    points: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for (opt, b), cls in adapters.items():
-        pts = grid(config.hparams.get(opt, {}))
-        for point in pts:
+    for (opt, b), info in adapters.items():
+        for point in points[opt]:
             try:
-                cls.resolve(point, config.presets.get(opt))  # type: ignore[attr-defined]
+                info.resolve(point, config.presets.get(opt))
             except HyperparameterError as exc:
                 problems.add(f"hparams.{opt} ({b}): {exc}")
                 break
-        points[(opt, b)] = pts
     problems.raise_if_any()
 
     specs: list[RunSpec] = []
@@ -476,10 +489,10 @@ def expand(config: SweepConfig, *, where: str | None = None) -> SweepPlan:
                 adapter = adapters.get((opt, b))
                 if adapter is None:
                     continue
-                if suite.likelihood not in adapter.capabilities.likelihoods:  # type: ignore[attr-defined]
+                if suite.likelihood not in adapter.likelihoods:
                     skipped.append(f"{opt} ({b}) does not support {suite.likelihood} on {suite_name}")
                     continue
-                for point in points[(opt, b)]:
+                for point in points[opt]:
                     for seed in config.seeds:
                         specs.append(
                             RunSpec(
@@ -502,7 +515,7 @@ def expand(config: SweepConfig, *, where: str | None = None) -> SweepPlan:
     if not specs:
         why = "; ".join(skipped) or "no combinations"
         raise ConfigError(f"invalid sweep file {where}: the sweep has no runs ({why})")
-    return SweepPlan(config=config, specs=tuple(specs), skipped=tuple(skipped), source=where)
+    return SweepPlan(config=config, specs=tuple(specs), skipped=tuple(skipped), source=where, adapters=adapters)
 
 
 def load(path: str | Path) -> SweepPlan:
@@ -510,14 +523,20 @@ def load(path: str | Path) -> SweepPlan:
     return expand(load_config(path), where=str(path))
 
 
-def expected_key(spec: RunSpec, environment: Mapping[str, Any]) -> str:
+def expected_key(spec: RunSpec, environment: Mapping[str, Any], adapter: external.AdapterInfo | None = None) -> str:
     """The key :func:`harness.runner.execute` will give ``spec`` in ``environment``.
 
     ``environment`` needs ``device_kind`` and ``device_name`` of the device the run will use
     (a worker's probe); framework versions are this process's (a homogeneous installation is
-    assumed; the worker's own key is what gets stored).
+    assumed; the worker's own key is what gets stored). ``adapter``: the plan's description of
+    the spec's adapter (required for third-party adapters, which are not imported here).
     """
     suite = get_suite(spec.suite)
-    cls = get_adapter(spec.optimizer, spec.backend)
-    hparams = hparams_dict(cls.resolve(spec.hparams, spec.preset))
-    return keys.run_key(spec, suite, cls, hparams, dict(environment))
+    if adapter is None:
+        request = external.DescribeRequest(spec.optimizer, spec.backend, ((spec.hparams, spec.preset),))
+        answer = external.describe([request])[0]
+        if isinstance(answer, str):
+            raise ConfigError(answer)
+        adapter = answer
+    hparams = adapter.resolve(spec.hparams, spec.preset)
+    return keys.run_key_for(spec, suite, adapter.name, adapter.version, hparams, dict(environment))

@@ -212,9 +212,21 @@ def execute_request(request: Mapping[str, Any]) -> dict[str, Any]:
     """Do what ``request`` asks in this process and return the envelope to write.
 
     ``{"op": "run", "spec": RunSpec dict}`` → ``{"result": RunResult dict, "timing": ...}``;
-    ``{"op": "probe", "backend", "device"}`` → ``{"environment": fingerprint}``.
+    ``{"op": "probe", "backend", "device"}`` → ``{"environment": fingerprint}``;
+    ``{"op": "describe", "items": [...]}`` → ``{"describe": [...]}`` (``harness.external``);
+    ``{"op": "approx", "spec": ApproxSpec dict}`` → ``{"result": ...}`` (``harness.approx``).
     """
     timing: dict[str, float] = {"exec_start": time.time()}
+    if request.get("op") == "approx":
+        from harness.approx import evaluate_request
+
+        envelope = evaluate_request(request)
+        envelope["timing"] = timing
+        return envelope
+    if request.get("op") == "describe":
+        from harness.external import describe_here
+
+        return {"describe": [describe_here(item) for item in request["items"]], "timing": timing}
     if request.get("op") == "probe":
         from harness.environment import fingerprint
         from harness.registry import backend_module
@@ -427,6 +439,22 @@ def worker_environ(extra: Mapping[str, str] | None = None, cwd: str | None = Non
 
 class LaneError(RuntimeError):
     """A launcher could not be started or died (its log tail is in the message)."""
+
+
+def request_in_worker(request: dict[str, Any], *, timeout_s: float | None = 300.0) -> dict[str, Any]:
+    """Do one request (``describe``, ``probe``, ``run`` ...) in a fresh, scrubbed interpreter.
+
+    For credential-holding processes that need an answer from adapter code they must not
+    import (``harness.external``). Raises :class:`LaneError` when the worker gives no answer.
+    """
+    lane = Lane("request", isolation="spawn")
+    try:
+        envelope, exit_text, err = lane._call(request, timeout_s)
+    finally:
+        lane.close()
+    if envelope is None:
+        raise LaneError(f"worker request {request.get('op')!r} failed ({exit_text}): {err or 'no output'}")
+    return envelope
 
 
 class _Child:

@@ -14,7 +14,7 @@ import time
 from typing import Any, NamedTuple
 
 from backends.methods import sgd
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Capabilities, adapter_class
 
 #: The step at which the faults fire (0-based).
 FAULT_STEP = 2
@@ -61,6 +61,13 @@ class Raising(_PlainSGD):
 
     def fault(self, params: Any, state: FaultState) -> Any:
         raise ValueError(f"injected failure at step {state.step}")
+
+
+class CrossEntropyOnly(Raising):
+    """Declares no support for the ``mse`` likelihood (sweeps skip such combinations)."""
+
+    name = "faulty-ce-only"
+    capabilities = Capabilities(likelihoods=frozenset({"softmax_ce"}))
 
 
 class Sleeping(_PlainSGD):

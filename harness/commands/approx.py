@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
         no_store: Annotated[bool, typer.Option("--no-store", help="Do not write to the database.")] = False,
     ) -> None:
         """Approximation quality (iEF paper Sec. 6): gamma/gamma_SGD of every method along a reference run."""
-        from harness.approx import EXACT_MAX_ENTRIES, ApproxSpec, evaluate, prepare, store_result
+        from harness.approx import EXACT_MAX_ENTRIES, ApproxSpec, evaluate, evaluate_isolated, prepare, store_result
         from harness.commands.runs import parse_assignments
 
         spec = ApproxSpec(
@@ -160,14 +160,23 @@ def register(app: typer.Typer) -> None:
             exact_limit=EXACT_MAX_ENTRIES if exact_limit is None else exact_limit,
             tag=tag,
         )
-        plan = prepare(spec)  # bad names and hyperparameters fail here, before anything runs
+        isolated = spec.involves_third_party
+        # Bad names and hyperparameters fail here, before anything runs (in the worker for
+        # third-party adapters, which never run in this process: it may hold the database URL).
+        plan = None if isolated else prepare(spec)
         store = None
         if not no_store:
             from db.store import open_store
 
             store = open_store(db)  # an unreachable database fails before the evaluation
         err = make_console(stderr=True)
-        result = evaluate(spec, plan=plan, on_progress=lambda msg: err.print(Text(msg)) if err.is_terminal else None)
+        if isolated:
+            err.print(Text("third-party adapters: evaluating in an isolated worker process"))
+            result = evaluate_isolated(spec)
+        else:
+            result = evaluate(
+                spec, plan=plan, on_progress=lambda msg: err.print(Text(msg)) if err.is_terminal else None
+            )
         frame = result.frame()
         console = make_console()
         console.print(render_stages(frame, result))

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness import external
 from harness.errors import ConfigError
 
 DbOption = Annotated[
@@ -95,6 +96,34 @@ def _progress(total: int, console: Console):  # type: ignore[no-untyped-def]
     return on_step, close
 
 
+def validate_external(spec: Any) -> None:
+    """What ``runner.prepare`` checks, for an adapter described by a scrubbed worker."""
+    from harness.errors import ConfigError as Invalid
+    from suites import get_suite
+
+    suite = get_suite(spec.suite)
+    if spec.dtype not in ("float32", "float64"):
+        raise Invalid(f"unknown dtype {spec.dtype!r} (known: float32, float64)")
+    answer = external.describe([external.DescribeRequest(spec.optimizer, spec.backend, ((spec.hparams, spec.preset),))])
+    info = answer[0]
+    if isinstance(info, str):
+        raise Invalid(info)
+    info.resolve(spec.hparams, spec.preset)
+    if suite.likelihood not in info.likelihoods:
+        raise Invalid(f"optimizer {spec.optimizer!r} does not support likelihood {suite.likelihood!r}")
+
+
+def run_in_worker(spec: Any) -> Any:
+    """Run ``spec`` in a fresh, scrubbed worker process; every outcome is a result."""
+    from harness.worker import Job, Lane
+
+    lane = Lane("run", device=spec.device, isolation="spawn")
+    try:
+        return lane.run(Job(index=0, spec=spec)).result
+    finally:
+        lane.close()
+
+
 def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_(
@@ -163,14 +192,23 @@ def register(app: typer.Typer) -> None:
             tag=tag,
             stop_at_target=not no_stop_at_target,
         )
-        prepare(spec)  # unknown names and bad hyperparameters fail here, before anything is written
-        store = open_store(db)  # an unreachable database fails here, before the run
-        err = make_console(stderr=True)
-        on_step, close = _progress(spec.steps or 0, err)
-        try:
-            result = execute(spec, on_step=on_step)
-        finally:
-            close()
+        if external.is_builtin(optimizer, backend):
+            prepare(spec)  # unknown names and bad hyperparameters fail here, before anything is written
+            store = open_store(db)  # an unreachable database fails here, before the run
+            err = make_console(stderr=True)
+            on_step, close = _progress(spec.steps or 0, err)
+            try:
+                result = execute(spec, on_step=on_step)
+            finally:
+                close()
+        else:
+            # Third-party code never runs in this process, which holds the database URL.
+            validate_external(spec)
+            store = open_store(db)
+            make_console(stderr=True).print(
+                Text("third-party adapter: running in an isolated worker process (no progress display)")
+            )
+            result = run_in_worker(spec)
         run_id = store.save_run(result)
         summary = {
             "run_id": run_id,
