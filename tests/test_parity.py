@@ -119,7 +119,9 @@ def test_first_updates_and_stats_agree(adapter: str, suite: str) -> None:
     assert_vectors_close(j["first_update"], t["first_update"], DIRECTION_RTOL)
     assert set(j["first_stats"]) == set(t["first_stats"])
     for name, value in t["first_stats"].items():
-        np.testing.assert_allclose(j["first_stats"][name], value, rtol=DIRECTION_RTOL, err_msg=name)
+        # A solve's residual is rounding noise (~1e-16 to 1e-13): compared in absolute terms.
+        atol = 1e-12 if name.endswith("solve_residual") else 0.0
+        np.testing.assert_allclose(j["first_stats"][name], value, rtol=DIRECTION_RTOL, atol=atol, err_msg=name)
 
 
 @cases

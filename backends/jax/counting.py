@@ -56,6 +56,10 @@ class _Record:
     allow_dynamic: bool = True
 
 
+#: Traced per-call counts kept on the device before they are read back in bulk.
+PENDING_LIMIT = 256
+
+
 class Counters:
     """Pass counters of one problem (same kinds as the torch backend's ``Counters``).
 
@@ -131,12 +135,20 @@ class Counters:
             self.counts[kind] += n
         if dynamic:
             self._pending.append(dynamic)
+            if len(self._pending) > PENDING_LIMIT:
+                # Read back all but the newest: their steps were fenced by the run loop already,
+                # so this costs no wait, and a long run does not pile up device scalars.
+                self._settle(self._pending[:-1])
+                del self._pending[:-1]
+
+    def _settle(self, entries: list[Mapping[str, Any]]) -> None:
+        for dynamic in entries:
+            for kind, n in dynamic.items():
+                self.counts[kind] += int(n)
 
     def snapshot(self) -> dict[str, int]:
         """Current totals (reads back traced amounts of earlier calls: may wait for the device)."""
-        for dynamic in self._pending:
-            for kind, n in dynamic.items():
-                self.counts[kind] += int(n)
+        self._settle(self._pending)
         self._pending.clear()
         return dict(self.counts)
 

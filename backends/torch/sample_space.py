@@ -45,20 +45,12 @@ from torch import Tensor
 from torch.func import grad as func_grad
 from torch.func import vmap
 
+from backends.blocks import block_spans, positions_gram_path, uses_taps
 from backends.layout import ParamLayout, TappedLayer
 from suites.layers import Conv2d
 
 if TYPE_CHECKING:
     from backends.torch.oracle import TorchOracle
-
-#: Tapped layer kinds whose per-sample gradients this module reconstructs from the taps.
-SUPPORTED_KINDS: frozenset[str] = frozenset({"linear", "conv2d"})
-
-
-def uses_taps(layout: ParamLayout) -> bool:
-    """Whether the Gram and ``J^T w`` come from the taps (else from the dense ``J``)."""
-    return layout.all_tapped and all(t.kind in SUPPORTED_KINDS for t in layout.tapped)
-
 
 # --------------------------------------------------------------------------- the interface
 
@@ -140,17 +132,6 @@ def _factors(layer: TappedLayer, a: Tensor, e: Tensor, draws: int) -> _LayerFact
         return _LayerFactors(layer, e.reshape(draws, batch, e.shape[-1]), a)
     a_f = a.reshape(batch, -1, a.shape[-1])
     return _LayerFactors(layer, e.reshape(draws, batch, a_f.shape[1], e.shape[-1]), a_f)
-
-
-def positions_gram_path(batch: int, positions: int, d_in: int, d_out: int) -> str:
-    """``"positions"`` or ``"per_sample"``: the cheaper way (multiply-adds) to a layer's Gram.
-
-    Summing over position pairs costs ``B^2 T^2 (d_in + d_out)``; forming the layer's
-    per-sample gradients and their Gram costs ``B T d_in d_out + B^2 d_in d_out``.
-    """
-    pairs = batch * batch * positions * positions * (d_in + d_out + 1)
-    per_sample = batch * positions * d_in * d_out + batch * batch * (d_in + 1) * d_out
-    return "positions" if pairs <= per_sample else "per_sample"
 
 
 def _layer_gram(f: _LayerFactors) -> Tensor:
@@ -291,17 +272,6 @@ class DenseJacobian:
 
     def dense(self) -> Tensor:
         return self.jacobian
-
-
-def block_spans(layout: ParamLayout) -> tuple[tuple[int, int], ...]:
-    """The ``[start, stop)`` parameter ranges of a :class:`SampleJacobian`'s ``groups``.
-
-    Tapped layers (weight and bias are adjacent in canonical order) and untapped parameter
-    blocks, sorted by offset so that concatenating the group slices gives the flat vector.
-    """
-    spans = [(t.weight.offset, t.bias.stop if t.bias is not None else t.weight.stop) for t in layout.tapped]
-    spans += [(b.offset, b.stop) for b in layout.untapped]
-    return tuple(sorted(spans))
 
 
 def per_sample_cotangent_grads(oracle: TorchOracle, cotangent: Tensor) -> Tensor:

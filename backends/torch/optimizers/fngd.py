@@ -124,6 +124,8 @@ class FNGD(adapter_class(fngd.CARD, "torch")):  # type: ignore[misc]
         new_state = state
         if res.solve is None and not state.filled:
             new_state = state._replace(table=_filled_table(state), filled=True)
+        # NaN on steps that reuse stored coefficients: the same stats on every step (as in JAX).
+        stats["solve_residual"] = float("nan")
         if res.solve is not None:
             new_state = _store(state, batch, res.coefficients)
             stats["solve_residual"] = res.solve.residual

@@ -1,0 +1,49 @@
+"""Exact SF on JAX; the update rule, references and defaults are in ``backends.methods.sf``.
+
+One forward with taps, the true-label backward (``g``), one backward per label draw with the
+sampled logit gradients as cotangent (its taps give the sampled ``J^`` in factor form), the
+sampled Gram and ``J^ g`` from the taps, one float64 ``kB x kB`` solve, ``(J^)^T x`` from the
+taps; jitted whole. The labels come from the batch noise (``oracle.sampled_logit_grads``), so
+they are the torch backend's labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from backends.jax import sample_space
+from backends.jax.optimizers._gram_step import ScheduledState, init_state, scheduled_update
+from backends.methods import sf
+from backends.spec import Batch, adapter_class
+
+
+def sf_direction(
+    problem: Any, params: jax.Array, batch: Batch[jax.Array], hp: sf.SFHyperparams
+) -> tuple[jax.Array, sample_space.WoodburyApply]:
+    """Mean loss and ``(F^ + lambda I)^{-1} g`` (Woodbury, iEF paper Eqn 49)."""
+    oracle = problem.oracle(params, batch, taps=sample_space.uses_taps(problem.layout))
+    loss, g = oracle.loss_and_grad()
+    jac = sample_space.cotangent_jacobian(oracle, oracle.sampled_logit_grads(hp.samples))
+    return loss, sample_space.woodbury_inverse_apply(jac, g, hp.damping)
+
+
+class SF(adapter_class(sf.CARD, "jax")):  # type: ignore[misc]
+    def init(self, problem: Any, hparams: sf.SFHyperparams) -> ScheduledState:
+        return init_state(problem, hparams)
+
+    def direction(self, problem: Any, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]) -> jax.Array:
+        return sf_direction(problem, params, batch, state.hparams)[1].x
+
+    def step(
+        self, problem: Any, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]
+    ) -> tuple[jax.Array, ScheduledState, dict[str, Any]]:
+        hp = state.hparams
+        loss, res = sf_direction(problem, params, batch, hp)
+        new, new_state, stats = scheduled_update(params, res.x, state)
+        stats.update(loss=loss, damping=hp.damping, solve_residual=res.solve.residual.astype(params.dtype))
+        return new, new_state, stats
+
+
+ADAPTER = SF
