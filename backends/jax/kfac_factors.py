@@ -1,0 +1,274 @@
+"""K-FAC's Kronecker factors in JAX: statistics, damped inverses, preconditioning, densification.
+
+The same conventions and normalisations as ``backends/torch/kfac_factors.py`` (parity is tested).
+For a tapped layer with weight ``W`` (``out x k``; Conv2d weights ``(out, in, kh, kw)`` read as
+``out x (in kh kw)``) and bias ``b``, ``Wb = [W, b]`` (``out x (k+1)``); ``T`` is the number of
+locations the layer is applied at (1 for a Linear layer on 2-D inputs, ``H_out W_out`` for
+Conv2d, the sequence length for a Linear layer on ``(B, S, k)`` inputs). With ``abar_{n,t}`` the
+layer input at location ``t`` (Conv2d: the im2col patch, channel-major like the weight) extended
+by a 1 for the bias and ``e_{n,t}`` the pre-activation gradient of the per-sample loss ``l_n``::
+
+    A = 1/(B T) sum_{n,t} abar abar^T,        G = 1/(B T) sum_{n,t} e e^T,
+    F_layer ~= T * (G kron A)                 in the row-major order of vec(Wb)
+
+(Martens & Grosse 2015, Sec. 3, eqs. (1)-(2); Grosse & Martens 2016 (KFC), Sec. 3.1, with
+kfac-jax's normalisation: ``Conv2DTwoKroneckerFactored`` divides both factors by
+``batch_size * num_locations`` and carries ``fixed_scale = num_locations``). With several
+cotangent passes per batch (the exact estimator: one per column of the output Hessian's square
+root) ``G`` sums over the passes.
+
+Damping: the factored Tikhonov form (Martens & Grosse 2015, Sec. 6.3)::
+
+    T (G + (c / pi) I) kron (A + c pi I),   c = sqrt(gamma^2 / T),
+    pi = sqrt((tr A / dim A) / (tr G / dim G))
+
+(kfac-jax ``pi_adjusted_kronecker_factors``, "avg_diag" norm; both factors become ``c I`` when a
+trace vanishes), or exactly in the eigenbases (``form="exact"``, kfac-jax ``use_exact_inverses``):
+``(T (s_G s_A^T) + gamma^2)^{-1}`` elementwise in ``U_G^T X U_A``. Inverses are computed in
+float64 (Cholesky / ``eigh``) and stored in the factors' dtype.
+
+Everything here is a pure function of arrays with static shapes (jit-friendly); ``T`` is a
+Python int derived from the model spec (:func:`layer_locations`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from backends.layout import ParamLayout, TappedLayer
+from suites.layers import Conv2d
+
+Array = jax.Array
+
+
+class LayerStats(NamedTuple):
+    """One layer's factors ``A`` (``(k+1) x (k+1)``, bias last) and ``G`` (``out x out``)."""
+
+    A: Array
+    G: Array
+
+
+class LayerInverse(NamedTuple):
+    """How to apply ``(T G kron A + gamma^2 I)^{-1}`` to ``X = grad Wb``.
+
+    Factored (``eigen_scale is None``): ``left @ X @ right`` with ``left, right`` the inverses of
+    the damped factors (``1/T`` folded into ``left``). Exact: ``left @ ((left^T X right) *
+    eigen_scale) @ right^T`` with ``left = U_G``, ``right = U_A``.
+    """
+
+    left: Array
+    right: Array
+    eigen_scale: Array | None = None
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def layer_locations(layout: ParamLayout, layer: TappedLayer) -> int:
+    """``T``: the locations a tapped layer is applied at, per sample (from the spec's shapes)."""
+    out_shape = layout.spec.shapes[layer.layer_index + 1]
+    spatial = out_shape[1:] if layer.kind == "conv2d" else out_shape[:-1]
+    return math.prod(spatial)
+
+
+def factor_dims(layer: TappedLayer) -> tuple[int, int]:
+    """``(dim A, dim G)``: ``k (+1 with a bias)`` and ``out``."""
+    out_dim = layer.weight.shape[0]
+    k = layer.weight.size // out_dim
+    return k + (1 if layer.bias is not None else 0), out_dim
+
+
+def zero_stats(layout: ParamLayout, dtype: jnp.dtype) -> tuple[LayerStats, ...]:
+    """All-zero factors of every tapped layer (the fixed-shape state before the first step)."""
+    out = []
+    for layer in layout.tapped:
+        da, dg = factor_dims(layer)
+        out.append(LayerStats(jnp.zeros((da, da), dtype), jnp.zeros((dg, dg), dtype)))
+    return tuple(out)
+
+
+def zero_inverses(layout: ParamLayout, dtype: jnp.dtype, form: str) -> tuple[LayerInverse, ...]:
+    """All-zero inverses of the shapes :func:`layer_inverse` returns for ``form``."""
+    out = []
+    for layer in layout.tapped:
+        da, dg = factor_dims(layer)
+        scale = jnp.zeros((dg, da), dtype) if form == "exact" else None
+        out.append(LayerInverse(jnp.zeros((dg, dg), dtype), jnp.zeros((da, da), dtype), scale))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _input_rows(layer: TappedLayer, a: Array) -> Array:
+    """Rows ``a_{n,t}`` (``N x k``, ``N = B T``) without the bias column."""
+    if layer.kind == "conv2d":
+        spec = layer.layer
+        assert isinstance(spec, Conv2d)
+        pad = (spec.padding, spec.padding)
+        # (B, C kh kw, H_out, W_out); the feature axis is channel-major, as the weight's (in, kh, kw).
+        patches = jax.lax.conv_general_dilated_patches(
+            a,
+            (spec.kernel_size, spec.kernel_size),
+            (spec.stride, spec.stride),
+            (pad, pad),
+            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        )
+        return jnp.moveaxis(patches, 1, -1).reshape(-1, patches.shape[1])
+    return a.reshape(-1, a.shape[-1])
+
+
+def _output_rows(layer: TappedLayer, e: Array) -> Array:
+    """Rows ``e_{n,t}`` (``N x out``)."""
+    if layer.kind == "conv2d":
+        return jnp.moveaxis(e, 1, -1).reshape(-1, e.shape[1])
+    return e.reshape(-1, e.shape[-1])
+
+
+def input_factor(layer: TappedLayer, a: Array) -> Array:
+    """``A = 1/(B T) sum abar abar^T`` (the bias coordinate last)."""
+    rows = _input_rows(layer, a)
+    if layer.bias is not None:
+        rows = jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), rows.dtype)], axis=1)
+    return rows.T @ rows / rows.shape[0]
+
+
+def output_factor(layer: TappedLayer, e: Array) -> Array:
+    """``G = 1/(B T) sum e e^T`` summed over passes; ``e`` has a leading pass axis ``(P, B, ...)``."""
+    passes = e.shape[0]
+    rows = jnp.concatenate([_output_rows(layer, e[j]) for j in range(passes)])
+    return rows.T @ rows / (rows.shape[0] // passes)
+
+
+def layer_stats(layout: ParamLayout, inputs: list[Array], grads: list[Array]) -> list[LayerStats]:
+    """Factors of every tapped layer; ``grads[i]`` is layer ``i``'s ``e`` stacked over passes."""
+    return [
+        LayerStats(input_factor(layer, inputs[i]), output_factor(layer, grads[i]))
+        for i, layer in enumerate(layout.tapped)
+    ]
+
+
+# --------------------------------------------------------------------------- damping and inverses
+
+
+def pi_damped_factors(A: Array, G: Array, identity_weight: Array) -> tuple[Array, Array]:
+    """``(A + c pi I, G + (c / pi) I)`` with ``c = sqrt(identity_weight)`` (Sec. 6.3).
+
+    When a trace vanishes both become ``c I`` (kfac-jax's zero case).
+    """
+    norm_a = jnp.mean(jnp.diagonal(A))
+    norm_g = jnp.mean(jnp.diagonal(G))
+    ok = (norm_a > 0) & (norm_g > 0)
+    pi = jnp.sqrt(jnp.where(ok, norm_a, 1.0) / jnp.where(ok, norm_g, 1.0))
+    c = jnp.sqrt(identity_weight)
+    eye_a = jnp.eye(A.shape[0], dtype=A.dtype)
+    eye_g = jnp.eye(G.shape[0], dtype=G.dtype)
+    A_hat = jnp.where(ok, A + (c * pi) * eye_a, c * eye_a)
+    G_hat = jnp.where(ok, G + (c / pi) * eye_g, c * eye_g)
+    return A_hat, G_hat
+
+
+def spd_inverse(M: Array) -> Array:
+    """Inverse of a symmetric positive-definite matrix by Cholesky (float64 inside)."""
+    M64 = M.astype(jnp.float64)
+    M64 = 0.5 * (M64 + M64.T)
+    chol = jnp.linalg.cholesky(M64)
+    return jax.scipy.linalg.cho_solve((chol, True), jnp.eye(M.shape[0], dtype=jnp.float64)).astype(M.dtype)
+
+
+def layer_inverse(stats: LayerStats, damping: Array, locations: int, form: str = "pi") -> LayerInverse:
+    """The damped inverse of one block ``T (G kron A) + damping I`` (see module docstring)."""
+    T = float(locations)
+    weight = jnp.asarray(damping, jnp.float64) / T
+    dtype = stats.A.dtype
+    if form == "pi":
+        A_hat, G_hat = pi_damped_factors(stats.A.astype(jnp.float64), stats.G.astype(jnp.float64), weight)
+        return LayerInverse((spd_inverse(G_hat) / T).astype(dtype), spd_inverse(A_hat).astype(dtype))
+    s_a, U_a = jnp.linalg.eigh(stats.A.astype(jnp.float64))
+    s_g, U_g = jnp.linalg.eigh(stats.G.astype(jnp.float64))
+    scale = 1.0 / (T * (jnp.maximum(s_g, 0.0)[:, None] * jnp.maximum(s_a, 0.0)[None, :] + weight))
+    return LayerInverse(U_g.astype(dtype), U_a.astype(dtype), scale.astype(dtype))
+
+
+def apply_inverse(inv: LayerInverse, X: Array) -> Array:
+    if inv.eigen_scale is None:
+        return inv.left @ X @ inv.right
+    return inv.left @ ((inv.left.T @ X @ inv.right) * inv.eigen_scale) @ inv.right.T
+
+
+# --------------------------------------------------------------------------- flat vectors
+
+
+def layer_matrix(layer: TappedLayer, vec: Array) -> Array:
+    """``[W, b]`` of ``layer`` in the flat vector ``vec`` as an ``out x (k+1)`` matrix."""
+    out_dim = layer.weight.shape[0]
+    W = vec[layer.weight.offset : layer.weight.stop].reshape(out_dim, -1)
+    if layer.bias is None:
+        return W
+    return jnp.concatenate([W, vec[layer.bias.offset : layer.bias.stop][:, None]], axis=1)
+
+
+def flat_from_layers(
+    layout: ParamLayout, matrices: list[Array], vec: Array | None = None, untapped_scale: float | Array = 1.0
+) -> Array:
+    """The flat vector whose tapped layers hold ``matrices[i]`` (``[W, b]``) and whose untapped
+    entries are ``vec``'s times ``untapped_scale`` (``vec`` is needed only if there are any)."""
+    pieces: dict[str, Array] = {}
+    for layer, M in zip(layout.tapped, matrices, strict=True):
+        k = layer.weight.size // layer.weight.shape[0]
+        pieces[layer.weight.name] = M[:, :k].reshape(-1)
+        if layer.bias is not None:
+            pieces[layer.bias.name] = M[:, k]
+    for blk in layout.untapped:
+        assert vec is not None, "untapped parameters need the input vector"
+        pieces[blk.name] = vec[blk.offset : blk.stop] * untapped_scale
+    return jnp.concatenate([pieces[b.name] for b in layout.blocks])
+
+
+def precondition(
+    layout: ParamLayout,
+    inverses: tuple[LayerInverse, ...] | list[LayerInverse],
+    vec: Array,
+    untapped_scale: float | Array = 1.0,
+) -> Array:
+    """The block-diagonal K-FAC inverse applied to a flat vector; untapped entries times ``untapped_scale``."""
+    matrices = [
+        apply_inverse(inv, layer_matrix(layer, vec)) for layer, inv in zip(layout.tapped, inverses, strict=True)
+    ]
+    return flat_from_layers(layout, matrices, vec, untapped_scale)
+
+
+# --------------------------------------------------------------------------- dense references
+
+
+def canonical_index(layer: TappedLayer) -> np.ndarray:
+    """Positions (relative to the layer's first parameter) of ``vec_row_major(Wb)`` entries in the flat layout."""
+    out_dim = layer.weight.shape[0]
+    k = layer.weight.size // out_dim
+    cols = k + (1 if layer.bias is not None else 0)
+    o, i = np.meshgrid(np.arange(out_dim), np.arange(cols), indexing="ij")
+    bias_offset = layer.bias.offset if layer.bias is not None else 0
+    idx = np.where(i < k, layer.weight.offset + o * k + i, bias_offset + o)
+    return (idx - layer.weight.offset).reshape(-1)
+
+
+def densify_kron(layer: TappedLayer, left: Array, right: Array) -> Array:
+    """``left kron right`` (row-major ``vec(Wb)`` order) permuted into the canonical layout."""
+    idx = canonical_index(layer)
+    return jnp.zeros((idx.size, idx.size), left.dtype).at[idx[:, None], idx[None, :]].set(jnp.kron(left, right))
+
+
+def dense_kfac(layout: ParamLayout, stats: list[LayerStats] | tuple[LayerStats, ...]) -> Array:
+    """The block-diagonal K-FAC matrix ``T (G kron A)`` per layer (untapped parameters: zero blocks)."""
+    ref = stats[0].A
+    out = jnp.zeros((layout.size, layout.size), ref.dtype)
+    for layer, st in zip(layout.tapped, stats, strict=True):
+        lo = layer.weight.offset
+        block = densify_kron(layer, st.G * layer_locations(layout, layer), st.A)
+        out = out.at[lo : lo + layer.size, lo : lo + layer.size].set(block)
+    return out

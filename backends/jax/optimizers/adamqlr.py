@@ -1,0 +1,105 @@
+"""AdamQLR on JAX; the update rule, presets and references are in ``backends.methods.adamqlr``.
+
+The same algorithm, hyperparameters, statistics and pass counts as the torch adapter
+(``backends/torch/optimizers/adamqlr.py``; parity is tested), jitted whole. The direction is
+``optax.scale_by_adam`` (bias-corrected ``m^ / (sqrt(v^) + eps)``), the base transformation of
+the paper's own code. Per step: one forward and backward (loss, gradient), one JVP for
+``d^T G d`` (the Hessian variant: one forward-over-reverse pass, booked as a JVP and a backward),
+and one forward at the new parameters for ``rho`` when the damping adapts. Scalars are computed
+in float64 as the torch twin's 0-d float64 tensors; lambda and the statistics are stored in the
+problem's dtype (float32 runs round lambda between steps; the torch twin keeps float64).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from backends import damping as lm
+from backends.jax import likelihoods
+from backends.methods import adamqlr
+from backends.spec import Batch, adapter_class
+
+Array = jax.Array
+F64 = jnp.float64
+
+
+class AdamQLRState(NamedTuple):
+    hparams: adamqlr.AdamQLRHyperparams
+    #: optax's ``ScaleByAdamState``: ``count`` (the step counter), ``mu``, ``nu``.
+    adam: optax.ScaleByAdamState
+    #: Current lambda.
+    damping: Array
+
+
+def adam(hp: adamqlr.AdamQLRHyperparams) -> optax.GradientTransformation:
+    """The Adam direction ``m^ / (sqrt(v^) + eps)`` (ascent-signed, no learning rate)."""
+    return optax.scale_by_adam(b1=hp.b1, b2=hp.b2, eps=hp.eps)
+
+
+def hessian_quadratic(problem: Any, params: Array, batch: Batch[Array], v: Array) -> Array:
+    """``v^T H v`` for the Hessian ``H`` of the mean batch loss, by forward-over-reverse.
+
+    The oracle has no Hessian-vector product; this is ``jax.jvp(jax.grad(L))``, booked as one
+    JVP and one backward pass (as the torch twin).
+    """
+
+    def mean_loss(p: Array) -> Array:
+        return jnp.mean(likelihoods.per_sample_loss(problem.likelihood, problem.apply(p, batch.x), batch.y))
+
+    hv = jax.jvp(jax.grad(mean_loss), (params,), (v,))[1]
+    problem.counters.add("jvp")
+    problem.counters.add("backward")
+    return jnp.dot(v, hv)
+
+
+class AdamQLR(adapter_class(adamqlr.CARD, "jax")):  # type: ignore[misc]
+    def init(self, problem: Any, hparams: adamqlr.AdamQLRHyperparams) -> AdamQLRState:
+        return AdamQLRState(hparams, adam(hparams).init(problem.params0), jnp.asarray(hparams.damping, problem.dtype))
+
+    def direction(self, problem: Any, params: Array, state: AdamQLRState, batch: Batch[Array]) -> Array:
+        g = problem.oracle(params, batch).grad()
+        return adam(state.hparams).update(g, state.adam)[0]
+
+    def step(
+        self, problem: Any, params: Array, state: AdamQLRState, batch: Batch[Array]
+    ) -> tuple[Array, AdamQLRState, dict[str, Any]]:
+        hp = state.hparams
+        dtype = params.dtype
+        oracle = problem.oracle(params, batch)
+        loss, g = oracle.loss_and_grad()
+        d, adam_state = adam(hp).update(g, state.adam)
+
+        q = oracle.ggn_quad(d) if hp.curvature == "fisher" else hessian_quadratic(problem, params, batch, d)
+        q = q.astype(F64)
+        gd = jnp.dot(g, d).astype(F64)
+        dd = jnp.dot(d, d).astype(F64)
+        lam = state.damping.astype(F64)
+        damped = q + lam * dd
+        # The code's saddle-free option takes |.| in the step only, not in the model change.
+        s = -gd / (jnp.abs(damped) if hp.saddle_free else damped)
+        if hp.lr_clipping is not None:
+            s = jnp.clip(s, -hp.lr_clipping, hp.lr_clipping)
+        new_params = params + s.astype(dtype) * d
+
+        stats: dict[str, Any] = {
+            "loss": loss,
+            "lr": (-s).astype(dtype),
+            "damping": state.damping,
+            "curvature": q.astype(dtype),
+            "grad_dot_direction": gd.astype(dtype),
+        }
+        new_lam = lam
+        if hp.adaptive_damping:
+            model_change = lm.quadratic_value_1d(s, gd, damped)
+            new_loss = problem.oracle(new_params, batch).loss().astype(F64)
+            rho = lm.reduction_ratio(loss.astype(F64), new_loss, model_change, where=jnp.where)
+            new_lam = lm.lm_update(lam, rho, adamqlr.lm_rule(hp), where=jnp.where)
+            stats.update(rho=rho.astype(dtype), model_change=model_change.astype(dtype))
+        return new_params, AdamQLRState(hp, adam_state, jnp.asarray(new_lam, F64).astype(dtype)), stats
+
+
+ADAPTER = AdamQLR
