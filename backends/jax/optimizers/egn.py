@@ -30,6 +30,7 @@ from backends.jax import kfac_factors as kf
 from backends.jax.batched_passes import tap_grads_many
 from backends.jax.control_flow import counted_while_loop
 from backends.jax.output_hessian import hessian_factor
+from backends.jax.sample_space import damped_solve
 from backends.methods import egn
 from backends.spec import Batch, adapter_class
 
@@ -87,9 +88,10 @@ def taps_gram_applicable(problem: Any) -> bool:
 
 
 def _solve(gram: Array, s: Array, batch_size: int, lam: Array) -> Array:
-    """``v = (K + B lam I)^{-1} s`` by Cholesky (float64)."""
-    K = gram + batch_size * lam * jnp.eye(gram.shape[0], dtype=F64)
-    return jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(K), True), s)
+    """``v = (K + B lam I)^{-1} s`` in float64: Cholesky, with the sample-space solve's
+    nearest-PSD eigen fallback (see the torch twin: the cross-entropy factor leaves ``B`` exact
+    zero eigenvalues that float32 rounding can push below a tiny ``B lam``)."""
+    return damped_solve(gram, s, batch_size * lam).x
 
 
 def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Array, mode: str) -> Solve:

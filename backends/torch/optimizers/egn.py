@@ -21,6 +21,7 @@ from backends.spec import Batch, adapter_class
 from backends.torch import kfac_factors as kf
 from backends.torch.batched_passes import tap_grads_many
 from backends.torch.output_hessian import hessian_factor
+from backends.torch.sample_space import damped_solve
 
 
 class EGNState(NamedTuple):
@@ -72,11 +73,11 @@ def taps_gram_applicable(problem: Any) -> bool:
 
 
 def _solve(gram: Tensor, s: Tensor, batch_size: int, lam: Tensor) -> Tensor:
-    """``v = (K + B lam I)^{-1} s`` by Cholesky (float64)."""
-    K = gram.clone()
-    K.diagonal().add_(batch_size * lam)
-    chol = torch.linalg.cholesky(K)
-    return torch.cholesky_solve(s.reshape(-1, 1), chol).reshape(-1)
+    """``v = (K + B lam I)^{-1} s`` in float64: Cholesky, with the sample-space solve's
+    nearest-PSD eigen fallback. The cross-entropy factor has a null column per sample, so ``K``
+    has ``B`` exact zero eigenvalues that a Gram accumulated in float32 can push below a tiny
+    ``B lam``; the fallback clamps them at zero (exact: ``s`` has no component there)."""
+    return damped_solve(gram, s, batch_size * lam).x
 
 
 def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> Solve:
