@@ -175,31 +175,60 @@ def approx_frame(store: Store, run_id: int | None = None) -> pd.DataFrame:
     return _frame(store, q, cols)
 
 
-def metric_rows(store: Store, names: Iterable[str] | None = None) -> pd.DataFrame:
-    """Every metric row (``run_id, step, time_s, name, value``), fetched for bulk reading.
+def metric_rows(
+    store: Store,
+    names: Iterable[str] | None = None,
+    prefixes: Iterable[str] = (),
+    *,
+    run_ids: Iterable[int] | None = None,
+    run_id_range: tuple[int, int] | None = None,
+) -> pd.DataFrame:
+    """Metric rows (``run_id, step, time_s, name, value``), fetched for bulk reading.
 
-    Same rows as :func:`metrics_frame` for all runs, unordered, with ``name`` categorical. It
-    reads through the DBAPI cursor: wrapping two million rows in SQLAlchemy ``Row`` objects
-    costs several times the query itself (the site build reads every row once).
+    ``names``/``prefixes`` select metrics by exact name or name prefix (either matches; both
+    empty/``None`` select every name). ``run_ids`` (any number) and ``run_id_range`` (inclusive
+    ``(first, last)``, served by the ``run_id`` index) select runs. Same rows as
+    :func:`metrics_frame`, unordered, with ``name`` categorical. It reads through the DBAPI
+    cursor: wrapping two million rows in SQLAlchemy ``Row`` objects costs several times the
+    query itself (the site build reads every row once).
     """
-    q = select(Metric.run_id, Metric.step, Metric.time_s, Metric.name, Metric.value)
-    if names is not None:
-        q = q.where(Metric.name.in_(list(names)))
-    compiled = q.compile(dialect=store.engine.dialect, compile_kwargs={"render_postcompile": True})
-    params = compiled.params
-    positional = getattr(compiled, "positiontup", None)
-    args: Any = [params[k] for k in positional] if positional else params
-    columns = ["run_id", "step", "time_s", "name", "value"]
+    from sqlalchemy import ColumnElement, or_
+
+    base = select(Metric.run_id, Metric.step, Metric.time_s, Metric.name, Metric.value)
+    conditions: list[ColumnElement[bool]] = [Metric.name.in_(list(names))] if names is not None else []
+    conditions += [Metric.name.startswith(p, autoescape=True) for p in prefixes]
+    if conditions:
+        base = base.where(or_(*conditions))
+    if run_id_range is not None:
+        base = base.where(Metric.run_id.between(int(run_id_range[0]), int(run_id_range[1])))
+    queries = [base]
+    if run_ids is not None:
+        ids = sorted({int(i) for i in run_ids})
+        step = 900  # below SQLite's oldest bound-parameter limit
+        queries = [base.where(Metric.run_id.in_(ids[i : i + step])) for i in range(0, len(ids), step)]
+    rows: list[Any] = []
     with store.engine.connect() as conn:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(str(compiled), args)
-            rows = cursor.fetchall()
+            for q in queries:
+                compiled = q.compile(dialect=store.engine.dialect, compile_kwargs={"render_postcompile": True})
+                params = compiled.params
+                positional = getattr(compiled, "positiontup", None)
+                args: Any = [params[k] for k in positional] if positional else params
+                cursor.execute(str(compiled), args)
+                rows.extend(cursor.fetchall())
         finally:
             cursor.close()
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=["run_id", "step", "time_s", "name", "value"])
     if frame.empty:
         frame = frame.astype({"run_id": "int64", "step": "int64", "time_s": "float64", "value": "float64"})
     frame["value"] = frame["value"].astype("float64")
     frame["name"] = frame["name"].astype("category")
     return frame
+
+
+def run_specs(store: Store) -> dict[int, dict[str, Any]]:
+    """Every run's stored spec (``RunSpec.to_dict()``), by run id."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(Run.id, Run.spec)).all()
+    return {int(i): (s if isinstance(s, dict) else {}) for i, s in rows}
