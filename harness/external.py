@@ -226,15 +226,18 @@ def describe_here(request: Mapping[str, Any]) -> dict[str, Any]:
         return {"error": f"cannot describe adapter {request['optimizer']!r}: {type(exc).__name__}: {exc}"}
 
 
-def describe(requests: Sequence[DescribeRequest], *, timeout_s: float = 300.0) -> list[AdapterInfo | str]:
-    """Describe adapters: built-ins in this process, everything else in ONE scrubbed worker.
+def describe(
+    requests: Sequence[DescribeRequest], *, timeout_s: float = 300.0, all_in_worker: bool = False
+) -> list[AdapterInfo | str]:
+    """Describe adapters: built-ins in this process, everything else in ONE scrubbed worker
+    (``all_in_worker``: built-ins too, so that this process imports no backend at all).
 
     Returns, per request, an :class:`AdapterInfo` or an error message.
     """
     out: list[AdapterInfo | str | None] = [None] * len(requests)
     external: list[int] = []
     for i, req in enumerate(requests):
-        if is_builtin(req.optimizer, req.backend):
+        if not all_in_worker and is_builtin(req.optimizer, req.backend):
             answer = describe_here(req.to_dict())
             out[i] = AdapterInfo.from_dict(answer["info"]) if "info" in answer else answer["error"]
         else:
@@ -248,3 +251,39 @@ def describe(requests: Sequence[DescribeRequest], *, timeout_s: float = 300.0) -
         for i, answer in zip(external, envelope["describe"], strict=True):
             out[i] = AdapterInfo.from_dict(answer["info"]) if "info" in answer else answer["error"]
     return [o for o in out if o is not None]
+
+
+def describe_all_here(backends: Sequence[str]) -> dict[str, Any]:
+    """Body of the worker's ``describe_all`` request: every adapter of every backend
+    (built-ins and entry points), plus the entry points that failed to load."""
+    from harness import registry
+
+    out: dict[str, Any] = {"adapters": {}, "errors": []}
+    for backend in backends:
+        try:
+            classes = registry.adapters(backend)
+        except Exception as exc:  # a backend whose adapters cannot load is reported, not fatal
+            out["errors"].append(f"{backend}: {type(exc).__name__}: {exc}")
+            continue
+        infos = []
+        for cls in classes.values():
+            try:
+                infos.append(describe_class(cls).to_dict())
+            except Exception as exc:
+                out["errors"].append(f"{backend} adapter {getattr(cls, 'name', cls)!r}: {type(exc).__name__}: {exc}")
+        out["adapters"][backend] = infos
+        out["errors"].extend(registry.entry_point_errors(backend))
+    return out
+
+
+def describe_all(
+    backends: Sequence[str], *, timeout_s: float = 300.0
+) -> tuple[dict[str, list[AdapterInfo]], list[str]]:
+    """Every available adapter of ``backends``, described by one scrubbed worker (this process
+    imports neither a backend nor third-party code); and the problems met."""
+    from harness.worker import request_in_worker
+
+    envelope = request_in_worker({"op": "describe_all", "backends": list(backends)}, timeout_s=timeout_s)
+    answer = envelope["describe_all"]
+    adapters = {b: [AdapterInfo.from_dict(d) for d in infos] for b, infos in answer["adapters"].items()}
+    return adapters, list(answer["errors"])

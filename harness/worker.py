@@ -223,6 +223,10 @@ def execute_request(request: Mapping[str, Any]) -> dict[str, Any]:
         envelope = evaluate_request(request)
         envelope["timing"] = timing
         return envelope
+    if request.get("op") == "describe_all":
+        from harness.external import describe_all_here
+
+        return {"describe_all": describe_all_here(request["backends"]), "timing": timing}
     if request.get("op") == "describe":
         from harness.external import describe_here
 

@@ -91,3 +91,15 @@ def test_cli_run_and_approx_run_third_party_code_only_in_workers(probe_file: Pat
     assert all(entry["secrets"] == [] for entry in seen), seen
     out = _cli("run", "tiny-ce", PROBE, "--set", "lr=-1", "--db", str(db), cwd=ROOT)
     assert out.returncode == 2 and "probe-sgd: lr must be > 0" in out.stderr
+
+
+def test_site_metadata_is_collected_without_importing_any_adapter() -> None:
+    code = (
+        "import sys; from harness.commands.site import method_metadata; m, v = method_metadata(); "
+        "print(len(m), 'jax' in sys.modules, any(k.startswith('backends.torch.optimizers') for k in sys.modules))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NGBENCH_DB_URL="postgresql+psycopg://u:s3cret@h/db")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    count, jax_loaded, torch_adapters_loaded = out.stdout.split()
+    assert int(count) >= 9 and jax_loaded == "False" and torch_adapters_loaded == "False"

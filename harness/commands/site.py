@@ -8,12 +8,9 @@ decide which stored runs are stale.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import http.server
-import math
 import sys
-import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,71 +19,19 @@ import typer
 from harness.errors import ConfigError
 
 
-def _describe_range(meta: dict[str, Any]) -> str:
-    choices = meta.get("choices")
-    if choices:
-        return "one of " + ", ".join(map(repr, choices))
-    low, high = meta.get("low"), meta.get("high")
-    if low is None and high is None:
-        return ""
-    left = "[" if meta.get("low_inclusive", True) else "("
-    right = "]" if meta.get("high_inclusive", True) else ")"
-    lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf" if high is None else f"{high:g}"
-    if low is not None and high is None:
-        return f"{'≥' if left == '[' else '>'} {lo}"
-    if high is not None and low is None:
-        return f"{'≤' if right == ']' else '<'} {hi}"
-    return f"{left}{lo}, {hi}{right}"
-
-
-def _describe_distribution(dist: Any) -> str:
-    from backends.spec import Choice, LogUniform, OneMinusLogUniform, Uniform
-
-    if isinstance(dist, LogUniform):
-        return f"log-uniform [{dist.low:g}, {dist.high:g}]"
-    if isinstance(dist, Uniform):
-        return f"uniform [{dist.low:g}, {dist.high:g}]"
-    if isinstance(dist, OneMinusLogUniform):
-        return f"1 − log-uniform [{dist.low:g}, {dist.high:g}]"
-    if isinstance(dist, Choice):
-        return "one of " + ", ".join(map(repr, dist.values))
-    return repr(dist)
-
-
-def _type_name(kind: Any) -> str:
-    if isinstance(kind, type):
-        return kind.__name__
-    return str(kind).replace("typing.", "")
-
-
-def _method_info(cls: type, versions: dict[str, str]) -> Any:
-    from backends.spec import hparam_fields
+def _method_info(info: Any, versions: dict[str, str]) -> Any:
     from leaderboard.data import HyperparamInfo, MethodInfo
 
-    hints = typing.get_type_hints(cls.Hyperparams)  # type: ignore[attr-defined]
-    hyper = []
-    for name, f in hparam_fields(cls.Hyperparams).items():  # type: ignore[attr-defined]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if isinstance(default, float) and not math.isfinite(default):
-            default = str(default)
-        hyper.append(
-            HyperparamInfo(
-                name=name,
-                type=_type_name(hints.get(name, f.type)),
-                default=default,
-                doc=str(f.metadata.get("doc", "")),
-                range=_describe_range(dict(f.metadata)),
-            )
-        )
-    caps = dataclasses.asdict(cls.capabilities)  # type: ignore[attr-defined]
     return MethodInfo(
-        name=cls.name,  # type: ignore[attr-defined]
-        paper=cls.paper,  # type: ignore[attr-defined]
-        description=cls.description,  # type: ignore[attr-defined]
-        hyperparams=tuple(hyper),
-        search_space={k: _describe_distribution(v) for k, v in cls.search_space.items()},  # type: ignore[attr-defined]
-        capabilities={k: ", ".join(sorted(v)) if isinstance(v, (set, frozenset)) else str(v) for k, v in caps.items()},
+        name=info.name,
+        paper=info.paper,
+        description=info.description,
+        hyperparams=tuple(
+            HyperparamInfo(name=h.name, type=h.type, default=h.default, doc=h.doc, range=h.range)
+            for h in info.hyperparams
+        ),
+        search_space=dict(info.search_space),
+        capabilities=dict(info.capabilities),
         versions=versions,
     )
 
@@ -94,34 +39,33 @@ def _method_info(cls: type, versions: dict[str, str]) -> Any:
 def method_metadata(warn: Any = None) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
     """Method cards and current adapter versions of every installed backend's adapters.
 
-    A backend that is not installed, or whose adapters fail to import, is skipped (with a
-    warning through ``warn``): its runs are then judged current by the newest stored version.
+    Every adapter is described by one scrubbed worker (``harness.external``): this process may
+    hold the database URL and must not run third-party code, and it forks the site's workers,
+    which JAX does not survive once imported. Adapters (or backends) that cannot be described
+    are reported through ``warn``; their runs are then judged current by the newest stored
+    version.
     """
     from backends.spec import BACKENDS
-    from harness import keys, registry
+    from harness import external, registry
+    from harness.worker import LaneError
 
-    classes: dict[str, type] = {}
+    backends = [b for b in BACKENDS if registry.backend_available(b)]
+    try:
+        described, problems = external.describe_all(backends)
+    except LaneError as exc:
+        described, problems = {}, [f"could not describe the adapters: {exc}"]
+    for problem in problems:
+        if warn is not None:
+            warn(f"{problem}; affected runs are judged current by the newest stored adapter version")
+    infos: dict[str, Any] = {}
     versions: dict[tuple[str, str], str] = {}
     per_method: dict[str, dict[str, str]] = {}
-    for backend in BACKENDS:
-        if not registry.backend_available(backend):
-            continue
-        try:
-            adapters = registry.adapters(backend)
-        except Exception as exc:  # a broken adapter must not stop the site from building
-            if warn is not None:
-                warn(
-                    f"skipping the {backend} adapters ({type(exc).__name__}: {exc}); "
-                    "their runs are judged current by the newest stored adapter version"
-                )
-            continue
-        for name, cls in adapters.items():
-            version = keys.adapter_version(cls)
-            versions[(name, backend)] = version
-            per_method.setdefault(name, {})[backend] = version
-            classes.setdefault(name, cls)
-    infos = {name: _method_info(cls, per_method.get(name, {})) for name, cls in classes.items()}
-    return infos, versions
+    for backend, adapters in described.items():
+        for info in adapters:
+            versions[(info.name, backend)] = info.version
+            per_method.setdefault(info.name, {})[backend] = info.version
+            infos.setdefault(info.name, info)
+    return {name: _method_info(info, per_method[name]) for name, info in infos.items()}, versions
 
 
 def _warn(message: str) -> None:
