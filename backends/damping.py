@@ -121,6 +121,11 @@ class Quadratic2D(NamedTuple):
         return 0.5 * (self.a11 * w1 * w1 + 2.0 * self.a12 * w1 * w2 + self.a22 * w2 * w2) + self.b1 * w1 + self.b2 * w2
 
 
+#: ``det(A) <= COLLINEAR_RTOL * a11 * a22`` (``sin^2`` of the angle between ``v1`` and ``v2`` in
+#: the ``A`` metric below 1e-6, about 0.06 degrees) counts as collinear in :func:`solve_quadratic_2d`.
+COLLINEAR_RTOL = 1e-6
+
+
 def solve_quadratic_2d(
     model: Quadratic2D, *, fixed1: Any = None, fixed2: Any = None, where: Where = py_where
 ) -> tuple[Any, Any]:
@@ -139,8 +144,11 @@ def solve_quadratic_2d(
         return fixed1, _safe_ratio(-(b2 + a12 * fixed1), a22, where)
     if fixed2 is not None:
         return _safe_ratio(-(b1 + a12 * fixed2), a11, where), fixed2
-    one_d = where(a22 == 0, a12 == 0, False)
     det = a11 * a22 - a12 * a12
+    # v2 = 0 (first step) or v1, v2 (numerically) collinear: the span is one-dimensional and its
+    # minimiser is the 1-D one along v1. Near convergence in float32 the 2x2 system is singular to
+    # rounding, where the 2-D formula returns inf/nan coefficients.
+    one_d = where(det > COLLINEAR_RTOL * a11 * a22, where(a22 == 0, a12 == 0, False), True)
     det_safe = where(one_d, 1.0, det)
     w1_2d = (a12 * b2 - a22 * b1) / det_safe
     w2_2d = (a12 * b1 - a11 * b2) / det_safe

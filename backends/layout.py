@@ -1,10 +1,14 @@
 """Where each parameter lives in the flat vector: the canonical layout both backends share.
 
-The flat vector of trainable parameters concatenates the parameters of
-``ModelSpec.param_specs()`` that are trainable, in that order, each raveled in PyTorch's
-layout (C order). :class:`ParamLayout` records offsets, and groups the parameters of tapped
-layers (``Linear``, ``Conv2d``) into :class:`TappedLayer` blocks: the unit of K-FAC's
-Kronecker factors, FNGD's per-layer coefficients and the Gram trick.
+The flat vector of trainable parameters concatenates the trainable parameters of
+``ModelSpec.param_entries()`` in that order (a depth-first walk of the layer tree: a layer's own
+parameters, then its children), each raveled in PyTorch's layout (C order). This is the order
+of the trainable ``named_parameters()`` of the torch module. :class:`ParamLayout` records
+offsets, and groups the parameters of tapped layers (``Linear``, ``Conv2d``, also inside
+composites such as LoRA adapters) into :class:`TappedLayer` blocks: the unit of K-FAC's
+Kronecker factors, FNGD's per-layer coefficients and the Gram trick. Tapped layers are listed
+in the same depth-first order, which is the order they execute in (the backends record taps in
+execution order and check that it matches).
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from suites.layers import Layer, ModelSpec
 
 @dataclass(frozen=True)
 class ParamBlock:
-    """One trainable parameter: ``flat[offset:offset + size].reshape(shape)``."""
+    """One trainable parameter: ``flat[offset:offset + size].reshape(shape)``.
+
+    ``name`` is the full path (``"3.body.0.weight"``), ``layer_index`` the top-level layer,
+    ``role`` the path below it (``"weight"`` for a top-level layer, ``"body.0.weight"``).
+    """
 
     name: str
     layer_index: int
@@ -36,7 +44,11 @@ class TappedLayer:
     """A tapped layer with trainable parameters and where its weight and bias sit.
 
     ``tap_index`` is the position of the layer among the trainable tapped layers; backends
-    record inputs and pre-activation gradients in this order.
+    record inputs and pre-activation gradients in this order. ``layer_index`` is the top-level
+    layer that is or contains it, ``path`` the layer's own path (``"2"``, ``"0.blocks.1.attention
+    .query.lora_A"``), ``input_shape`` its per-sample input shape: ``(d_in,)`` for a Linear on
+    vectors, ``(T, d_in)`` for a Linear applied at ``T`` positions (taps ``(B, T, d)``),
+    ``(C, H, W)`` for a Conv2d.
     """
 
     tap_index: int
@@ -44,6 +56,8 @@ class TappedLayer:
     layer: Layer
     weight: ParamBlock
     bias: ParamBlock | None
+    path: str = ""
+    input_shape: tuple[int, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -53,6 +67,26 @@ class TappedLayer:
     def size(self) -> int:
         return self.weight.size + (self.bias.size if self.bias is not None else 0)
 
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Per-sample pre-activation shape (the tap ``e`` without the batch axis)."""
+        return tuple(self.layer.output_shape(self.input_shape))
+
+    @property
+    def positions(self) -> int:
+        """Locations the layer is applied at: 1 for vectors, ``T`` for sequences, ``H W`` for convs."""
+        out = self.output_shape
+        if self.kind == "conv2d":
+            return int(out[1] * out[2])
+        return int(max(1, _prod(out[:-1])))
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
 
 @dataclass(frozen=True)
 class ParamLayout:
@@ -61,10 +95,11 @@ class ParamLayout:
     @cached_property
     def blocks(self) -> tuple[ParamBlock, ...]:
         out, offset = [], 0
-        for layer_index, p in self.spec.param_specs():
-            if p.trainable:
-                out.append(ParamBlock(f"{layer_index}.{p.name}", layer_index, p.name, tuple(p.shape), offset, p.size))
-                offset += p.size
+        for e in self.spec.param_entries():
+            if e.spec.trainable:
+                _, _, role = e.path.partition(".")
+                out.append(ParamBlock(e.path, e.layer_index, role, tuple(e.spec.shape), offset, e.spec.size))
+                offset += e.spec.size
         return tuple(out)
 
     @property
@@ -72,16 +107,21 @@ class ParamLayout:
         return self.blocks[-1].stop if self.blocks else 0
 
     @cached_property
+    def by_name(self) -> dict[str, ParamBlock]:
+        return {b.name: b for b in self.blocks}
+
+    @cached_property
     def tapped(self) -> tuple[TappedLayer, ...]:
-        """Trainable tapped layers in spec order."""
-        by_layer: dict[int, dict[str, ParamBlock]] = {}
-        for b in self.blocks:
-            by_layer.setdefault(b.layer_index, {})[b.role] = b
+        """Trainable tapped layers, depth-first (= execution) order."""
         out: list[TappedLayer] = []
-        for i, layer in enumerate(self.spec.layers):
-            if layer.tapped and "weight" in by_layer.get(i, {}):
-                blocks = by_layer[i]
-                out.append(TappedLayer(len(out), i, layer, blocks["weight"], blocks.get("bias")))
+        for node in self.spec.walk():
+            if not node.layer.tapped:
+                continue
+            weight = self.by_name.get(f"{node.path}.weight")
+            if weight is None:
+                continue
+            bias = self.by_name.get(f"{node.path}.bias")
+            out.append(TappedLayer(len(out), node.layer_index, node.layer, weight, bias, node.path, node.input_shape))
         return tuple(out)
 
     @cached_property

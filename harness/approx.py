@@ -421,10 +421,15 @@ class ApproxSpec:
 
     @property
     def involves_third_party(self) -> bool:
-        """Whether any adapter of the evaluation is not ngbench's own (then it runs in a worker)."""
+        """Whether any adapter of the evaluation comes from outside ngbench (then it runs in a
+        worker). Unknown names are not third-party: they fail validation in the parent."""
         from harness import external
 
-        return not all(external.is_builtin(name, self.backend) for name in self.adapter_names())
+        offered = set(external.entry_point_names(self.backend))
+        return any(
+            ":" in name or (name in offered and not external.is_builtin(name, self.backend))
+            for name in self.adapter_names()
+        )
 
 
 @dataclass

@@ -21,6 +21,10 @@ Semantics (what "nothing lost, nothing twice" means here):
   is written. A hard kill of the parent loses only the in-flight runs (workers die with it);
   ``--resume`` redoes them.
 * Only this process writes to the database; workers never see its URL.
+* **Roles.** Each run is stored with its plan's role (:meth:`harness.sweep.SweepPlan.role_of`):
+  ``run`` for an ordinary sweep, ``trial`` or ``rerun`` (with the trial index and the
+  configuration hash) for the two phases of a tuned sweep (:mod:`harness.tuning`), which calls
+  :func:`run_sweep` twice on one sweep row (``sweep_id``, ``finish``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class SweepSummary:
     outcomes: list[Outcome] = field(default_factory=list)
     key_mismatches: int = 0
     executor: str = ""
+    #: Expected key of every planned run, by its index in the plan (duplicates included).
+    keys: dict[int, str] = field(default_factory=dict)
 
     @property
     def ran(self) -> int:
@@ -110,11 +116,22 @@ def _ignoring_signals() -> Any:
             signal.signal(sig, handler)
 
 
-def _store(store: Store, outcome: Outcome, *, sweep_id: int, scope: str, track: str) -> tuple[int | None, bool]:
+def _store(
+    store: Store, outcome: Outcome, *, sweep_id: int, scope: str, track: str, plan: SweepPlan
+) -> tuple[int | None, bool]:
+    role = plan.role_of(outcome.job.index)
     delay = 0.5
     for attempt in range(STORE_ATTEMPTS):
         try:
-            return store.save_run_once(outcome.result, sweep_id=sweep_id, scope=scope, track=track)
+            return store.save_run_once(
+                outcome.result,
+                sweep_id=sweep_id,
+                scope=scope,
+                track=track,
+                role=role.role,
+                trial=role.trial,
+                config_hash=role.config_hash,
+            )
         except DatabaseError:
             if attempt == STORE_ATTEMPTS - 1:
                 raise
@@ -133,18 +150,27 @@ def run_sweep(
     progress: SweepProgress | None = None,
     on_outcome: Callable[[Outcome, bool], None] | None = None,
     close_executor: bool = True,
+    sweep_id: int | None = None,
+    finish: bool = True,
 ) -> SweepSummary:
     """Run ``plan`` on ``executor`` into ``store`` (see the module docstring for semantics).
 
     The executor is started here (if it is not running) and closed before returning, unless
     ``close_executor`` is false (several sweeps on one executor keep its warm workers).
+    ``sweep_id``: store into this existing sweep row (the second phase of a tuned sweep) instead
+    of creating or resuming one. ``finish=False`` leaves a sweep that completed marked
+    ``running`` (a later phase finishes it); an interrupted or failed one is marked as such.
     """
     t0 = time.perf_counter()
     config = plan.config
-    sweep_id = store.latest_sweep(plan.name, kind) if resume else None
-    resumed = sweep_id is not None
+    resumed = False
     if sweep_id is None:
-        sweep_id = store.create_sweep(plan.name, kind=kind, track=config.track, tag=config.tag, spec=plan.to_dict())
+        sweep_id = store.latest_sweep(plan.name, kind) if resume else None
+        resumed = sweep_id is not None
+        if sweep_id is None:
+            sweep_id = store.create_sweep(plan.name, kind=kind, track=config.track, tag=config.tag, spec=plan.to_dict())
+        else:
+            store.reopen_sweep(sweep_id)
     else:
         store.reopen_sweep(sweep_id)
     summary = SweepSummary(sweep_id=sweep_id, name=plan.name, kind=kind, planned=len(plan.specs), resumed=resumed)
@@ -154,7 +180,7 @@ def run_sweep(
 
     def record(outcome: Outcome) -> None:
         before = time.time()
-        _, stored = _store(store, outcome, sweep_id=sweep_id, scope=scope, track=config.track)
+        _, stored = _store(store, outcome, sweep_id=sweep_id, scope=scope, track=config.track, plan=plan)
         outcome.timing["store_start"] = before
         outcome.timing["stored"] = time.time()
         summary.statuses[outcome.result.status] += 1
@@ -182,6 +208,7 @@ def run_sweep(
             for index, spec in enumerate(plan.specs):
                 env = environments[spec.backend]
                 key = expected_key(spec, env, plan.adapters.get((spec.optimizer, spec.backend)))
+                summary.keys[index] = key
                 if key in seen:
                     summary.duplicates_in_plan += 1
                     continue
@@ -227,5 +254,6 @@ def run_sweep(
         summary.wall_s = time.perf_counter() - t0
         with contextlib.suppress(DatabaseError):
             status = "interrupted" if summary.interrupted else "finished" if completed else "failed"
-            store.finish_sweep(sweep_id, status)
+            if finish or status != "finished":
+                store.finish_sweep(sweep_id, status)
     return summary

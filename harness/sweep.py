@@ -23,6 +23,28 @@ left to run.
 
 A hyperparameter given as a list is a grid axis (``lr = [0.1, 0.01]`` gives two runs per
 seed); several lists multiply.
+
+The tuned track (:mod:`harness.tuning`): ``trials = N`` turns a sweep into one tuning study
+per (suite, optimizer, backend): ``N`` quasi-random configurations from each adapter's search
+space, run on ``trial_seed``, then the best one re-run on ``rerun_seeds``::
+
+    name = "tuned-cpu"
+    suites = ["digits-mlp"]
+    optimizers = ["sgd", "adamqlr"]
+    track = "tuned"          # implied by trials
+    trials = 8               # per optimizer and suite, the same for all
+    rerun_seeds = 3          # K -> seeds 0..K-1, or a list
+    trial_seed = 1000        # the seed every trial runs on (not a re-run seed)
+    sampler = "halton"       # or "sobol"
+    study_seed = 0           # scrambling seed of the sampler
+    [hparams.sgd]            # scalars fix a hyperparameter (it leaves the search)
+    nesterov = false
+    [search.sgd]             # override or add search dimensions (recorded in the sweep)
+    lr = { log_uniform = [1e-3, 1.0] }
+
+A tuned sweep has no ``seeds`` and no grid axes (the search replaces both). ``track =
+"tuned"`` without ``trials`` is a plain grid whose runs are labelled tuned (role ``run``):
+shown, but not ranked, since only the protocol's re-runs are.
 """
 
 from __future__ import annotations
@@ -34,7 +56,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.spec import BACKENDS, HyperparameterError
 from harness import external, keys
@@ -44,6 +66,10 @@ from harness.runner import RunSpec
 from harness.worker import LaneError
 from suites import get_suite
 from suites.registry import UnknownSuiteError
+
+if TYPE_CHECKING:
+    from backends.spec import Distribution
+    from harness.tuning import Protocol, Study
 
 #: Per-run wall-clock limit when the sweep file sets none (a hung adapter must not hang a nightly).
 DEFAULT_TIMEOUT_S = 3600.0
@@ -70,8 +96,30 @@ KEYS: dict[str, str] = {
     "hparams": "per-optimizer hyperparameter overrides: [hparams.<optimizer>] key = value | [values]",
     "presets": "per-optimizer hyperparameter preset: [presets] <optimizer> = name",
     "budgets": "per-suite budget overrides: [budgets.<suite>] steps = N, time_budget_s = S",
+    "trials": "tuned track: quasi-random trials per (suite, optimizer, backend) study (positive integer)",
+    "rerun_seeds": "tuned track: seeds the chosen configuration is re-run on (K for 0..K-1, or a list; default 3)",
+    "trial_seed": "tuned track: the seed every trial runs on, not a re-run seed (default 1000)",
+    "sampler": "tuned track: halton or sobol (default halton)",
+    "study_seed": "tuned track: scrambling seed of the sampler (non-negative integer, default 0)",
+    "search": "tuned track: search-space overrides: [search.<optimizer>] name = { log_uniform = [lo, hi] } "
+    "(or uniform, one_minus_log_uniform, choice = [values])",
 }
 BUDGET_KEYS: tuple[str, ...] = ("steps", "time_budget_s")
+#: Keys that only a tuned sweep (one with ``trials``) may use.
+TUNING_KEYS: tuple[str, ...] = ("rerun_seeds", "trial_seed", "sampler", "study_seed", "search")
+
+
+@dataclass(frozen=True)
+class RunRole:
+    """How a planned run is stored: ``run``; or ``trial``/``rerun`` of a tuning study, with the
+    trial index and the configuration's hash (:mod:`harness.tuning`)."""
+
+    role: str = "run"
+    trial: int | None = None
+    config_hash: str | None = None
+
+
+PLAIN_RUN = RunRole()
 
 
 @dataclass(frozen=True)
@@ -96,9 +144,23 @@ class SweepConfig:
     hparams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     presets: Mapping[str, str] = field(default_factory=dict)
     budgets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The tuning protocol (a tuned sweep, i.e. one with ``trials``), else ``None``.
+    tuning: Protocol | None = None
+    #: Per-optimizer search-space overrides of a tuned sweep.
+    search: Mapping[str, Mapping[str, Distribution]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored as the sweep row's ``spec``)."""
+        tuning = None
+        if self.tuning is not None:
+            from harness.tuning import distribution_to_dict
+
+            tuning = {
+                **self.tuning.to_dict(),
+                "search": {
+                    opt: {k: distribution_to_dict(d) for k, d in space.items()} for opt, space in self.search.items()
+                },
+            }
         return {
             "name": self.name,
             "suites": list(self.suites),
@@ -118,6 +180,7 @@ class SweepConfig:
             "hparams": {k: dict(v) for k, v in self.hparams.items()},
             "presets": dict(self.presets),
             "budgets": {k: dict(v) for k, v in self.budgets.items()},
+            "tuning": tuning,
         }
 
 
@@ -131,10 +194,22 @@ class SweepPlan:
     source: str | None = None
     #: ``(optimizer, backend) -> description`` of every adapter the plan uses.
     adapters: Mapping[tuple[str, str], external.AdapterInfo] = field(default_factory=dict)
+    #: How each run is stored (aligned with ``specs``; empty: every run is a plain ``run``).
+    roles: tuple[RunRole, ...] = ()
+    #: The tuning studies of a tuned sweep (``specs`` are then their trials).
+    studies: tuple[Study, ...] = ()
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def tuned(self) -> bool:
+        return self.config.tuning is not None
+
+    def role_of(self, index: int) -> RunRole:
+        """The role of ``specs[index]``."""
+        return self.roles[index] if self.roles else PLAIN_RUN
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -148,6 +223,9 @@ class SweepPlan:
         out["skipped"] = list(self.skipped)
         if self.source:
             out["source"] = self.source
+        if self.studies:
+            out["reruns_planned"] = sum(len(s.protocol.rerun_seeds) for s in self.studies)
+            out["studies"] = [s.to_dict() for s in self.studies]
         return out
 
 
@@ -388,6 +466,10 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
         for item in sub.items:
             problems.add(f"budgets.{suite}: {item}")
         budgets[suite] = {k: v for k, v in entry.items() if v is not None}
+    protocol, search = _tuning(raw, optimizers, hparams, problems)
+    if protocol is not None:
+        track = "tuned"
+        seeds = protocol.rerun_seeds
     problems.raise_if_any()
     assert suites is not None and optimizers is not None and isinstance(name, str)
     return SweepConfig(
@@ -409,7 +491,87 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
         hparams=hparams,
         presets=presets,
         budgets=budgets,
+        tuning=protocol,
+        search=search,
     )
+
+
+def _non_negative_int(raw: dict[str, Any], key: str, default: int, problems: _Problems) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        problems.add(f"{key} must be a non-negative integer, got {value!r}")
+        return default
+    return value
+
+
+def _tuning(
+    raw: dict[str, Any],
+    optimizers: tuple[str, ...] | None,
+    hparams: Mapping[str, Mapping[str, Any]],
+    problems: _Problems,
+) -> tuple[Protocol | None, dict[str, dict[str, Distribution]]]:
+    """The tuning protocol and search overrides of a sweep with ``trials`` (else ``None``)."""
+    from harness import tuning
+
+    if "trials" not in raw:
+        for key in TUNING_KEYS:
+            if key in raw:
+                problems.add(f"{key} only applies to a tuned sweep: add trials = N (e.g. {tuning.DEFAULT_TRIALS})")
+        return None, {}
+    trials = _positive(raw, "trials", int, problems) or tuning.DEFAULT_TRIALS
+    if raw.get("track", "tuned") != "tuned":
+        problems.add('trials runs the tuning protocol, which is the tuned track: set track = "tuned" or leave it out')
+    if "seeds" in raw:
+        problems.add(
+            "seeds: a tuned sweep runs every trial on trial_seed and re-runs the chosen configuration on "
+            "rerun_seeds; remove seeds"
+        )
+    for opt, table in hparams.items():
+        for k, v in table.items():
+            if isinstance(v, list):
+                problems.add(
+                    f"hparams.{opt}.{k}: a tuned sweep has no grid axes (the search replaces them); "
+                    f"fix one value, or change the searched range in [search.{opt}]"
+                )
+    value = raw.get("rerun_seeds", len(tuning.DEFAULT_RERUN_SEEDS))
+    rerun: tuple[int, ...] = tuning.DEFAULT_RERUN_SEEDS
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            problems.add(f"rerun_seeds = {value}: an integer K means seeds 0..K-1 and must be positive")
+        else:
+            rerun = tuple(range(value))
+    elif isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        rerun = tuple(value)
+    else:
+        problems.add(f"rerun_seeds must be a positive integer K (seeds 0..K-1) or a list of integers, got {value!r}")
+    sampler = raw.get("sampler", tuning.DEFAULT_SAMPLER)
+    protocol = tuning.Protocol(
+        trials=trials,
+        rerun_seeds=rerun,
+        trial_seed=_non_negative_int(raw, "trial_seed", tuning.DEFAULT_TRIAL_SEED, problems),
+        sampler=sampler if isinstance(sampler, str) else repr(sampler),
+        study_seed=_non_negative_int(raw, "study_seed", 0, problems),
+    )
+    for message in protocol.problems():
+        problems.add(message)
+    search: dict[str, dict[str, Distribution]] = {}
+    for opt, table in _table(raw, "search", problems).items():
+        if optimizers is not None and opt not in optimizers:
+            problems.add(f"search.{opt}: {opt!r} is not in optimizers{_suggest(opt, optimizers)}")
+            continue
+        if not isinstance(table, dict):
+            problems.add(f"search.{opt} must be a table of name = {{ log_uniform = [lo, hi] }} ..., got {table!r}")
+            continue
+        space: dict[str, Distribution] = {}
+        for k, v in table.items():
+            try:
+                space[k] = tuning.distribution_from_toml(v)
+            except ValueError as exc:
+                problems.add(f"search.{opt}.{k}: {exc}")
+            if k in hparams.get(opt, {}):
+                problems.add(f"search.{opt}.{k}: {k!r} is also fixed in hparams.{opt}; keep one")
+        search[opt] = space
+    return protocol, search
 
 
 def parse_toml(text: str, where: str = "<sweep>") -> dict[str, Any]:
@@ -445,7 +607,8 @@ def expand(config: SweepConfig, *, where: str | None = None) -> SweepPlan:
         else:
             backends.append(b)
     # Third-party adapters are described (and their hyperparameters validated) in a scrubbed
-    # worker: this process may hold database credentials (harness.external).
+    # worker: this process may hold database credentials (harness.external). A tuned sweep's
+    # trial points are known only once the adapters' spaces are; they are validated below.
     points = {opt: grid(config.hparams.get(opt, {})) for opt in config.optimizers}
     pairs = [(opt, b) for opt in config.optimizers for b in backends]
     try:
@@ -480,6 +643,8 @@ def expand(config: SweepConfig, *, where: str | None = None) -> SweepPlan:
                 problems.add(f"hparams.{opt} ({b}): {exc}")
                 break
     problems.raise_if_any()
+    if config.tuning is not None:
+        return _expand_tuned(config, where, suites, backends, adapters, skipped)
 
     specs: list[RunSpec] = []
     for suite_name, suite in suites.items():
@@ -516,6 +681,156 @@ def expand(config: SweepConfig, *, where: str | None = None) -> SweepPlan:
         why = "; ".join(skipped) or "no combinations"
         raise ConfigError(f"invalid sweep file {where}: the sweep has no runs ({why})")
     return SweepPlan(config=config, specs=tuple(specs), skipped=tuple(skipped), source=where, adapters=adapters)
+
+
+def _template(config: SweepConfig, suite_name: str, optimizer: str, backend: str) -> RunSpec:
+    budget = config.budgets.get(suite_name, {})
+    return RunSpec(
+        suite=suite_name,
+        optimizer=optimizer,
+        backend=backend,
+        seed=0,
+        steps=budget.get("steps", config.steps),
+        hparams={},
+        preset=config.presets.get(optimizer),
+        device="auto",
+        dtype=config.dtype,
+        tag=config.tag,
+        time_budget_s=budget.get("time_budget_s", config.time_budget_s),
+        timeout_s=config.timeout_s,
+        stop_at_target=config.stop_at_target,
+        eval_every=config.eval_every,
+    )
+
+
+def _expand_tuned(
+    config: SweepConfig,
+    where: str,
+    suites: Mapping[str, Any],
+    backends: Sequence[str],
+    adapters: Mapping[tuple[str, str], external.AdapterInfo],
+    skipped: list[str],
+) -> SweepPlan:
+    """The trials of every (suite, optimizer, backend) study of a tuned sweep (phase 1)."""
+    from harness import tuning
+
+    assert config.tuning is not None
+    protocol = config.tuning
+    problems = _Problems(where)
+    spaces: dict[tuple[str, str], dict[str, Any]] = {}
+    for (opt, b), info in adapters.items():
+        known = {h.name for h in info.hyperparams}
+        overrides = dict(config.search.get(opt, {}))
+        for name in overrides:
+            if name not in known:
+                problems.add(
+                    f"search.{opt}.{name}: {name!r} is not a hyperparameter of {opt}{_suggest(name, sorted(known))}"
+                )
+        try:
+            declared = tuning.adapter_space(opt, b, info)
+        except ValueError as exc:
+            problems.add(f"{opt} ({b}): {exc}")
+            continue
+        spaces[(opt, b)] = tuning.effective_space(declared, config.hparams.get(opt, {}), overrides)
+    problems.raise_if_any()
+
+    # Sample every study's points (independent of the backend), then validate them all, with
+    # the ends of every overridden range, in one describe call per adapter.
+    fixed = {opt: dict(config.hparams.get(opt, {})) for opt in config.optimizers}
+    sampled: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    requests: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for (opt, b), space in spaces.items():
+        edges = []
+        for name, dist in config.search.get(opt, {}).items():
+            for u in (0.0, 1.0 - 1e-12):
+                edges.append({**fixed[opt], name: sample_value(dist, u)})
+        requests[(opt, b)] = edges
+        for suite_name in suites:
+            pts = tuning.study_points(suite_name, opt, space, fixed[opt], protocol)
+            sampled[(suite_name, opt, b)] = pts
+            requests[(opt, b)].extend(pts)
+    pairs = list(requests)
+    try:
+        answers = external.describe(
+            [
+                external.DescribeRequest(opt, b, tuple((p, config.presets.get(opt)) for p in requests[(opt, b)]))
+                for opt, b in pairs
+            ]
+        )
+    except LaneError as exc:
+        raise ConfigError(f"invalid sweep file {where}: could not describe its adapters: {exc}") from None
+    described: dict[tuple[str, str], external.AdapterInfo] = {}
+    for (opt, b), answer in zip(pairs, answers, strict=True):
+        if isinstance(answer, str):
+            problems.add(f"optimizers: {answer}")
+            continue
+        described[(opt, b)] = answer
+        for point in requests[(opt, b)][: 2 * len(config.search.get(opt, {}))]:
+            try:
+                answer.resolve(point, config.presets.get(opt))
+            except HyperparameterError as exc:
+                problems.add(f"search.{opt} ({b}): the range reaches a value the adapter refuses: {exc}")
+                break
+    problems.raise_if_any()
+
+    studies: list[Any] = []
+    specs: list[RunSpec] = []
+    roles: list[RunRole] = []
+    for suite_name, suite in suites.items():
+        for b in backends:
+            for opt in config.optimizers:
+                described_info = described.get((opt, b))
+                if described_info is None:
+                    continue
+                info = described_info
+                if suite.likelihood not in info.likelihoods:
+                    skipped.append(f"{opt} ({b}) does not support {suite.likelihood} on {suite_name}")
+                    continue
+                space = spaces[(opt, b)]
+
+                def resolve(point: Mapping[str, Any], preset: str | None, _info: Any = info) -> dict[str, Any]:
+                    return _info.resolve(point, preset)
+
+                try:
+                    study = tuning.plan_study(
+                        suite_name,
+                        opt,
+                        b,
+                        protocol=protocol,
+                        space=space,
+                        fixed=fixed[opt],
+                        preset=config.presets.get(opt),
+                        template=_template(config, suite_name, opt, b),
+                        resolve=resolve,
+                    )
+                except HyperparameterError as exc:
+                    problems.add(f"search space of {opt} ({b}) on {suite_name}: a sampled point is refused: {exc}")
+                    continue
+                studies.append(study)
+                for trial in study.trials:
+                    specs.append(study.trial_spec(trial))
+                    roles.append(RunRole("trial", trial.index, trial.config_hash))
+                if study.note:
+                    skipped.append(f"{study.label}: {study.note}")
+    problems.raise_if_any()
+    if not specs:
+        why = "; ".join(skipped) or "no combinations"
+        raise ConfigError(f"invalid sweep file {where}: the sweep has no runs ({why})")
+    return SweepPlan(
+        config=config,
+        specs=tuple(specs),
+        skipped=tuple(skipped),
+        source=where,
+        adapters=described,
+        roles=tuple(roles),
+        studies=tuple(studies),
+    )
+
+
+def sample_value(dist: Any, u: float) -> Any:
+    from backends.spec import sample_distribution
+
+    return sample_distribution(dist, u)
 
 
 def load(path: str | Path) -> SweepPlan:

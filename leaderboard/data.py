@@ -11,6 +11,13 @@ Ranking rules (DESIGN.md "Storage", "Measurement protocol"; research/harness-anc
   device, and each track is ranked on its own. Hardware is the environment's device name.
 * Roles: the untuned track scores ``run`` rows; the tuned track scores only ``rerun`` rows
   (seeds re-run with the configuration tuning chose); tuning ``trial`` rows are shown apart.
+* A **study** (tuned track) is the trials and re-runs of one (board, suite, optimizer)
+  (``harness.tuning``). Its scored entry is the configuration of its newest re-run (the newest
+  study's choice; a re-tuning replaces the previous choice instead of competing with it). A
+  study whose trials all failed has no configuration and no re-runs: it gets an entry that
+  missed on every seed (``inf``), so the optimizer is ranked last on that suite instead of
+  vanishing from the board. Trials are ranked with :func:`leaderboard.scoring.rank_trials`,
+  the rule the harness chose with.
 * A (board, suite, optimizer, configuration, seed) measured more than once counts once: the
   newest run. ``interrupted`` runs (stopped by a person) are never scored; every other status
   is a result, and a run that never met the target counts as a miss (``+inf``).
@@ -40,7 +47,7 @@ import pandas as pd
 from db import queries
 from db.store import Store
 from leaderboard import format as fmt
-from leaderboard.scoring import INF, median_to_target
+from leaderboard.scoring import INF, TrialResult, choose_trial, median_to_target, rank_trials, trial_tier
 
 #: Run statuses (mirror of ``harness.runner.STATUSES``; a test keeps them equal). The
 #: leaderboard must not import the run loop, which imports the adapter machinery.
@@ -299,6 +306,8 @@ class SiteData:
     methods: dict[str, MethodInfo]
     boards: list[Board]
     entries: pd.DataFrame
+    #: One row per tuning study (see the module docstring); columns in :func:`study_frame`.
+    studies: pd.DataFrame = field(default_factory=pd.DataFrame)
     db_url: str = ""
     built_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Whether :attr:`metrics` holds every run's series (else only the newest runs').
@@ -362,7 +371,8 @@ def load(
         for backend, version in m.versions.items():
             adapters.setdefault((m.name, backend), version)
     runs = annotate(runs, environments, suite_infos, adapters, methods)
-    entries = aggregate_entries(runs)
+    studies = study_frame(runs, suite_infos)
+    entries = add_failed_studies(aggregate_entries(runs), studies)
     # The curves of the scored runs now; every other run's when its page is written
     # (:meth:`SiteData.series_for`), in the worker that writes it.
     complete = all_series or _in_memory(store.url)
@@ -385,6 +395,7 @@ def load(
         methods=methods,
         boards=_boards(runs),
         entries=entries,
+        studies=studies,
         db_url=store.display_url,
         built_at=now or datetime.now(UTC),
         series_complete=complete,
@@ -660,6 +671,8 @@ def aggregate_entries(runs: pd.DataFrame) -> pd.DataFrame:
         "hparams",
         "run_ids",
         "stale_reason",
+        "newest_id",
+        "study_note",
         "chosen",
         "configs",
     ]
@@ -695,6 +708,8 @@ def aggregate_entries(runs: pd.DataFrame) -> pd.DataFrame:
                 "hparams": g["hparams"].iloc[0],
                 "run_ids": [int(i) for i in g["id"]],
                 "stale_reason": next((r for r in g["stale_reason"] if r), ""),
+                "newest_id": int(g["id"].max()),
+                "study_note": "",
             }
         )
     entries = pd.DataFrame(out, columns=columns[:-2])
@@ -703,14 +718,153 @@ def aggregate_entries(runs: pd.DataFrame) -> pd.DataFrame:
     current = entries[~entries["stale"]]
     if len(current):
         cell = ["track", "backend", "hardware", "suite", "optimizer"]
-        most = current.groupby(cell)["seeds"].transform("max")
-        candidates = current[current["seeds"] == most]
-        ranked = candidates.sort_values(["ttt", "stt", "config"], kind="stable")
+        # Untuned (and any other track): the fastest among the configurations with the most
+        # seeds. Tuned: the newest study's choice (its newest re-run), never a pick among the
+        # re-runs of several studies by their scored times.
+        tuned = current["track"] == "tuned"
+        other = current[~tuned]
+        most = other.groupby(cell)["seeds"].transform("max")
+        candidates = other[other["seeds"] == most]
+        ranked = pd.concat(
+            [
+                candidates.sort_values(["ttt", "stt", "config"], kind="stable"),
+                current[tuned].sort_values(["newest_id"], ascending=False, kind="stable"),
+            ]
+        )
         groups = ranked.groupby(cell, sort=False)
         entries.loc[groups.head(1).index, "chosen"] = True
         sizes = groups["config"].transform("size")
         entries.loc[sizes.index, "configs"] = sizes.astype(int)
     return entries
+
+
+# ---------------------------------------------------------------------------------- studies
+
+STUDY_KEYS: list[str] = ["track", "backend", "hardware", "suite", "optimizer"]
+
+
+def _trial_results(rows: pd.DataFrame) -> list[TrialResult]:
+    """The newest usable run of each trial (interrupted attempts are not results)."""
+    rows = rows[rows["status"] != "interrupted"].sort_values("id")
+    rows = rows.drop_duplicates(["trial", "config"], keep="last")
+    out = []
+    for r in rows.itertuples(index=False):
+        out.append(
+            TrialResult(
+                trial=int(r.trial) if fmt.finite(r.trial) is not None else -1,
+                status=str(r.status),
+                time_to_target_s=fmt.finite(r.ttt),
+                steps_to_target=fmt.finite(r.steps_to_target),
+                best_val_metric=fmt.finite(r.best_val_metric),
+                config=str(r.config),
+            )
+        )
+    return out
+
+
+def study_frame(runs: pd.DataFrame, suites: Mapping[str, SuiteInfo]) -> pd.DataFrame:
+    """One row per (board, suite, optimizer) with tuning trials or re-runs (current runs only).
+
+    Columns: the keys, ``trials`` (how many), ``failed_trials``, ``ranking`` (trial indices best
+    first, :func:`leaderboard.scoring.rank_trials`), ``best_trial`` (the rule's choice or
+    ``None``), ``chosen_config`` (the configuration the board scores: its newest re-run's),
+    ``reruns``, ``all_failed``, ``trial_ids`` (run id per trial index), ``sweeps``.
+    """
+    columns = [
+        *STUDY_KEYS,
+        "trials",
+        "failed_trials",
+        "ranking",
+        "best_trial",
+        "best_config",
+        "chosen_config",
+        "chosen_trial",
+        "reruns",
+        "all_failed",
+        "trial_ids",
+        "sweeps",
+    ]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    tuned = runs[runs["role"].isin(["trial", "rerun"]) & ~runs["stale"]]
+    out = []
+    for key, g in tuned.groupby(STUDY_KEYS, sort=True):
+        info = suites.get(str(key[3]))
+        mode = info.metric_mode(info.val_metric) if info else "max"
+        trials = g[g["role"] == "trial"]
+        reruns = g[(g["role"] == "rerun") & (g["status"] != "interrupted")]
+        results = _trial_results(trials) if len(trials) else []
+        ranked = rank_trials(results, mode)
+        best = choose_trial(results, mode)
+        chosen_config = str(reruns.sort_values("id")["config"].iloc[-1]) if len(reruns) else None
+        chosen_trial = None
+        if chosen_config is not None:
+            match = [r.trial for r in results if r.config == chosen_config]
+            chosen_trial = match[0] if match else None
+        newest = trials.sort_values("id").drop_duplicates(["trial", "config"], keep="last")
+        out.append(
+            {
+                **dict(zip(STUDY_KEYS, key)),
+                "trials": len(results),
+                "failed_trials": sum(trial_tier(r) == 2 for r in results),
+                "ranking": [r.trial for r in ranked],
+                "best_trial": best.trial if best is not None else None,
+                "best_config": best.config if best is not None else None,
+                "chosen_config": chosen_config,
+                "chosen_trial": chosen_trial,
+                "reruns": len(reruns),
+                "all_failed": bool(results) and best is None and not len(reruns),
+                "trial_ids": {int(t): int(i) for t, i in zip(newest["trial"].fillna(-1), newest["id"])},
+                "sweeps": sorted({int(s) for s in g["sweep_id"].dropna()}),
+            }
+        )
+    frame = pd.DataFrame(out, columns=columns)
+    for column in ("best_trial", "chosen_trial"):  # integers or None, never NaN floats
+        frame[column] = pd.Series([row[column] for row in out], index=frame.index, dtype=object)
+    return frame
+
+
+def add_failed_studies(entries: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
+    """An ``inf`` entry for every study whose trials all failed (no configuration, no re-runs)."""
+    if studies.empty or not studies["all_failed"].any():
+        return entries
+    rows = []
+    for s in studies[studies["all_failed"]].itertuples(index=False):
+        rows.append(
+            {
+                **{k: getattr(s, k) for k in STUDY_KEYS},
+                "config": "none",
+                "stale": False,
+                "runs": 0,
+                "seeds": 0,
+                "reached": 0,
+                "status_counts": {},
+                "ttt": INF,
+                "ttt_min": INF,
+                "ttt_max": INF,
+                "stt": INF,
+                "final_train_loss": math.nan,
+                "best_val_metric": math.nan,
+                "step_time": math.nan,
+                "sgd_ratio": math.nan,
+                "sgd_ref": None,
+                "peak_memory": math.nan,
+                "memory_kind": None,
+                "compile_time": math.nan,
+                "train_time": math.nan,
+                "passes": {},
+                "config_label": f"no configuration: all {s.trials} tuning trials failed",
+                "hparams": {},
+                "run_ids": [],
+                "stale_reason": "",
+                "newest_id": 0,
+                "study_note": f"no configuration: {s.failed_trials}/{s.trials} trials failed",
+                "chosen": True,
+                "configs": 0,
+            }
+        )
+    extra = pd.DataFrame(rows, columns=entries.columns if len(entries.columns) else None)
+    return pd.concat([entries, extra], ignore_index=True) if len(entries) else extra
 
 
 def _median(values: pd.Series) -> float:

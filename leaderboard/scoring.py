@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -165,3 +166,132 @@ def profile_curve_points(ratios: pd.DataFrame, tau_max: float = TAU_MAX) -> dict
         rho = np.array([(r <= t).sum() / n if n else 0.0 for t in taus])
         out[str(name)] = (taus, rho)
     return out
+
+
+# ---------------------------------------------------------------------------------- tuning
+#
+# The tuned track (harness/tuning.py) picks one configuration per (suite, optimizer, backend)
+# study from its trials, with the rule below; the site ranks a study's trials with the same
+# function, so what the harness chose and what the site shows cannot disagree. The rule lives
+# here because it is pure and the leaderboard must not import the harness.
+
+#: Statuses of a trial whose configuration is never chosen (a run one would not ship).
+TRIAL_FAILED_STATUSES: frozenset[str] = frozenset({"diverged", "oom", "timeout", "error", "crashed"})
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What selection needs of one tuning trial (its stored run)."""
+
+    trial: int
+    status: str
+    time_to_target_s: float | None = None
+    steps_to_target: float | None = None
+    best_val_metric: float | None = None
+    config: str = ""
+
+
+def trial_tier(t: TrialResult) -> int:
+    """0: reached the target; 1: finished without reaching it, with a finite validation metric;
+    2: failed (a status in :data:`TRIAL_FAILED_STATUSES`) or no finite validation metric."""
+    if t.status in TRIAL_FAILED_STATUSES:
+        return 2
+    if t.steps_to_target is not None and not _nan(t.steps_to_target):
+        return 0
+    if t.best_val_metric is None or not math.isfinite(float(t.best_val_metric)):
+        return 2
+    return 1
+
+
+def _nan(v: float | None) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def trial_rank_key(t: TrialResult, mode: str) -> tuple[float, ...]:
+    """Sort key of a trial (smaller is better), the tuned track's selection rule.
+
+    1. Trials that reached the suite's target, by time-to-target (the quantity the board
+       scores; AlgoPerf picks the fastest trial), then steps-to-target, then the validation
+       metric; a validation metric alone cannot rank them, since a run stops at the target.
+    2. Trials that finished without reaching it, by their best validation metric (``mode``
+       ``max`` or ``min``): the closest to the target first.
+    3. Failed trials (diverged, out of memory, timed out, raised, crashed) and trials without a
+       finite validation metric, whatever they reached before failing.
+
+    Ties (equal keys) go to the lower trial index: the earlier quasi-random point.
+    """
+    tier = trial_tier(t)
+    sign = -1.0 if mode == "max" else 1.0
+    metric = sign * float(t.best_val_metric) if t.best_val_metric is not None else INF
+    if not math.isfinite(metric):
+        metric = INF
+    if tier == 0:
+        ttt = INF if _nan(t.time_to_target_s) else float(t.time_to_target_s)  # type: ignore[arg-type]
+        stt = INF if _nan(t.steps_to_target) else float(t.steps_to_target)  # type: ignore[arg-type]
+        return (0.0, ttt, stt, metric, float(t.trial))
+    if tier == 1:
+        return (1.0, metric, INF, INF, float(t.trial))
+    return (2.0, INF, INF, INF, float(t.trial))
+
+
+def rank_trials(trials: Iterable[TrialResult], mode: str) -> list[TrialResult]:
+    """Trials best first (see :func:`trial_rank_key`)."""
+    return sorted(trials, key=lambda t: trial_rank_key(t, mode))
+
+
+def choose_trial(trials: Iterable[TrialResult], mode: str) -> TrialResult | None:
+    """The chosen trial, or ``None`` when there is none to choose: no trials, or every trial
+    failed. A study without a chosen configuration has no re-runs; it scores as a miss (``inf``)
+    on every seed."""
+    ranked = rank_trials(trials, mode)
+    if not ranked or trial_tier(ranked[0]) == 2:
+        return None
+    return ranked[0]
+
+
+def tunability_table(untuned: pd.DataFrame, tuned: pd.DataFrame, tau_max: float = TAU_MAX) -> pd.DataFrame:
+    """Per optimizer: the untuned and tuned scores on one pooled scale, and the speed-up.
+
+    ``untuned`` and ``tuned`` are optimizer × suite time-to-target tables of the same backend
+    and device (:func:`to_target_table`; ``inf`` for a miss). Only the suites both tracks have a
+    column for are used, and every optimizer of either table is kept (a missing cell is a miss).
+
+    * ``score_untuned``, ``score_tuned``: :func:`profile_score` of each optimizer's untuned and
+      tuned entry in ONE pooled performance profile whose reference on each suite is the fastest
+      time of any optimizer on either track; so both are measured against the same yardstick and
+      their difference is what tuning changed, not what the other optimizers did.
+    * ``delta``: ``score_tuned - score_untuned`` (positive: tuning helped).
+    * ``speedup``: geometric mean over the suites both tracks reached of
+      ``t_untuned / t_tuned`` (above 1: tuned is faster); NaN when there is no such suite.
+    * ``suites``, ``reached_untuned``, ``reached_tuned``, ``both_reached``.
+
+    Sorted by ``delta`` (largest gain first), then name.
+    """
+    suites = [s for s in untuned.columns if s in set(tuned.columns)]
+    names = list(dict.fromkeys([*untuned.index, *tuned.index]))
+    columns = ["score_untuned", "score_tuned", "delta", "speedup", "suites", "reached_untuned", "reached_tuned"]
+    if not names:
+        out = pd.DataFrame(columns=[*columns, "both_reached"])
+        out.index.name = "optimizer"
+        return out
+    u = untuned.reindex(index=names, columns=suites).astype(float).fillna(INF)
+    t = tuned.reindex(index=names, columns=suites).astype(float).fillna(INF)
+    pooled = pd.concat([u.rename(index=lambda n: ("untuned", n)), t.rename(index=lambda n: ("tuned", n))])
+    scores = profile_score(performance_ratios(pooled), tau_max) if suites else pd.Series(np.nan, index=pooled.index)
+    out = pd.DataFrame(index=pd.Index(names, name="optimizer"))
+    out["score_untuned"] = [float(scores[("untuned", n)]) for n in names]
+    out["score_tuned"] = [float(scores[("tuned", n)]) for n in names]
+    out["delta"] = out["score_tuned"] - out["score_untuned"]
+    uv, tv = u.to_numpy(dtype=float), t.to_numpy(dtype=float)
+    both = np.isfinite(uv) & np.isfinite(tv) & (uv > 0) & (tv > 0)
+    speedups = []
+    for i in range(len(names)):
+        mask = both[i]
+        speedups.append(float(np.exp(np.mean(np.log(uv[i, mask] / tv[i, mask])))) if mask.any() else math.nan)
+    out["speedup"] = speedups
+    out["suites"] = len(suites)
+    out["reached_untuned"] = np.isfinite(uv).sum(axis=1).astype(int)
+    out["reached_tuned"] = np.isfinite(tv).sum(axis=1).astype(int)
+    out["both_reached"] = both.sum(axis=1).astype(int)
+    order = sorted(names, key=lambda n: (-_finite_or(out.at[n, "delta"], -INF), str(n)))
+    return out.loc[order]

@@ -227,6 +227,7 @@ class _Writer:
         self.tasks: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self._board_views: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._approx: list[dict[str, Any]] | None = None
+        self._tunability: list[dict[str, Any]] | None = None
         self._pool: Any = None
         self._pending: list[Any] = []
         self.env = _environment()
@@ -336,6 +337,7 @@ class _Writer:
             self.timed("optimizers", self.write_optimizers)
             self.timed("approx", self.write_approx)
             self.timed("history", self.write_history)
+            self.timed("tunability", self.write_tunability)
             self.timed("exports", self.write_exports)
             self.timed("waiting for plots and run pages", self.finish_tasks)
         except BaseException:
@@ -367,10 +369,44 @@ class _Writer:
                 "profile_plot": plot,
                 "board_pages": self.board_pages,
                 "counts": self.board_counts(board),
+                "protocols": views.tuning_protocols(data, board),
+                "tunability_page": self.tunability_page(board),
             }
             self.render("overview.html", self.board_pages[board.key], **context)
             if i == 0:
                 self.render("overview.html", "index.html", **context)
+
+    def tunability(self) -> list[dict[str, Any]]:
+        if self._tunability is None:
+            self._tunability = views.tunability_views(self.data)
+        return self._tunability
+
+    def tunability_page(self, board: Board) -> str | None:
+        """The tunability section of the board's (backend, hardware), if both tracks exist there."""
+        for v in self.tunability():
+            if (v["backend"], v["hardware"]) == (board.backend, board.hardware):
+                return f"tunability.html#{v['slug']}"
+        return None
+
+    def write_tunability(self) -> None:
+        found = self.tunability()
+        rows = []
+        for v in found:
+            v["plot"] = None
+            if v["points"]:
+                v["plot"] = self.plot(
+                    "profiles", f"plots/{v['slug']}.svg", v["points"], self.style, tau_max=scoring.TAU_MAX
+                )
+            for r in v["rows"]:
+                rows.append({"backend": v["backend"], "hardware": v["hardware"], **r})
+        self.render(
+            "tunability.html",
+            "tunability.html",
+            views_=found,
+            board_pages=self.board_pages,
+            protocols={v["slug"]: views.tuning_protocols(self.data, v["tuned"]) for v in found},
+        )
+        self.write_table("data/tunability", pd.DataFrame(rows))
 
     def board_counts(self, board: Board) -> dict[str, int]:
         r = self.data.runs
@@ -429,6 +465,7 @@ class _Writer:
                 ]
                 trials = board_runs[board_runs["role"] == "trial"]
                 entries = views.suite_entries(data, name, board)
+                studies = views.study_rows(data, name, board)
                 if entries.empty and trials.empty:
                     continue
                 curves = views.convergence_curves(data, name, board, info.val_metric) if len(entries) else []
@@ -451,7 +488,8 @@ class _Writer:
                         "current": board_runs[board_runs["scored"]]
                         .sort_values(["optimizer", "seed"])
                         .to_dict("records"),
-                        "trials": trials.sort_values(["optimizer", "trial", "id"]).to_dict("records"),
+                        "trials": _ranked_trials(trials, studies),
+                        "studies": studies,
                         "sgd_refs": sorted({r for r in entries["sgd_ref"].dropna()}) if len(entries) else [],
                     }
                 )
@@ -732,6 +770,7 @@ class _Writer:
                 ("matrix", "per board, optimizer and suite: time-to-target and ratio to the best"),
                 ("approx", "γ/γ_SGD per suite, method and checkpoint"),
                 ("history", "nightly medians per suite, optimizer and backend"),
+                ("tunability", "per backend, device and optimizer: untuned vs tuned score on the same suites"),
                 ("environments", "the machines and software the runs used"),
             ),
         )
@@ -747,6 +786,20 @@ def _favicon_ico(rgb: tuple[int, int, int] = (0x0B, 0x53, 0x94)) -> bytes:
     header = struct.pack("<IiiHHIIiiII", 40, size, 2 * size, 1, 32, 0, len(pixels) + len(mask), 0, 0, 0, 0)
     image = header + pixels + mask
     return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", size, size, 0, 0, 1, 32, len(image), 22) + image
+
+
+def _ranked_trials(trials: pd.DataFrame, studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trial rows with their rank in their study and whether the board scores their configuration."""
+    by_opt = {s["optimizer"]: s for s in studies}
+    out = []
+    for r in trials.sort_values(["optimizer", "trial", "id"]).to_dict("records"):
+        study = by_opt.get(r["optimizer"], {})
+        trial = int(r["trial"]) if _present(r["trial"]) else None
+        newest = study.get("trial_ids", {}).get(trial) == int(r["id"])
+        r["rank"] = study.get("rank", {}).get(trial) if newest else None
+        r["scored_config"] = study.get("chosen_config") is not None and r["config"] == study.get("chosen_config")
+        out.append(r)
+    return out
 
 
 def _present(v: Any) -> bool:

@@ -16,6 +16,13 @@ CATALOGUE_MODULES: tuple[str, ...] = (
     "suites.tiny",
     "suites.digits",
     "suites.diabetes",
+    "suites.rosenbrock",
+    "suites.breast_cancer",
+    "suites.concrete",
+    "suites.mnist1d",
+    "suites.minilm",
+    "suites.fashion_mnist",
+    "suites.cifar",
 )
 
 _SUITES: dict[str, Suite] = {}

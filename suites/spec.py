@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -44,8 +46,13 @@ NOISE_ROWS = 4
 
 #: Evaluation runs in chunks of this many samples (memory bound on large suites).
 EVAL_CHUNK = 4096
-#: The ``train_*`` evaluation metrics use at most this many fixed training samples.
+#: The ``train_*`` evaluation metrics use at most this many fixed training samples (default;
+#: a suite may use fewer, ``Suite.train_eval_samples``).
 TRAIN_EVAL_SAMPLES = 4096
+#: Target-setting runs get this fraction of a suite's step budget: AlgoPerf gives submissions a
+#: runtime 1/3 longer than its target-setting runs (``docs/DOCUMENTATION.md``, "Defining target
+#: performance"), i.e. the target-setting runs use 3/4 of the budget.
+CALIBRATION_FRACTION = 0.75
 
 
 class DataUnavailableError(RuntimeError):
@@ -56,7 +63,8 @@ class DataUnavailableError(RuntimeError):
 class Dataset:
     """Arrays of one suite, split once and for all (the split never depends on the run seed).
 
-    ``x_*`` are float arrays shaped ``(N, *input_shape)``. ``y_*`` are int64 class labels
+    ``x_*`` are float arrays shaped ``(N, *input_shape)``, or integer token ids ``(N, T)`` for
+    token models (backends keep integer inputs int64). ``y_*`` are int64 class labels
     (``softmax_ce``) or float targets shaped ``(N, num_outputs)`` (``mse``).
     """
 
@@ -87,6 +95,10 @@ class Target:
     value: float
     mode: Literal["max", "min"] = "max"
 
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"target mode must be 'max' or 'min', got {self.mode!r}")
+
     def reached(self, metrics: dict[str, float]) -> bool:
         v = metrics.get(self.metric)
         if v is None or not np.isfinite(v):
@@ -99,11 +111,62 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """The evidence behind a frozen target: what ``ngbench calibrate`` measured.
+
+    AlgoPerf's procedure in miniature (``harness/calibrate.py``): a grid of ``optimizer``
+    configurations, each run with ``seeds`` seeds for ``steps`` steps (``CALIBRATION_FRACTION``
+    of the budget); per configuration the median over seeds of the best validation metric;
+    the best configuration's median is the target. ``values`` are that configuration's per-seed
+    best validation metrics, ``grid`` the configurations tried, ``time_to_target_s`` the median
+    CPU step-clock time its runs took to reach the target (the machine is described in
+    ``machine``).
+    """
+
+    optimizer: str
+    hparams: tuple[tuple[str, float], ...]
+    grid: str
+    seeds: int
+    steps: int
+    values: tuple[float, ...]
+    backend: str = "torch"
+    dtype: str = "float32"
+    time_to_target_s: float | None = None
+    machine: str = ""
+
+    @property
+    def median(self) -> float:
+        return float(statistics.median(self.values))
+
+
+@dataclass(frozen=True)
 class Budget:
     """Step budget, and optionally a wall-clock budget on the steady-state step clock."""
 
     steps: int
     time_s: float | None = None
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A file a suite reads from the data directory (``suites/datadir.py``).
+
+    ``names`` are alternatives relative to the data directory (e.g. a gzipped and a plain idx
+    file); the first one present is used.
+    """
+
+    names: tuple[str, ...]
+    description: str = ""
+
+    def find(self, root: Path) -> Path | None:
+        for name in self.names:
+            path = root / name
+            if path.is_file():
+                return path
+        return None
+
+    def describe(self) -> str:
+        return " or ".join(self.names)
 
 
 @dataclass(frozen=True)
@@ -128,17 +191,51 @@ class Suite:
     #: Loss above ``divergence_factor * max(initial loss, 1e-3)`` (or non-finite) is divergence.
     divergence_factor: float = 100.0
     #: Files the suite needs under the data directory (``ngbench data check``).
-    data_files: tuple[str, ...] = ()
+    data_files: tuple[DataFile, ...] = ()
+    #: Python packages the suite needs beyond the core dependencies (``ngbench data check``).
+    packages: tuple[str, ...] = ()
+    #: Where the data comes from, in words (``ngbench data check``, the suite table).
+    source: str = ""
+    #: How the target was set (``ngbench calibrate``); ``None`` for test suites.
+    calibration: Calibration | None = None
+    #: Fixed training samples the ``train_*`` metrics are evaluated on (at most).
+    train_eval_samples: int = TRAIN_EVAL_SAMPLES
 
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"suite {self.name!r}: unknown likelihood {self.likelihood!r}")
         if self.batch_size <= 0 or self.budget.steps <= 0 or self.eval_every <= 0:
             raise ValueError(f"suite {self.name!r}: batch size, budget and eval_every must be > 0")
+        if self.target is not None and self.target.metric != self.val_metric:
+            raise ValueError(
+                f"suite {self.name!r}: the target is on {self.target.metric}, val_metric is {self.val_metric}"
+            )
+
+    def missing(self, root: Path | str | None = None) -> list[str]:
+        """What the suite needs and lacks: data files under ``root`` (default: the data
+        directory, ``suites.datadir.data_dir()``) and Python packages, one line each."""
+        import importlib.util
+
+        from suites.datadir import data_dir
+
+        base = data_dir(root)
+        out = [f"{f.describe()} ({f.description})" if f.description else f.describe()
+               for f in self.data_files if f.find(base) is None]  # fmt: skip
+        out += [f"Python package {p}" for p in self.packages if importlib.util.find_spec(p) is None]
+        return out
+
+    def check_data(self, root: Path | str | None = None) -> None:
+        """Raise :class:`DataUnavailableError` (one line: what to place where) if anything is missing."""
+        missing = self.missing(root)
+        if missing:
+            from suites.datadir import data_dir, missing_message
+
+            raise DataUnavailableError(missing_message(self.name, data_dir(root), missing))
 
     @cached_property
     def data(self) -> Dataset:
-        """The suite's arrays, loaded once per process."""
+        """The suite's arrays, loaded once per process (after :meth:`check_data`)."""
+        self.check_data()
         return self.load()
 
     @property
@@ -192,7 +289,7 @@ def batch_noise(seed: int, step: int, batch_size: int, num_outputs: int) -> np.n
     return rng.random((NOISE_ROWS, batch_size, num_outputs))
 
 
-def train_eval_indices(n_train: int) -> np.ndarray:
+def train_eval_indices(n_train: int, max_samples: int = TRAIN_EVAL_SAMPLES) -> np.ndarray:
     """The fixed, sorted training subset every backend evaluates ``train_*`` metrics on."""
-    n_eval = min(n_train, TRAIN_EVAL_SAMPLES)
+    n_eval = min(n_train, max_samples)
     return np.sort(np.random.default_rng(0).permutation(n_train)[:n_eval])

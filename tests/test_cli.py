@@ -21,7 +21,9 @@ def ngbench(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
 
 
 def test_run_then_list_and_show(tmp_path: Path) -> None:
-    out = ngbench("run", "tiny-ce", "sgd", "--steps", "15", "--set", "lr=0.001", "--tag", "[bold]x[/bold]", cwd=tmp_path)
+    out = ngbench(
+        "run", "tiny-ce", "sgd", "--steps", "15", "--set", "lr=0.001", "--tag", "[bold]x[/bold]", cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert "budget_exhausted after 15 steps" in out.stdout
     assert "stored as run 1 in sqlite:///" in out.stdout and (tmp_path / "ngbench.db").exists()
@@ -74,7 +76,9 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path: Path, args: li
 
 
 def test_unreachable_database(tmp_path: Path) -> None:
-    out = ngbench("run", "tiny-ce", "sgd", "--steps", "2", "--db", "postgresql+psycopg://bench:s3cret@127.0.0.1:9/x", cwd=tmp_path)
+    out = ngbench(
+        "run", "tiny-ce", "sgd", "--steps", "2", "--db", "postgresql+psycopg://bench:s3cret@127.0.0.1:9/x", cwd=tmp_path
+    )
     assert out.returncode == 2
     assert "cannot reach database postgresql+psycopg://bench:***@127.0.0.1:9/x" in out.stderr
     assert "s3cret" not in out.stderr + out.stdout

@@ -83,6 +83,23 @@ def test_two_dimensional_solve_matches_numpy_and_its_special_cases(rng: np.rando
     assert (float(w1), float(w2)) == (0.5, 0.0)
 
 
+def test_collinear_vectors_give_the_finite_one_dimensional_solution() -> None:
+    """v2 = c v1 makes A singular (near a minimum in float32 it is singular to rounding); the
+    span is one-dimensional and the solve returns the 1-D minimiser along v1, never inf/nan."""
+    c, a, g = -0.7, 3.0, 1.5  # A = [[a, c a], [c a, c^2 a]], b = [g, c g]
+    model = lm.Quadratic2D(a, c * a, c * c * a, g, c * g)
+    assert lm.solve_quadratic_2d(model) == (pytest.approx(-g / a), 0.0)
+    t = lm.Quadratic2D(*[torch.tensor(v, dtype=torch.float32) for v in model])
+    w1, w2 = lm.solve_quadratic_2d(t, where=torch.where)
+    assert float(w1) == pytest.approx(-g / a) and float(w2) == 0.0
+    # Slightly off collinear (float32 rounding) is still 1-D; clearly apart is the 2-D solve.
+    off = model._replace(a22=c * c * a * (1 + 1e-8))
+    assert lm.solve_quadratic_2d(off) == (pytest.approx(-g / a), 0.0)
+    apart = model._replace(a22=c * c * a * 2)
+    A = np.array([[apart.a11, apart.a12], [apart.a12, apart.a22]])
+    np.testing.assert_allclose(lm.solve_quadratic_2d(apart), -np.linalg.solve(A, [apart.b1, apart.b2]), rtol=1e-12)
+
+
 def test_same_numbers_on_jax_scalars() -> None:
     jnp = pytest.importorskip("jax.numpy")
     model = (2.0, 0.5, 1.0, -1.0, 0.3)

@@ -32,7 +32,9 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "ours", "torch_cls", "theirs"), CASES)
 @pytest.mark.parametrize("suite", ["tiny-ce", "tiny-mse"])
-def test_matches_torch_optim(name: str, ours: dict[str, Any], torch_cls: type, theirs: dict[str, Any], suite: str) -> None:
+def test_matches_torch_optim(
+    name: str, ours: dict[str, Any], torch_cls: type, theirs: dict[str, Any], suite: str
+) -> None:
     p = build_problem(get_suite(suite), seed=2, dtype="float64")
     adapter_cls = get_adapter(name, "torch")
     adapter = adapter_cls()

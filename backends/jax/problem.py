@@ -95,13 +95,13 @@ class JaxProblem:
         self._frozen_stack: list[Mapping[str, Array]] = []
         data = suite.data
         self.n_train = data.n_train
-        self._x_train = self._array(data.x_train)
+        self._x_train = self._inputs(data.x_train)
         self._y_train = self._targets(data.y_train)
-        self._x_val = self._array(data.x_val)
+        self._x_val = self._inputs(data.x_val)
         self._y_val = self._targets(data.y_val)
         # Indexing on the host: an eager device gather would compile a kernel per shape.
-        train_index = train_eval_indices(self.n_train)
-        self._x_train_eval = self._array(data.x_train[train_index])
+        train_index = train_eval_indices(self.n_train, suite.train_eval_samples)
+        self._x_train_eval = self._inputs(data.x_train[train_index])
         self._y_train_eval = self._targets(data.y_train[train_index])
         self._gather = jax.jit(lambda x, y, index: (x[index], y[index]))
         likelihood, model = self.likelihood, self.fmodel
@@ -147,6 +147,12 @@ class JaxProblem:
     # ------------------------------------------------------------------ data
     def _array(self, a: np.ndarray) -> Array:
         return jnp.asarray(np.asarray(a, dtype=self.dtype))
+
+    def _inputs(self, x: np.ndarray) -> Array:
+        """Float inputs in the working dtype; integer inputs (token ids) stay int64."""
+        if np.issubdtype(np.asarray(x).dtype, np.integer):
+            return jnp.asarray(np.asarray(x, dtype=np.int64))
+        return self._array(x)
 
     def _targets(self, y: np.ndarray) -> Array:
         if self.likelihood == "softmax_ce":

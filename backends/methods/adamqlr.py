@@ -81,8 +81,11 @@ CARD = MethodCard(
         "(one GGN-vector product per step)."
     ),
     Hyperparams=AdamQLRHyperparams,
-    # The paper's ASHA space (optimizers.md Sec. 4.2): lam0 logU[1e-8, 1], omega_dec logU[0.5, 1],
-    # omega_inc logU[1, 4].
+    # Tuned-track search space (harness/tuning.py; docs "tuning"): the paper's own ASHA space
+    # (``hyperparameter_optimisation.py``; research/optimizers.md 4.2), unchanged: lam0 logU[1e-8, 1],
+    # omega_dec logU[0.5, 1], omega_inc logU[1, 4]. Its batch-size axis {50 ... 3200} is a suite
+    # property here, and alpha_max logU[1e-4, 10] applies only to the arXiv-v1 LR-clipping variant
+    # (off in the camera-ready and in our defaults), so neither is searched.
     search_space={
         "damping": LogUniform(1e-8, 1.0),
         "damping_decrease": LogUniform(0.5, 1.0),

@@ -92,7 +92,11 @@ CARD = MethodCard(
         "(taps, no per-sample gradients); normalised update with linear LR decay as in the iEF paper."
     ),
     Hyperparams=EFHyperparams,
-    # The paper uses step lengths 0.01 (T5/ViT) and 1e-4 (MLP); dampings 1e-12..1 (x B) in its sweeps.
+    # Tuned-track search space (harness/tuning.py; docs "tuning"): the paper's normalised step
+    # lengths are 0.01 (T5/ViT PEFT) and 1e-4 (CIFAR-10 MLP) (App. H.2, H.7) -> lr logU[1e-4, 0.3];
+    # its training dampings are 3.2e-11 / 3.2e-6 and its damping sweep lambda_c in [1e-5, 1]
+    # (x B = 32 here), and EF's quality depends strongly on the damping (Sec. 7 E3) -> damping
+    # logU[1e-10, 1] (near-undamped up to the lower half of the sweep; no published HPO space).
     search_space={
         "lr": LogUniform(1e-4, 0.3),
         "damping": LogUniform(1e-10, 1.0),

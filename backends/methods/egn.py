@@ -114,6 +114,11 @@ CARD = MethodCard(
         "(push-through identity), with optional momentum, Armijo line search and LM damping."
     ),
     Hyperparams=EGNHyperparams,
+    # Tuned-track search space (harness/tuning.py; docs "tuning"): no published HPO space (the
+    # paper-era runner fixes lr = 0.1, lam = 1 and searches batch sizes {32, 128}, a suite property
+    # here; somax v1 presets use lr = 1): lr logU[1e-3, 1] (two decades below the runner's 0.1, up
+    # to v1's 1; above 1 the Gauss-Newton step overshoots), damping logU[1e-4, 10] around lam = 1,
+    # and the code's bias-corrected direction EMA beta = 1 - logU[1e-2, 1], i.e. [0, 0.99].
     search_space={
         "lr": LogUniform(1e-3, 1.0),
         "damping": LogUniform(1e-4, 10.0),

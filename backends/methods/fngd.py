@@ -97,6 +97,11 @@ CARD = MethodCard(
         "SGD momentum base."
     ),
     Hyperparams=FNGDHyperparams,
+    # Tuned-track search space (harness/tuning.py; docs "tuning"): the paper's hyperparameters are
+    # not recoverable (no code; research/optimizers.md 2.5), so the space is centred on this card's
+    # defaults: SGD-base lr logU[1e-3, 1] and 1-m logU[1e-3, 0.3] (the SGD card's momentum range),
+    # damping logU[1e-4, 10] (below ~1e-2 stale coefficients can blow up a step: the module
+    # docstring), and the layer-wise vs shared coefficient choice the paper leaves open.
     search_space={
         "lr": LogUniform(1e-3, 1.0),
         "momentum": OneMinusLogUniform(1e-3, 0.3),

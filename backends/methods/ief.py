@@ -91,10 +91,15 @@ CARD = MethodCard(
         "per-sample Gram (taps, no per-sample gradients); constant learning rate."
     ),
     Hyperparams=IEFHyperparams,
-    # Paper grid lr_c in {1, 10, 50, 100} at B = 32 -> [0.03, 3.1]; damping near zero is its regime.
+    # Tuned-track search space (harness/tuning.py; docs "tuning"): lr over the paper's LR grid
+    # lr_c in {1, 10, 50, 100} at B = 32 (Sec. 7, App. H.2; research/ief.md 3), i.e. lr = lr_c / 32
+    # in [0.031, 3.125]; damping logU[1e-12, 1e-4] brackets the paper's two training dampings
+    # (3.2e-11 Prompt Tuning, 3.2e-6 LoRA in this convention) by a decade or more: iEF is best at any
+    # near-zero damping (Sec. 7 E3), and a damping large against the Gram shrinks the step by
+    # 1/(B lambda), so lr stops being the logit-space step the grid is about.
     search_space={
         "lr": LogUniform(0.03, 3.2),
-        "damping": LogUniform(1e-10, 1.0),
+        "damping": LogUniform(1e-12, 1e-4),
     },
     capabilities=Capabilities(step_along_direction=True),
     presets={

@@ -77,7 +77,10 @@ CARD = MethodCard(
         "model (one extra backward each); normalised update with linear LR decay as in the iEF paper."
     ),
     Hyperparams=SFHyperparams,
-    # Step lengths 0.01 (T5/ViT) and 0.1 (MLP) in the paper; SF is sensitive to damping (Sec. 7 E3).
+    # Tuned-track search space (harness/tuning.py; docs "tuning"): as EF's (backends.methods.ef):
+    # normalised step lengths 0.01 (PEFT) and 0.1 (MLP, App. H.7) -> lr logU[1e-4, 0.3]; damping
+    # logU[1e-10, 1] (SF is damping-sensitive, Sec. 7 E3); label draws k in {1, 2, 4} (the paper's
+    # SF is k = 1; more draws cost one backward each, which time-to-target charges).
     search_space={
         "lr": LogUniform(1e-4, 0.3),
         "damping": LogUniform(1e-10, 1.0),

@@ -159,7 +159,9 @@ class TorchOracle:
         assert self._z is not None and self._leaf is not None
         taps = self._taps.perturbations if self._taps is not None else []
         if not param_grad and not taps:
-            raise RuntimeError("param_grad=False needs an oracle created with taps=True")
+            if not self._want_taps:
+                raise RuntimeError("param_grad=False needs an oracle created with taps=True")
+            return Reverse(self._leaf.new_zeros(0), [])  # a model without tapped layers: no pass
         inputs = ([self._leaf] if param_grad else []) + list(taps)
         grads = torch.autograd.grad(self._z, inputs, grad_outputs=cotangent.to(self._z.dtype), retain_graph=True)
         self._counters.add(kind)

@@ -19,7 +19,6 @@ from suites.spec import EVAL_CHUNK, Suite, batch_indices, batch_noise, train_eva
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -79,11 +78,12 @@ class TorchProblem:
         self.layout = self.fmodel.layout
         data = suite.data
         self.n_train = data.n_train
-        self._x_train = self._tensor(data.x_train)
+        self._x_train = self._inputs(data.x_train)
         self._y_train = self._targets(data.y_train)
-        self._x_val = self._tensor(data.x_val)
+        self._x_val = self._inputs(data.x_val)
         self._y_val = self._targets(data.y_val)
-        self._train_eval_index = torch.as_tensor(train_eval_indices(self.n_train), device=self.device)
+        train_index = train_eval_indices(self.n_train, suite.train_eval_samples)
+        self._train_eval_index = torch.as_tensor(train_index, device=self.device)
 
     # ------------------------------------------------------------------ model and parameters
     @property
@@ -116,6 +116,12 @@ class TorchProblem:
     # ------------------------------------------------------------------ data
     def _tensor(self, a: np.ndarray) -> Tensor:
         return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+
+    def _inputs(self, x: np.ndarray) -> Tensor:
+        """Float inputs in the working dtype; integer inputs (token ids) stay int64."""
+        if np.issubdtype(np.asarray(x).dtype, np.integer):
+            return torch.as_tensor(np.asarray(x), dtype=torch.int64, device=self.device)
+        return self._tensor(x)
 
     def _targets(self, y: np.ndarray) -> Tensor:
         if self.likelihood == "softmax_ce":

@@ -4,6 +4,9 @@ Both validate the sweep file completely and reach the database before any worker
 input gets one message and exit status 2. A sweep that was interrupted (Ctrl-C, SIGTERM)
 exits with 130 after storing the in-flight runs as ``interrupted``; ``--resume`` (or running
 the same file again) completes what is missing.
+
+A sweep file with ``trials`` runs the tuned track (:mod:`harness.tuning`): the trials of every
+study, the selection, then the re-runs of each chosen configuration, in one sweep row.
 """
 
 from __future__ import annotations
@@ -64,25 +67,43 @@ def _plan(path: Path, tag: str | None, devices: str | None, workers: int | None)
     return expand(config, where=str(path)), devs, workers if workers is not None else config.workers
 
 
+def _hp_text(hparams: dict[str, Any], preset: str | None) -> str:
+    hp = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in hparams.items()) or "-"
+    return f"preset={preset} {hp}" if preset else hp
+
+
 def _print_plan(plan: Any) -> None:
     out = make_console()
-    table = Table("#", "suite", "optimizer", "backend", "seed", "hparams", "steps", "timeout")
+    columns = ["#", "suite", "optimizer", "backend", "seed", "hparams", "steps", "timeout"]
+    if plan.tuned:
+        columns.insert(4, "trial")
+    table = Table(*columns)
     for i, s in enumerate(plan.specs):
-        hp = ", ".join(f"{k}={v}" for k, v in s.hparams.items()) or "-"
-        if s.preset:
-            hp = f"preset={s.preset} {hp}"
-        table.add_row(
+        row = [
             str(i),
             Text(s.suite),
             Text(s.optimizer),
             s.backend,
             str(s.seed),
-            Text(hp),
+            Text(_hp_text(s.hparams, s.preset)),
             str(s.steps or "suite"),
             fmt_seconds(s.timeout_s),
-        )
+        ]
+        if plan.tuned:
+            row.insert(4, str(plan.role_of(i).trial))
+        table.add_row(*row)
     out.print(table)
-    out.print(Text(f"{plan.name}: {len(plan.specs)} runs"))
+    if plan.tuned:
+        p = plan.config.tuning
+        out.print(
+            Text(
+                f"{plan.name}: {len(plan.studies)} tuning studies, {len(plan.specs)} trials on seed {p.trial_seed} "
+                f"({p.sampler}, study seed {p.study_seed}); then each study's chosen configuration re-run on seeds "
+                f"{', '.join(map(str, p.rerun_seeds))} ({len(plan.studies) * len(p.rerun_seeds)} runs)"
+            )
+        )
+    else:
+        out.print(Text(f"{plan.name}: {len(plan.specs)} runs"))
     for note in plan.skipped:
         out.print(Text(f"  skipped: {note}"))
 
@@ -110,6 +131,79 @@ def _summary_text(summary: Any, store: Any) -> str:
     return "\n".join(parts)
 
 
+def _tuned_text(result: Any) -> str:
+    """Each study's choice (or why it has none), then both phases' summaries."""
+    lines = []
+    for sel in result.selections:
+        study = sel.study
+        if sel.chosen is None:
+            lines.append(f"  {study.label}: {sel.reason}")
+        else:
+            lines.append(
+                f"  {study.label}: trial {sel.chosen.index} of {len(study.trials)} "
+                f"[{_hp_text(sel.chosen.point, study.preset)}] (config {sel.chosen.config_hash})"
+            )
+    return "\n".join(lines)
+
+
+def run_plan(
+    kind: str,
+    plan: Any,
+    executor: str,
+    devs: Any,
+    n_workers: int | None,
+    resume: bool,
+    db: str | None,
+    ray_address: str | None,
+    isolation: str,
+) -> tuple[Any, Any]:
+    """Run a validated plan (plain or tuned) and print its summary; ``(summary, store)``.
+
+    For a tuned plan the summary is a :class:`harness.tuning.TuneSummary`.
+    """
+    from db.store import open_store
+    from harness.errors import ConfigError
+    from harness.executors import EXECUTORS, make_executor
+    from harness.orchestrator import run_sweep
+    from harness.progress import SweepProgress
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if isolation not in ("fork", "spawn"):
+        raise ConfigError(f"--isolation must be fork or spawn, got {isolation!r}")
+    if plan.tuned and kind == "nightly":
+        raise ConfigError("a nightly runs the untuned track (it re-measures its runs); remove trials from the file")
+    options: dict[str, Any] = {"devices": devs, "workers": n_workers}
+    if executor == "ray":
+        options["ray_address"] = ray_address
+    elif executor == "local":
+        options["isolation"] = isolation
+    ex = make_executor(executor, **options)  # bad executor options fail before the database is touched
+    store = open_store(db)  # an unreachable database fails here, before any worker starts
+    _not_dumpable()
+    err = make_console(stderr=True)
+    for note in plan.skipped:
+        err.print(Text(f"skipped: {note}"))
+    if not plan.tuned:
+        summary = run_sweep(plan, store, ex, kind=kind, resume=resume, progress=SweepProgress(err))
+        make_console().print(Text(_summary_text(summary, store)))
+        return summary, store
+    from harness.tuning import run_tuned
+
+    def progress(phase: str) -> SweepProgress:
+        err.print(Text(f"{plan.name}: {phase}"))
+        return SweepProgress(err)
+
+    result = run_tuned(plan, store, ex, kind=kind, resume=resume, progress=progress)
+    out = make_console()
+    out.print(Text(_summary_text(result.trials, store).replace("sweep ", "tuned sweep ", 1) + " [trials]"))
+    if result.selections:
+        out.print(Text("chosen configurations:\n" + _tuned_text(result)))
+    if result.reruns is not None:
+        out.print(Text(_summary_text(result.reruns, store) + " [re-runs]"))
+    return result, store
+
+
 def _execute(
     kind: str,
     sweep_file: Path,
@@ -123,34 +217,11 @@ def _execute(
     isolation: str,
     dry_run: bool,
 ) -> tuple[Any, Any] | None:
-    from db.store import open_store
-    from harness.errors import ConfigError
-    from harness.executors import EXECUTORS, make_executor
-    from harness.orchestrator import run_sweep
-    from harness.progress import SweepProgress
-
     plan, devs, n_workers = _plan(sweep_file, tag, devices, workers)
     if dry_run:
         _print_plan(plan)
         return None
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
-    if isolation not in ("fork", "spawn"):
-        raise ConfigError(f"--isolation must be fork or spawn, got {isolation!r}")
-    options: dict[str, Any] = {"devices": devs, "workers": n_workers}
-    if executor == "ray":
-        options["ray_address"] = ray_address
-    elif executor == "local":
-        options["isolation"] = isolation
-    ex = make_executor(executor, **options)  # bad executor options fail before the database is touched
-    store = open_store(db)  # an unreachable database fails here, before any worker starts
-    _not_dumpable()
-    err = make_console(stderr=True)
-    for note in plan.skipped:
-        err.print(Text(f"skipped: {note}"))
-    summary = run_sweep(plan, store, ex, kind=kind, resume=resume, progress=SweepProgress(err))
-    make_console().print(Text(_summary_text(summary, store)))
-    return summary, store
+    return run_plan(kind, plan, executor, devs, n_workers, resume, db, ray_address, isolation)
 
 
 def register(app: typer.Typer) -> None:
@@ -177,7 +248,7 @@ def register(app: typer.Typer) -> None:
             return
         summary, _ = done
         if json_out:
-            print(json.dumps(_summary_json(summary)))
+            print(json.dumps(summary_json(summary)))
         if summary.interrupted:
             raise typer.Exit(130)
 
@@ -243,6 +314,22 @@ def register(app: typer.Typer) -> None:
                 code = code or 2
         if code:
             raise typer.Exit(code)
+
+
+def summary_json(summary: Any) -> dict[str, Any]:
+    """The ``--json`` summary of a plain sweep, or of both phases and the choices of a tuned one."""
+    if hasattr(summary, "selections"):
+        return {
+            "sweep_id": summary.sweep_id,
+            "interrupted": summary.interrupted,
+            "trials": _summary_json(summary.trials),
+            "reruns": _summary_json(summary.reruns) if summary.reruns is not None else None,
+            "studies": [
+                {**s.to_dict(), "point": s.chosen.point if s.chosen else None, "ranking": [r.trial for r in s.ranking]}
+                for s in summary.selections
+            ],
+        }
+    return _summary_json(summary)
 
 
 def _summary_json(summary: Any) -> dict[str, Any]:
