@@ -167,3 +167,10 @@ class ApproxQuality(Base):
     cos_ng: Mapped[float | None] = mapped_column(Float)
     rel_err_ng: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+#: The measured columns of ``approx_quality`` in table order (without ``id`` and ``run_id``):
+#: the row layout of ``harness.approx`` and of the site's approximation tables.
+APPROX_COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in ApproxQuality.__table__.columns if c.name not in ("id", "run_id")
+)

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Select, select
 
-from db.models import ApproxQuality, Environment, Metric, Run, Sweep
+from db.models import APPROX_COLUMNS, ApproxQuality, Environment, Metric, Run, Sweep
 from db.store import Store
 
 #: Columns of :func:`runs_frame`, in display order.
@@ -151,24 +151,7 @@ def sweeps_frame(store: Store, kind: str | None = None) -> pd.DataFrame:
 
 
 def approx_frame(store: Store, run_id: int | None = None) -> pd.DataFrame:
-    cols = (
-        "id",
-        "run_id",
-        "checkpoint",
-        "step",
-        "method",
-        "damping",
-        "batch",
-        "gamma",
-        "gamma_ratio_sgd",
-        "dtg",
-        "dtgd",
-        "update_norm",
-        "grad_norm_imbalance",
-        "cos_ng",
-        "rel_err_ng",
-        "extra",
-    )
+    cols = ("id", "run_id", *APPROX_COLUMNS)
     q = select(*[getattr(ApproxQuality, c) for c in cols]).order_by(ApproxQuality.id)
     if run_id is not None:
         q = q.where(ApproxQuality.run_id == run_id)

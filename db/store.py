@@ -249,7 +249,7 @@ class Store:
 
     def finished_keys(self, statuses: frozenset[str] | None = None) -> set[str]:
         """Keys of runs that finished (by default every status a sweep does not retry)."""
-        from harness.runner import FINISHED_STATUSES
+        from db.statuses import FINISHED_STATUSES
 
         wanted = statuses or FINISHED_STATUSES
         with self.session() as s:
@@ -288,14 +288,14 @@ class Store:
         """Store ``result`` unless its key already finished; ``(run id, stored)``.
 
         "Already finished" means a row with the same key and a status in
-        ``harness.runner.FINISHED_STATUSES`` in the same sweep (``scope="sweep"``) or anywhere in
+        ``db.statuses.FINISHED_STATUSES`` in the same sweep (``scope="sweep"``) or anywhere in
         the database (``scope="global"``); then nothing is written and the existing row's id
         is returned with ``stored=False``. The check and the insert happen in one transaction
         under a per-key lock, so concurrent sweeps never store a finished key twice. Results
         with a retry status (``error``, ``crashed``, ``interrupted``) are stored as attempts
         unless the key already finished.
         """
-        from harness.runner import FINISHED_STATUSES
+        from db.statuses import FINISHED_STATUSES
 
         if scope not in ("sweep", "global"):
             raise ValueError(f"scope must be 'sweep' or 'global', got {scope!r}")
@@ -325,7 +325,7 @@ class Store:
 
     def finished_keys_among(self, keys: Iterable[str], *, sweep_id: int | None = None) -> set[str]:
         """Which of ``keys`` finished (``FINISHED_STATUSES``), in sweep ``sweep_id`` or anywhere."""
-        from harness.runner import FINISHED_STATUSES
+        from db.statuses import FINISHED_STATUSES
 
         wanted = sorted(set(keys))
         out: set[str] = set()

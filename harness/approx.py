@@ -83,6 +83,7 @@ import numpy as np
 import pandas as pd
 
 from backends.spec import Adapter, Batch, HyperparameterError, hparam_fields, hparams_dict
+from db.models import APPROX_COLUMNS
 from harness import keys
 from harness.errors import ConfigError
 from harness.registry import adapters as registry_adapters
@@ -106,22 +107,7 @@ IMBALANCE_MAX_ENTRIES = 1 << 26
 #: Reference batch losses kept per run (evaluations at the checkpoints are all kept).
 LOG_POINTS = 250
 #: Columns of the rows, in order (the ``approx_quality`` table without ``id``/``run_id``).
-COLUMNS: tuple[str, ...] = (
-    "checkpoint",
-    "step",
-    "method",
-    "damping",
-    "batch",
-    "gamma",
-    "gamma_ratio_sgd",
-    "dtg",
-    "dtgd",
-    "update_norm",
-    "grad_norm_imbalance",
-    "cos_ng",
-    "rel_err_ng",
-    "extra",
-)
+COLUMNS: tuple[str, ...] = APPROX_COLUMNS
 
 
 # --------------------------------------------------------------------------- the indicator

@@ -55,8 +55,8 @@ import numpy as np
 from sqlalchemy import select
 
 from db.models import Environment, Run, Sweep
+from db.statuses import FINISHED_STATUSES
 from db.store import Store
-from harness.runner import FINISHED_STATUSES
 
 OK_STATUSES = frozenset({"done", "target_reached", "budget_exhausted"})
 #: Statuses whose step time and memory are measurements (a run cut short by an error is not).

@@ -37,24 +37,6 @@ from harness.registry import backend_module, get_adapter
 from suites import get_suite
 from suites.spec import Suite
 
-STATUSES: tuple[str, ...] = (
-    "done",
-    "target_reached",
-    "budget_exhausted",
-    "diverged",
-    "oom",
-    "timeout",
-    "error",
-    "crashed",
-    "interrupted",
-)
-#: Statuses of a run that completed as the protocol intends (it is scored, never retried).
-FINISHED_STATUSES: frozenset[str] = frozenset(
-    {"done", "target_reached", "budget_exhausted", "diverged", "oom", "timeout"}
-)
-#: Statuses a sweep retries on resume.
-RETRY_STATUSES: frozenset[str] = frozenset({"error", "crashed", "interrupted"})
-
 #: Batch-loss and optimizer-stat points kept per run (evaluations are all kept).
 LOG_POINTS = 250
 

@@ -53,7 +53,7 @@ import difflib
 import itertools
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -367,6 +367,20 @@ def _table(raw: dict[str, Any], key: str, problems: _Problems) -> dict[str, Any]
     return value
 
 
+def _subtables(
+    raw: dict[str, Any], key: str, known: Any, kind: str, shape: str, problems: _Problems
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The ``[key.<name>]`` tables of a sweep file whose name is one of ``known`` (the file's
+    ``kind``: suites or optimizers) and that are tables; every other entry is a problem."""
+    for name, table in _table(raw, key, problems).items():
+        if known is not None and name not in known:
+            problems.add(f"{key}.{name}: {name!r} is not in {kind}{_suggest(name, known)}")
+        elif not isinstance(table, dict):
+            problems.add(f"{key}.{name} must be a table of {shape}, got {table!r}")
+        else:
+            yield name, table
+
+
 def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = None) -> SweepConfig:
     """Parse and type-check a sweep (a TOML path, TOML text via ``where``, or a mapping).
 
@@ -426,13 +440,7 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
         problems.add(str(exc))
 
     hparams: dict[str, dict[str, Any]] = {}
-    for opt, table in _table(raw, "hparams", problems).items():
-        if not isinstance(table, dict):
-            problems.add(f"hparams.{opt} must be a table of name = value, got {table!r}")
-            continue
-        if optimizers is not None and opt not in optimizers:
-            problems.add(f"hparams.{opt}: {opt!r} is not in optimizers{_suggest(opt, optimizers)}")
-            continue
+    for opt, table in _subtables(raw, "hparams", optimizers, "optimizers", "name = value", problems):
         for k, v in table.items():
             if isinstance(v, list) and not v:
                 problems.add(f"hparams.{opt}.{k} is an empty list: the grid would have no points")
@@ -448,13 +456,7 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
         else:
             presets[opt] = preset
     budgets: dict[str, dict[str, Any]] = {}
-    for suite, table in _table(raw, "budgets", problems).items():
-        if suites is not None and suite not in suites:
-            problems.add(f"budgets.{suite}: {suite!r} is not in suites{_suggest(suite, suites)}")
-            continue
-        if not isinstance(table, dict):
-            problems.add(f"budgets.{suite} must be a table (steps, time_budget_s), got {table!r}")
-            continue
+    for suite, table in _subtables(raw, "budgets", suites, "suites", "steps, time_budget_s", problems):
         sub = _Problems(where)
         for k in table:
             if k not in BUDGET_KEYS:
@@ -555,13 +557,9 @@ def _tuning(
     for message in protocol.problems():
         problems.add(message)
     search: dict[str, dict[str, Distribution]] = {}
-    for opt, table in _table(raw, "search", problems).items():
-        if optimizers is not None and opt not in optimizers:
-            problems.add(f"search.{opt}: {opt!r} is not in optimizers{_suggest(opt, optimizers)}")
-            continue
-        if not isinstance(table, dict):
-            problems.add(f"search.{opt} must be a table of name = {{ log_uniform = [lo, hi] }} ..., got {table!r}")
-            continue
+    for opt, table in _subtables(
+        raw, "search", optimizers, "optimizers", "name = { log_uniform = [lo, hi] } ...", problems
+    ):
         space: dict[str, Distribution] = {}
         for k, v in table.items():
             try:

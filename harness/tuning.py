@@ -456,7 +456,7 @@ def stored_rows(store: Any, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     from sqlalchemy import select as sql_select
 
     from db.models import Run
-    from harness.runner import FINISHED_STATUSES
+    from db.statuses import FINISHED_STATUSES
 
     wanted = sorted(set(k for k in keys if k))
     best: dict[str, dict[str, Any]] = {}

@@ -45,27 +45,11 @@ import numpy as np
 import pandas as pd
 
 from db import queries
+from db.statuses import FAILED_STATUSES, STATUSES, UNSCORED_STATUSES
 from db.store import Store
 from leaderboard import format as fmt
 from leaderboard.scoring import INF, TrialResult, choose_trial, median_to_target, rank_trials, trial_tier
 
-#: Run statuses (mirror of ``harness.runner.STATUSES``; a test keeps them equal). The
-#: leaderboard must not import the run loop, which imports the adapter machinery.
-STATUSES: tuple[str, ...] = (
-    "done",
-    "target_reached",
-    "budget_exhausted",
-    "diverged",
-    "oom",
-    "timeout",
-    "error",
-    "crashed",
-    "interrupted",
-)
-#: Statuses shown as failures (red) on the site.
-FAILED_STATUSES: frozenset[str] = frozenset({"diverged", "oom", "timeout", "error", "crashed"})
-#: Statuses never scored: the run was stopped by a person, not by the method.
-UNSCORED_STATUSES: frozenset[str] = frozenset({"interrupted"})
 #: Roles scored per track (any other track scores ``run`` and ``rerun``).
 SCORED_ROLES: Mapping[str, frozenset[str]] = {
     "untuned": frozenset({"run"}),

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from db.statuses import FAILED_STATUSES
+
 #: Upper end of the performance-profile integral (AlgoPerf: ``max_tau = 4``).
 TAU_MAX = 4.0
 INF = math.inf
@@ -176,7 +178,7 @@ def profile_curve_points(ratios: pd.DataFrame, tau_max: float = TAU_MAX) -> dict
 # here because it is pure and the leaderboard must not import the harness.
 
 #: Statuses of a trial whose configuration is never chosen (a run one would not ship).
-TRIAL_FAILED_STATUSES: frozenset[str] = frozenset({"diverged", "oom", "timeout", "error", "crashed"})
+TRIAL_FAILED_STATUSES: frozenset[str] = FAILED_STATUSES
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ import torch
 from backends.methods import sgd as sgd_card
 from backends.spec import adapter_class
 from backends.torch.optimizers.sgd import SGD
+from db.statuses import STATUSES
 from harness import api
-from harness.runner import STATUSES, RunResult, RunSpec, classify_exception, execute
+from harness.runner import RunResult, RunSpec, classify_exception, execute
 
 HERE = "tests.test_runner"
 

@@ -609,13 +609,6 @@ def test_an_optimizer_is_scored_by_its_fastest_configuration_among_those_with_mo
     assert entries.loc["lr=0.3", "ttt"] == 1.0
 
 
-def test_statuses_mirror_the_run_loop() -> None:
-    from harness.runner import STATUSES
-    from leaderboard.data import STATUSES as SITE_STATUSES
-
-    assert SITE_STATUSES == STATUSES
-
-
 def test_the_leaderboard_imports_no_framework(tmp_path: Path) -> None:
     code = (
         "import sys\n"

@@ -230,7 +230,7 @@ class LocalExecutor(Executor):
 
 def _as_interrupted(outcome: Outcome) -> Any:
     """Keep a result that finished on its own; anything the interrupt cut short is ``interrupted``."""
-    from harness.runner import FINISHED_STATUSES
+    from db.statuses import FINISHED_STATUSES
 
     result = outcome.result
     if result.status in FINISHED_STATUSES:
