@@ -7,8 +7,8 @@
 * SGD and AdamW reach the frozen target within the step budget on CPU (float32, seed 0):
   AdamW with the calibrated configuration recorded in the suite file, SGD with the tuned
   configuration below (found with ``ngbench calibrate SUITE --optimizer sgd``). ``minilm-lora``
-  takes minutes on two cores; its run is marked ``slow`` and runs only with
-  ``NGBENCH_SLOW_TESTS=1``.
+  takes minutes on two cores; its runs are marked ``slow`` and run only with
+  ``NGBENCH_SLOW_TESTS=1``; there 2 of seeds 0-2 must reach the target (a median over seeds).
 """
 
 from __future__ import annotations
@@ -49,10 +49,14 @@ SGD_CONFIGS: dict[str, dict[str, Any]] = {
     "digits-cnn": {"lr": 0.1},  # 300
     "digits-mlp": {"lr": 0.03},  # never: see SGD_MISSES
     "mnist1d-mlp": {"lr": 0.1},  # 1300
-    "minilm-lora": {"lr": 0.1},
+    "minilm-lora": {"lr": 0.1},  # never: see SGD_MISSES
 }
 #: Suites whose AdamW target tuned SGD does not reach in the budget: a finding, not a bug.
 SGD_MISSES: dict[str, str] = {
+    "minilm-lora": (
+        "SGD (momentum 0.9) on seed 0 reaches val_accuracy 0.757 at lr 0.1; lr 0.3 is unstable (0.658, final "
+        "loss 15) and lr 1 diverges; AdamW's median is 0.784"
+    ),
     "digits-mlp": (
         "tuned SGD tops out at val_accuracy 0.9805 (352/359) for lr in {0.01..0.3}, Nesterov, momentum 0.95, "
         "weight decay and seeds 0-2; AdamW's median is 0.9833 (353/359)"
@@ -60,6 +64,8 @@ SGD_MISSES: dict[str, str] = {
 }
 
 SLOW_SUITES = {"minilm-lora"}
+#: Suites whose reach test asks for 2 of 3 seeds (seed 0 is below the median target).
+MAJORITY_SUITES = {"minilm-lora"}
 RUN_SLOW = os.environ.get("NGBENCH_SLOW_TESTS", "") == "1"
 
 
@@ -131,6 +137,17 @@ def test_sgd_and_adamw_reach_the_target_within_the_budget(name: str, optimizer: 
     suite = get_suite(name)
     assert suite.target is not None and suite.calibration is not None
     hparams = dict(suite.calibration.hparams) if optimizer == "adamw" else SGD_CONFIGS[name]
+    if name in MAJORITY_SUITES:
+        # The target is a median over seeds, and this suite's seed 0 lies below it (AdamW's
+        # calibration: 0.773, 0.784, 0.79): what the target promises is that most seeds reach it.
+        results = [
+            api.run(name, optimizer, hparams=hparams, device="cpu", dtype="float32", seed=seed, time_budget_s=1e9)
+            for seed in (0, 1, 2)
+        ]
+        reached = [r for r in results if r.status == "target_reached"]
+        assert len(reached) >= 2, [(r.status, r.best_val_metric) for r in results]
+        assert all(r.steps_to_target is not None and r.steps_to_target <= suite.budget.steps for r in reached)
+        return
     result = api.run(name, optimizer, hparams=hparams, device="cpu", dtype="float32", seed=0, time_budget_s=1e9)
     assert result.status == "target_reached", (result.status, result.best_val_metric, suite.target.describe())
     assert result.steps_to_target is not None and result.steps_to_target <= suite.budget.steps

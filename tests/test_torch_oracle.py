@@ -174,3 +174,17 @@ def test_output_hessian_apply_matches_dense(likelihood: str, rng: np.random.Gene
     Q = dense_q(likelihood, z)
     torch.testing.assert_close(likelihoods.output_hessian_apply(likelihood, z, u), torch.einsum("bij,bj->bi", Q, u))
     torch.testing.assert_close(likelihoods.output_quadratic(likelihood, z, u), torch.einsum("bi,bij,bj->b", u, Q, u))
+
+
+def test_accuracy_is_the_exact_fraction_in_float32_and_equals_jax() -> None:
+    """784 hits of 1000 is 0.784 exactly (a float32 mean gives 0.78399998 and misses a frozen
+    target of 0.784); both backends divide the count the same way."""
+    from backends.jax import likelihoods as jax_likelihoods
+
+    z = torch.zeros(1000, 2, dtype=torch.float32)
+    z[:784, 1] = 1.0
+    y = torch.ones(1000, dtype=torch.int64)
+    assert likelihoods.metrics("softmax_ce", z, y)["accuracy"] == 0.784
+    sums = jax_likelihoods.metric_sums("softmax_ce", z.numpy(), y.numpy())
+    jax_metrics = jax_likelihoods.finish_metrics("softmax_ce", {k: float(v) for k, v in sums.items()}, 1000, 2)
+    assert jax_metrics["accuracy"] == 0.784
