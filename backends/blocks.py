@@ -15,6 +15,9 @@ to three layout questions, answered once here:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from backends.layout import ParamLayout
 
 #: Tapped layer kinds whose per-sample gradients the sample-space helpers rebuild from the taps.
@@ -47,3 +50,37 @@ def positions_gram_path(batch: int, positions: int, d_in: int, d_out: int) -> st
     pairs = batch * batch * positions * positions * (d_in + d_out + 1)
     per_sample = batch * positions * d_in * d_out + batch * batch * (d_in + 1) * d_out
     return "positions" if pairs <= per_sample else "per_sample"
+
+
+class DenseJacobian:
+    """``J`` (``rows x P``) held explicitly: the sample-space operator of models with untapped
+    trainable parameters. Framework-neutral (``@``, ``.T`` and slicing); a backend subclass sets
+    :attr:`stack` and :attr:`concat` (``torch.stack``/``torch.cat``, ``jnp.stack``/``jnp.concatenate``).
+    """
+
+    stack: Callable[[Any], Any]
+    concat: Callable[[Any], Any]
+
+    def __init__(self, layout: ParamLayout, jacobian: Any):
+        self.layout = layout
+        self.jacobian = jacobian
+        self.rows = int(jacobian.shape[0])
+        self.groups = block_spans(layout)
+
+    def gram(self) -> Any:
+        return self.jacobian @ self.jacobian.T
+
+    def group_grams(self) -> Any:
+        return self.stack([self.jacobian[:, a:b] @ self.jacobian[:, a:b].T for a, b in self.groups])
+
+    def rmatvec(self, w: Any) -> Any:
+        return self.jacobian.T @ w
+
+    def rmatvec_groups(self, w: Any) -> Any:
+        return self.concat([self.jacobian[:, a:b].T @ w[i] for i, (a, b) in enumerate(self.groups)])
+
+    def matvec(self, v: Any) -> Any:
+        return self.jacobian @ v
+
+    def dense(self) -> Any:
+        return self.jacobian

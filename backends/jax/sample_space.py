@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve
 
+from backends import blocks
 from backends.blocks import block_spans, positions_gram_path, uses_taps
 from backends.layout import ParamLayout, TappedLayer
 from suites.layers import Conv2d
@@ -259,32 +260,11 @@ class TapJacobian:
 # --------------------------------------------------------------------------- dense fallback
 
 
-class DenseJacobian:
+class DenseJacobian(blocks.DenseJacobian):
     """``J`` held explicitly (models with untapped trainable parameters)."""
 
-    def __init__(self, layout: ParamLayout, jacobian: Array):
-        self.layout = layout
-        self.jacobian = jacobian
-        self.rows = int(jacobian.shape[0])
-        self.groups = block_spans(layout)
-
-    def gram(self) -> Array:
-        return self.jacobian @ self.jacobian.T
-
-    def group_grams(self) -> Array:
-        return jnp.stack([self.jacobian[:, a:b] @ self.jacobian[:, a:b].T for a, b in self.groups])
-
-    def rmatvec(self, w: Array) -> Array:
-        return self.jacobian.T @ w
-
-    def rmatvec_groups(self, w: Array) -> Array:
-        return jnp.concatenate([self.jacobian[:, a:b].T @ w[i] for i, (a, b) in enumerate(self.groups)])
-
-    def matvec(self, v: Array) -> Array:
-        return self.jacobian @ v
-
-    def dense(self) -> Array:
-        return self.jacobian
+    stack = staticmethod(jnp.stack)
+    concat = staticmethod(jnp.concatenate)
 
 
 def per_sample_cotangent_grads(oracle: JaxOracle, cotangent: Array) -> Array:

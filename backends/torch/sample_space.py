@@ -45,6 +45,7 @@ from torch import Tensor
 from torch.func import grad as func_grad
 from torch.func import vmap
 
+from backends import blocks
 from backends.blocks import block_spans, positions_gram_path, uses_taps
 from backends.layout import ParamLayout, TappedLayer
 from suites.layers import Conv2d
@@ -246,32 +247,11 @@ class TapJacobian:
 # --------------------------------------------------------------------------- dense fallback
 
 
-class DenseJacobian:
+class DenseJacobian(blocks.DenseJacobian):
     """``J`` held explicitly (models with untapped trainable parameters)."""
 
-    def __init__(self, layout: ParamLayout, jacobian: Tensor):
-        self.layout = layout
-        self.jacobian = jacobian
-        self.rows = int(jacobian.shape[0])
-        self.groups = block_spans(layout)
-
-    def gram(self) -> Tensor:
-        return self.jacobian @ self.jacobian.T
-
-    def group_grams(self) -> Tensor:
-        return torch.stack([self.jacobian[:, a:b] @ self.jacobian[:, a:b].T for a, b in self.groups])
-
-    def rmatvec(self, w: Tensor) -> Tensor:
-        return self.jacobian.T @ w
-
-    def rmatvec_groups(self, w: Tensor) -> Tensor:
-        return torch.cat([self.jacobian[:, a:b].T @ w[i] for i, (a, b) in enumerate(self.groups)])
-
-    def matvec(self, v: Tensor) -> Tensor:
-        return self.jacobian @ v
-
-    def dense(self) -> Tensor:
-        return self.jacobian
+    stack = staticmethod(torch.stack)
+    concat = staticmethod(torch.cat)
 
 
 def per_sample_cotangent_grads(oracle: TorchOracle, cotangent: Tensor) -> Tensor:
