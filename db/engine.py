@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from harness.errors import DatabaseError
+from db.errors import DatabaseError
 
 DEFAULT_FILE = "ngbench.db"
 ENV_VAR = "NGBENCH_DB_URL"

@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from db.engine import connect, masked
+from db.errors import DatabaseError
 from db.models import ApproxQuality, Environment, Metric, Run, Sweep
-from harness.errors import DatabaseError
 
 _ENV_COLUMNS = {
     "hostname": "hostname",

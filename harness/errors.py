@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from backends.spec import HyperparameterError
+from db.errors import DatabaseError
+from leaderboard.errors import SiteError
 from suites.registry import UnknownSuiteError
 from suites.spec import DataUnavailableError
+
+__all__ = [
+    "USER_ERRORS",
+    "ConfigError",
+    "DatabaseError",
+    "NgbenchError",
+    "SiteError",
+    "UnknownBackendError",
+    "UnknownOptimizerError",
+]
 
 
 class NgbenchError(Exception):
@@ -19,10 +31,6 @@ class UnknownBackendError(NgbenchError):
     pass
 
 
-class DatabaseError(NgbenchError):
-    """The database is unreachable, or its schema cannot be brought up to date."""
-
-
 class ConfigError(NgbenchError):
     """A malformed or invalid sweep/config file or command-line value."""
 
@@ -30,6 +38,8 @@ class ConfigError(NgbenchError):
 #: Every exception type whose message is meant for the user as is.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     NgbenchError,
+    DatabaseError,
+    SiteError,
     HyperparameterError,
     UnknownSuiteError,
     DataUnavailableError,

@@ -38,21 +38,17 @@ from markupsafe import Markup
 
 from db.engine import masked
 from db.store import Store
-from harness.errors import NgbenchError
 from leaderboard import data as site_data
 from leaderboard import export, plots, scoring, svg, views
 from leaderboard import format as fmt
 from leaderboard.data import Board, MethodInfo, SiteData, SuiteInfo
+from leaderboard.errors import SiteError
 
 MARKER = ".ngbench-site"
 STATIC = Path(__file__).resolve().parent / "static"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: Runs listed per page of a suite's run index.
 RUNS_PER_PAGE = 500
-
-
-class SiteError(NgbenchError):
-    """The site cannot be written (output directory unusable)."""
 
 
 @dataclass(frozen=True)
