@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for tests (research/env.md, "Throwaway cluster").
+"""A throwaway PostgreSQL server for tests (docs/environment.md, "PostgreSQL").
 
 ``pg_server`` (session): ``NGBENCH_TEST_PG_URL`` if set (a server URL, e.g.
 ``postgresql+psycopg://postgres@127.0.0.1:55432/postgres``), else a fresh cluster started

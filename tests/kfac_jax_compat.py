@@ -2,9 +2,9 @@
 
 kfac-jax 0.0.8 (the newest release) unpacks ``subfuns, params = primitive.get_bind_params(...)``
 in ``tag_graph_matcher.eval_jaxpr_eqn``; from jax 0.9.2 on ``get_bind_params`` returns only the
-parameter dict (``research/env.md``). :func:`eval_jaxpr_eqn` accepts both return shapes and binds
-the primitive as before; :func:`patched` installs it for the duration of a ``with`` block. The
-product code never imports kfac-jax.
+parameter dict (``docs/environment.md``, "kfac-jax 0.0.8 and jax >= 0.9.2"). :func:`eval_jaxpr_eqn`
+accepts both return shapes and binds the primitive as before; :func:`patched` installs it for the
+duration of a ``with`` block. The product code never imports kfac-jax.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ and compared on the same batch (float64):
   ``kfac-jax`` preset and the same overrides: iterates, learning rate, momentum, rho, damping.
 
 kfac-jax 0.0.8 does not run on jax >= 0.9.2 as released (``get_bind_params`` now returns only
-the parameters; ``research/env.md``): the module fixture installs ``tests.kfac_jax_compat``'s
-``eval_jaxpr_eqn``, which accepts both return shapes, for these tests only.
+the parameters; ``docs/environment.md``, "kfac-jax 0.0.8 and jax >= 0.9.2"): the module fixture
+installs ``tests.kfac_jax_compat``'s ``eval_jaxpr_eqn``, which accepts both return shapes, for these
+tests only.
 """
 
 from __future__ import annotations
