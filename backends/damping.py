@@ -5,7 +5,7 @@ Backend-neutral: every function is plain arithmetic on scalars plus an explicit 
 JAX adapters run the same rule on 0-d device arrays without a host sync, and tests run it on
 floats.
 
-Conventions (mean-loss, DESIGN.md): the local model of the change of the objective ``h`` for
+Conventions (mean-loss, docs/conventions.md): the local model of the change of the objective ``h`` for
 an update ``delta`` is
 
     M(delta) = g^T delta + 1/2 delta^T (C + lam I) delta

@@ -9,7 +9,7 @@ rate and momentum from the exact-GGN quadratic model, LM damping every 5 steps w
 The samples differ (ours come from the batch noise, kfac-jax's from ``jax.random``); the work per
 step is the same.
 
-Protocol (as ``benchmarks/step_cost.py`` and ``research/anchor-costs.md``): round-robin, one step
+Protocol (as ``benchmarks/step_cost.py`` and docs/measurement.md, "Anchor step costs"): round-robin, one step
 of each per round on that round's batch (the order alternates between rounds), each step
 between device fences (``block_until_ready``), plus our SGD step (``optax``) as the baseline of
 the ratios. The first ``warmup`` rounds cover every compiled variant (kfac-jax compiles its LM

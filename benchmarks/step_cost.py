@@ -1,6 +1,6 @@
 """Per-step cost of every adapter, as time and as a ratio to SGD's step in the same process.
 
-Protocol (as ``research/anchor-costs.md``): every adapter gets its own problem (same suite,
+Protocol (as docs/measurement.md, "Anchor step costs"): every adapter gets its own problem (same suite,
 seed and data) and its own trajectory from the same initial parameters; adapters are called
 **round-robin**, one step each per round on that round's batch, so machine noise hits all of
 them alike. Each step runs through the backend's prepared step (jitted in JAX) between device

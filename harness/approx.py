@@ -1,7 +1,7 @@
 """Approximation quality: how close each method's direction is to the natural gradient.
 
 The iEF paper's evaluation framework (Wu, Yu, Zhang & Woodland, NeurIPS 2024, arXiv 2406.06420,
-Sec. 6 and App. F; ``research/ief.md`` Sec. 2) as a benchmark track. Along a reference
+Sec. 6 and App. F; docs/approximation.md) as a benchmark track. Along a reference
 trajectory (AdamW by default), at ``N`` checkpoints evenly spaced from the initial parameters
 (0 %) to the end of the run (100 %), every method computes its ``direction`` on the same ``M``
 batches, and for each direction ``d`` (ascent-signed, ``backends.spec``) we record
@@ -55,8 +55,8 @@ Damping. ``damping=None`` evaluates every method at its own hyperparameters. A d
 at each ``lam`` (state fed separately per ``lam``; a boolean ``adaptive_damping`` is switched off
 so that ``lam`` is the damping the direction uses); the others appear once with damping NULL.
 ``lam`` is this benchmark's mean-loss convention (``B lam`` in sample space); the paper's
-sum-convention ``lam_p = B lam`` and its released code's ``lam_c = lam / B`` (``research/ief.md``
-Sec. 1.7). The exact NG of a row is taken at the damping its direction used: the method's
+sum-convention ``lam_p = B lam`` and its released code's ``lam_c = lam / B`` (docs/conventions.md,
+"Damping"). The exact NG of a row is taken at the damping its direction used: the method's
 current damping (a ``damping`` field of its state, e.g. K-FAC's Levenberg-Marquardt value), else
 the row's ``damping``, else ``lam -> 0`` (``G^+ g``).
 
@@ -162,7 +162,7 @@ class OutputSpaceNG:
     numerically null: CE's ``1`` direction, classes with vanishing probability) and take
     ``s_n = S_n^+ r_n`` (exact: ``r_n`` lies in ``range(Q_n)``, ``1^T r_n = 0`` for CE). With
     ``Jt_n = S_n^T Jz_n``, ``G = (1/B) Jt^T Jt`` and ``g = (1/B) Jt^T s``, and the push-through
-    identity gives (research/ief.md Sec. 1.5; EGN's output-space solve)::
+    identity gives (docs/methods.md, "EGN"; EGN's output-space solve)::
 
         (G + lam I)^{-1} g = Jt^T (Jt Jt^T + B lam I)^{-1} s
         G^+ g              = Jt^T (Jt Jt^T)^+ s                      (lam -> 0)

@@ -21,7 +21,7 @@ seeds are the replicates. Per group and metric:
     nightlies: ``sigma_night = 1.4826 * MAD(diff(log m)) / sqrt(2)``.
 
   This is asv's idea (a regression is a step in the series, larger than the series' own
-  noise), with the threshold measured rather than fixed (research/harness-anchors.md §3.8:
+  noise), with the threshold measured rather than fixed (docs/measurement.md:
   fixed thresholds on shared hardware give false alarms). Flags: ``slowdown``/``speedup``
   for step time, ``regression``/``improvement`` for memory: both directions are reported.
 * **time to target** (``time_to_target_s``; a run that finished without reaching the target

@@ -53,7 +53,7 @@ def backend_module(backend: str) -> ModuleType:
         extra = " (install the 'jax' extra: pip install 'ngbench[jax]')" if backend == "jax" else ""
         raise UnknownBackendError(f"backend {backend!r} is not installed{extra}")
     if backend == "jax":
-        # Peak device memory is only meaningful without XLA's up-front pool (DESIGN.md); these
+        # Peak device memory is only meaningful without XLA's up-front pool (docs/measurement.md, "Memory"); these
         # must be set before JAX initialises and are recorded with the run's environment.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     return importlib.import_module(f"backends.{backend}")

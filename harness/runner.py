@@ -1,4 +1,4 @@
-"""The run loop: one optimizer on one suite, measured by the protocol of DESIGN.md.
+"""The run loop: one optimizer on one suite, measured by the protocol of docs/measurement.md.
 
 * Each step is timed between two device fences (``problem.block``); batch preparation,
   divergence checks and logging happen outside the timed region.

@@ -3,7 +3,7 @@
 Two ranking tracks, chosen per sweep (``track`` in the sweep file) and ranked apart on the site:
 
 * **untuned**: every adapter at its published defaults (or a named preset), no search: the
-  spirit of AlgoPerf's self-tuning ruleset (research/harness-anchors.md §1.1);
+  spirit of AlgoPerf's self-tuning ruleset (docs/tuning.md);
 * **tuned**: a *study* per (suite, optimizer, backend), AlgoPerf's external-tuning ruleset in
   miniature with DeepOBS/Crowded-Valley re-runs (§1.1, §1.2, §1.3):
 

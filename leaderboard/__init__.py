@@ -1,6 +1,6 @@
 """Scoring (time-to-target, performance profiles) and the static leaderboard site.
 
-The leaderboard reads the database and renders; it never imports a backend (DESIGN.md). The
+The leaderboard reads the database and renders; it never imports a backend (docs/architecture.md). The
 CLI (``harness/commands/site.py``) passes in what only the registry knows: method cards and
 the current adapter versions.
 """

@@ -1,6 +1,6 @@
 """The database read into frames the site renders: runs with derived columns, series, boards.
 
-Ranking rules (DESIGN.md "Storage", "Measurement protocol"; research/harness-anchors.md §1.1.1):
+Ranking rules (docs/site.md, docs/measurement.md):
 
 * A run is **stale** when its suite version differs from the installed suite's version, or its
   adapter version differs from the current adapter's. The current adapter versions come from

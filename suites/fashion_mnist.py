@@ -14,7 +14,7 @@ train/validation split (AdamQLR carves 1/6 of the training set out for validatio
 test set apart; a benchmark with frozen targets needs one fixed held-out split, and the official
 test set is the one readers know).
 
-Model and protocol after AdamQLR (``research/optimizers.md`` 4.3): MLP 784-50-10 with ReLU,
+Model and protocol after AdamQLR (docs/methods.md, "AdamQLR"): MLP 784-50-10 with ReLU,
 softmax cross-entropy, batch 50, 10 epochs (12,000 steps), 15 minutes.
 """
 

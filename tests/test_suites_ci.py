@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import cache
 from typing import Any
@@ -35,8 +36,16 @@ FINGERPRINTS: dict[str, str] = {
     "digits-cnn": "06d20e98e4a3b9e47ea93a64fa4d635e1f5b6f6e42d1a8732c4f7973226e292f",
     "digits-mlp": "63b03f0c5a080dfa923e412ec3305d4d41f46eab373ebef17c625363f817b4ab",
     "minilm-lora": "d7cad5e4ab13b3766de5a7161b72f83e4fae7e2715611d1c772416dd07b1455c",
-    "mnist1d-mlp": "2e9c6161993ad6466d671b0aca1136190959b539a0d879de5279cb53bbc64721",
     "rosenbrock": "c2e1d05744d23aaa6985f468c061285d7f501fa24b8d37c4e00b2f990e87fd85",
+}
+
+#: Suites generated in floating point (see ``test_data_is_deterministic_and_pinned``): SHA-256 of
+#: the label bytes (train then validation) and (sum, L2 norm) of the train and validation inputs.
+GENERATED_IN_FLOATING_POINT: dict[str, tuple[str, list[tuple[float, float]]]] = {
+    "mnist1d-mlp": (
+        "6feec4a017698c7fe237c8854cbd2e338c6dd5c16240f6fa79daefaaa129e169",
+        [(-51.78746787509556, 399.05921097670284), (51.78746787509186, 201.87061731379174)],
+    ),
 }
 
 #: Tuned SGD configurations (momentum 0.9 unless stated; lr grids of half-decades, seed 0, full
@@ -64,8 +73,11 @@ SGD_MISSES: dict[str, str] = {
 }
 
 SLOW_SUITES = {"minilm-lora"}
-#: Suites whose reach test asks for 2 of 3 seeds (seed 0 is below the median target).
-MAJORITY_SUITES = {"minilm-lora"}
+#: Suites whose reach test asks for 2 of 3 seeds: the target is a median over seeds, so what it
+#: promises is that most seeds reach it. minilm-lora's seed 0 lies below it (AdamW's calibration:
+#: 0.773, 0.784, 0.79); digits-cnn's target is one validation image below the median (352 of 359),
+#: and float32 rounding on another CPU moves seed 0 to 350.
+MAJORITY_SUITES = {"minilm-lora", "digits-cnn"}
 RUN_SLOW = os.environ.get("NGBENCH_SLOW_TESTS", "") == "1"
 
 
@@ -79,7 +91,7 @@ def problems(name: str) -> tuple[Any, Any]:
 
 
 def test_the_catalogue_covers_the_papers_problems() -> None:
-    assert set(CI_SUITES) == set(FINGERPRINTS)
+    assert set(CI_SUITES) == set(FINGERPRINTS) | set(GENERATED_IN_FLOATING_POINT)
     assert {s.name for s in list_suites("gpu")} >= {"fashion-mnist-mlp", "cifar10-resnet18", "cifar100-vit-lora"}
 
 
@@ -105,8 +117,19 @@ def test_both_backends_start_from_the_same_parameters_and_loss(name: str) -> Non
 def test_data_is_deterministic_and_pinned(name: str) -> None:
     suite = get_suite(name)
     data = suite.data
-    assert data.fingerprint() == FINGERPRINTS[name]
-    assert suite.load().fingerprint() == FINGERPRINTS[name]  # a second load (cache or regeneration) agrees
+    assert suite.load().fingerprint() == data.fingerprint()  # a second load (cache or regeneration) agrees
+    if name in GENERATED_IN_FLOATING_POINT:
+        # Generated with transcendental functions and interpolation whose last bits depend on the
+        # CPU's maths library: the labels are pinned exactly, the inputs to 1e-6 in sum and norm.
+        labels = hashlib.sha256(
+            np.ascontiguousarray(data.y_train).tobytes() + np.ascontiguousarray(data.y_val).tobytes()
+        )
+        expected_labels, expected_moments = GENERATED_IN_FLOATING_POINT[name]
+        assert labels.hexdigest() == expected_labels
+        moments = [(float(x.sum()), float(np.linalg.norm(x))) for x in (data.x_train, data.x_val)]
+        np.testing.assert_allclose(moments, expected_moments, rtol=1e-6)
+    else:
+        assert data.fingerprint() == FINGERPRINTS[name]
     for x in (data.x_train, data.x_val):
         assert x.shape[1:] == suite.model.input_shape
     assert data.n_train >= suite.batch_size
@@ -138,8 +161,6 @@ def test_sgd_and_adamw_reach_the_target_within_the_budget(name: str, optimizer: 
     assert suite.target is not None and suite.calibration is not None
     hparams = dict(suite.calibration.hparams) if optimizer == "adamw" else SGD_CONFIGS[name]
     if name in MAJORITY_SUITES:
-        # The target is a median over seeds, and this suite's seed 0 lies below it (AdamW's
-        # calibration: 0.773, 0.784, 0.79): what the target promises is that most seeds reach it.
         results = [
             api.run(name, optimizer, hparams=hparams, device="cpu", dtype="float32", seed=seed, time_budget_s=1e9)
             for seed in (0, 1, 2)

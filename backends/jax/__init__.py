@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import os
 
-# Peak device memory is only meaningful without XLA's up-front pool (DESIGN.md); the harness
+# Peak device memory is only meaningful without XLA's up-front pool (docs/measurement.md, "Memory"); the harness
 # sets this too (harness.registry), this covers direct imports. Read when JAX initialises.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 

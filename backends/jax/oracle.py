@@ -2,7 +2,7 @@
 
 The counterpart of ``backends/torch/oracle.py``: same method names, same conventions, same
 pass counts. One :class:`JaxOracle` per (parameters, batch), created inside the adapter's
-``step`` (which the problem jits whole). Conventions (DESIGN.md, "The curvature oracle"):
+``step`` (which the problem jits whole). Conventions (docs/conventions.md, "The oracle"):
 
 * training loss ``L = (1/B) sum_n l_n``; per-sample gradient rows ``J[n] = grad l_n`` (not
   divided by ``B``); gradient ``g = (1/B) J^T 1``;

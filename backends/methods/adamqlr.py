@@ -22,7 +22,7 @@ means too: ``optax`` CE mean, and MSE ``l2_loss`` whose ``1/2 (z - y)^2`` matche
 ``rho`` leaves it unchanged, as the code's nested ``jnp.where`` does. ``s`` is not forced
 negative. The direction (``direction()``) is ``d_t`` with this batch folded into the moments.
 
-Presets (``research/optimizers.md`` Sec. 4.2): ``untuned`` = the defaults, the camera-ready
+Presets (docs/methods.md, "AdamQLR"): ``untuned`` = the defaults, the camera-ready
 "AdamQLR (Untuned)" (``configs/AdamQLR_NoHPO_NoLRClipping.yaml``: ``lam0 = 1e-3``,
 ``omega_dec = 0.5``, ``omega_inc = 2``, Fisher, no LR clipping); ``tuned`` = the starting point of
 the tuned runs (``AdamQLR_Damped_NoLRClipping.yaml``: ``lam0 = 1``, ``0.95``, ``1.0526``);
@@ -82,7 +82,7 @@ CARD = MethodCard(
     ),
     Hyperparams=AdamQLRHyperparams,
     # Tuned-track search space (harness/tuning.py; docs "tuning"): the paper's own ASHA space
-    # (``hyperparameter_optimisation.py``; research/optimizers.md 4.2), unchanged: lam0 logU[1e-8, 1],
+    # (``hyperparameter_optimisation.py``; docs/methods.md, "AdamQLR"), unchanged: lam0 logU[1e-8, 1],
     # omega_dec logU[0.5, 1], omega_inc logU[1, 4]. Its batch-size axis {50 ... 3200} is a suite
     # property here, and alpha_max logU[1e-4, 10] applies only to the arXiv-v1 LR-clipping variant
     # (off in the camera-ready and in our defaults), so neither is searched.

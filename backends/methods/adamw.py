@@ -34,7 +34,7 @@ CARD = MethodCard(
     description="Adam with decoupled weight decay (torch.optim.AdamW / optax.adamw semantics).",
     Hyperparams=AdamWHyperparams,
     # Tuned-track search space (harness/tuning.py; docs "tuning"): AdamQLR's Adam baseline searches
-    # lr logU[1e-6, 1] only (research/optimizers.md 4.2); AlgoPerf's NAdamW baseline lr logU[1e-4,
+    # lr logU[1e-6, 1] only (docs/methods.md, "AdamQLR"); AlgoPerf's NAdamW baseline lr logU[1e-4,
     # 1e-2], 1-b1 logU[4e-3, 0.1], wd logU[5e-3, 1] (decoupled, with a schedule). Here: lr
     # logU[1e-5, 1] (AdamQLR's upper end: the rosenbrock target was calibrated with AdamW at lr 1;
     # below 1e-5 nothing moves in a CI budget), 1-b1 logU[1e-2, 0.5] and wd logU[1e-6, 1e-1] (centred

@@ -1,6 +1,6 @@
 """Exact empirical Fisher (EF) natural gradient, in sample space.
 
-Mean-loss convention (DESIGN.md): ``J`` has rows ``grad l_n`` (not divided by ``B``),
+Mean-loss convention (docs/conventions.md): ``J`` has rows ``grad l_n`` (not divided by ``B``),
 ``g = (1/B) J^T 1``, empirical Fisher ``F~ = (1/B) J^T J``, damping ``lambda`` added to it::
 
     d_EF = (F~ + lambda I)^{-1} g = J^T (J J^T + B lambda I)^{-1} 1            (push-through)
@@ -24,7 +24,7 @@ Mapping to the paper's conventions
   (per-sample gradients do not depend on the loss normalisation), so ``lambda_p = B lambda``.
 * Released code (``iEFOptimizer_GP.py`` on a HuggingFace *mean* loss over ``B`` samples, so
   its per-sample rows are ``J / B``): ``EF_code = B J^T (K + lambda_c B^2 I)^{-1} 1``, i.e.
-  ``lambda = B lambda_c`` here (research/ief.md 1.7); the factor ``B`` on the update is
+  ``lambda = B lambda_c`` here (docs/conventions.md, "Damping"); the factor ``B`` on the update is
   absorbed by the normalised update. The paper's LoRA damping ``lambda_c = 1e-7`` (App. H.2)
   at its batch size 32 is ``3.2e-6`` here. The sample-space system solved is ``K + B lambda I``
   in float64.

@@ -1,6 +1,6 @@
 """FNGD: inverse-free fast natural gradient descent (per-sample coefficients reused after epoch 1).
 
-Mean-loss convention (DESIGN.md). For a block ``l`` of parameters (a tapped layer, or all
+Mean-loss convention (docs/conventions.md). For a block ``l`` of parameters (a tapped layer, or all
 parameters with shared coefficients) with per-sample gradient rows ``J_l`` and Gram
 ``K_l = J_l J_l^T``, the damped empirical-Fisher natural gradient of the block is a weighted
 sum of the per-sample gradients (Sherman-Morrison-Woodbury)::
@@ -27,11 +27,11 @@ Reference: Ou, Zhu, Huang & Liu, "Inverse-Free Fast Natural Gradient Descent Met
 Learning", arXiv 2403.03473 (v2, 2024): NGD as a weighted sum of per-sample gradients via SMW,
 coefficients computed only in the first epoch and shared across epochs, layer-wise coefficients,
 efficient per-sample gradients (abstract and summary; the method section, Sec. III, could not
-be read in full here, so its equations are not cited by number: research/optimizers.md 2). No
+be read in full here, so its equations are not cited by number: docs/methods.md, "FNGD"). No
 public code exists; ASDL's ``SmwEmpNaturalGradientMaker`` computes the same first-epoch
 quantity.
 
-Choices the paper leaves open (research/optimizers.md 2.3), all hyperparameters:
+Choices the paper leaves open (docs/methods.md, "FNGD"), all hyperparameters:
 
 * ``coefficients``: ``per_layer`` (default; the paper's layer-wise form, block-diagonal Fisher)
   or ``shared`` (one vector for all layers: full EF in epoch 1, plain reweighted backward later);
@@ -98,7 +98,7 @@ CARD = MethodCard(
     ),
     Hyperparams=FNGDHyperparams,
     # Tuned-track search space (harness/tuning.py; docs "tuning"): the paper's hyperparameters are
-    # not recoverable (no code; research/optimizers.md 2.5), so the space is centred on this card's
+    # not recoverable (no code; docs/methods.md, "FNGD"), so the space is centred on this card's
     # defaults: SGD-base lr logU[1e-3, 1] and 1-m logU[1e-3, 0.3] (the SGD card's momentum range),
     # damping logU[1e-4, 10] (below ~1e-2 stale coefficients can blow up a step: the module
     # docstring), and the layer-wise vs shared coefficient choice the paper leaves open.

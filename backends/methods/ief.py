@@ -1,6 +1,6 @@
 """Exact improved empirical Fisher (iEF) natural gradient, in sample space.
 
-Mean-loss convention (DESIGN.md): ``J`` has rows ``grad l_n``, logit gradients
+Mean-loss convention (docs/conventions.md): ``J`` has rows ``grad l_n``, logit gradients
 ``r_n = dl_n/dz_n``, scaling vector ``s_n = ||r_n||^2``; damping ``lambda``::
 
     d_iEF = J^T (J J^T + B lambda I)^{-1} s                                     (Eqn 8)
@@ -92,7 +92,7 @@ CARD = MethodCard(
     ),
     Hyperparams=IEFHyperparams,
     # Tuned-track search space (harness/tuning.py; docs "tuning"): lr over the paper's LR grid
-    # lr_c in {1, 10, 50, 100} at B = 32 (Sec. 7, App. H.2; research/ief.md 3), i.e. lr = lr_c / 32
+    # lr_c in {1, 10, 50, 100} at B = 32 (Sec. 7, App. H.2; docs/methods.md, "iEF"), i.e. lr = lr_c / 32
     # in [0.031, 3.125]; damping logU[1e-12, 1e-4] brackets the paper's two training dampings
     # (3.2e-11 Prompt Tuning, 3.2e-6 LoRA in this convention) by a decade or more: iEF is best at any
     # near-zero damping (Sec. 7 E3), and a damping large against the Gram shrinks the step by

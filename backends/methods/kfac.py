@@ -141,7 +141,7 @@ CARD = MethodCard(
     # Tuned-track search space (harness/tuning.py; docs "tuning"): AdamQLR tunes its kfac-jax
     # baseline's initial damping over logU[1e-8, 1] with kfac-jax's floor min_damping = 1e-8; the
     # paper and kfac-jax's autoencoder example start at lam0 = 150 (example clip [1e-5, 1000])
-    # (research/optimizers.md 1.6, 1.8). With this card's floor min_damping = 1e-2 (module
+    # (docs/methods.md, "K-FAC"). With this card's floor min_damping = 1e-2 (module
     # docstring) every lam0 below 1e-2 is clipped to the floor at the first LM adaptation (step
     # 5), so AdamQLR's range would spend 6 of its 8 decades on near-duplicates; the space is
     # lam0 logU[1e-2, 1e3]: from the floor up to the paper's 150 and the example's 1000.

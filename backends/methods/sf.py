@@ -1,6 +1,6 @@
 """Exact sampled Fisher (SF) natural gradient, in Woodbury form.
 
-Mean-loss convention (DESIGN.md): for ``k`` label draws ``y^_n^(j) ~ p_theta(y | x_n)`` the
+Mean-loss convention (docs/conventions.md): for ``k`` label draws ``y^_n^(j) ~ p_theta(y | x_n)`` the
 sampled per-sample gradients ``J^`` (``kB x P``, rows ``grad l(y^_n^(j), z_n)``, draw-major)
 give the Monte-Carlo Fisher ``F^ = (1/(B k)) J^T J^``; with damping ``lambda``::
 
@@ -34,7 +34,7 @@ Mapping to the paper's conventions
   ``k = 1``: 0.15x / 0.38x the initial loss on digits-mlp / diabetes-mlp after 300 steps,
   against 0.18x / 0.63x with the paper's training damping.
 * With small ``lambda`` the direction is dominated by ``(I - P_{J^}) g / lambda``, the part of
-  ``g`` outside the span of the sampled gradients (research/ief.md 1.4), which is why the
+  ``g`` outside the span of the sampled gradients (docs/methods.md, "SF"), which is why the
   paper normalises the SF update.
 """
 

@@ -35,7 +35,7 @@ CARD = MethodCard(
     description="Stochastic gradient descent with heavy-ball or Nesterov momentum (torch.optim.SGD semantics).",
     Hyperparams=SGDHyperparams,
     # Tuned-track search space (harness/tuning.py; reviewed against the sources, docs "tuning"):
-    # AdamQLR's SGD baseline space (research/optimizers.md 4.2) is lr logU[1e-6, 1e-1],
+    # AdamQLR's SGD baseline space (docs/methods.md, "AdamQLR") is lr logU[1e-6, 1e-1],
     # 1-m logU[1e-4, 0.3], wd logU[1e-10, 1]; AlgoPerf's Nesterov baseline lr logU[2e-2, 5]
     # (with warm-up and decay). Kept here: lr logU[1e-4, 1] (4 decades around the default 1e-2:
     # below 1e-4 a constant-LR run of <= 2000 steps barely moves, and the small convex suites

@@ -2,7 +2,7 @@
 
 One :class:`TorchOracle` per (parameters, batch). It runs at most one forward pass with a graph
 (lazily, optionally recording taps), and serves from it the loss, logits, gradient, taps and
-any number of reverse passes. Conventions (DESIGN.md, "The curvature oracle"):
+any number of reverse passes. Conventions (docs/conventions.md, "The oracle"):
 
 * training loss ``L = (1/B) sum_n l_n``; per-sample gradient rows ``J[n] = grad l_n`` (not
   divided by ``B``); gradient ``g = (1/B) J^T 1``;

@@ -30,7 +30,7 @@ false) every operation falls back to the dense ``J`` (``oracle.per_sample_grads(
 true labels, a vectorised per-sample VJP for sampled cotangents).
 
 All of ``J``'s factors and ``K`` stay in the working dtype; only the ``R x R`` damped solve runs
-in float64 (:func:`damped_solve`), the cost structure DESIGN.md ("Where the speed is") asks for.
+in float64 (:func:`damped_solve`), the cost structure docs/methods.md ("Where the speed is") asks for.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Array, mod
         else:
             columns = jnp.transpose(S, (2, 0, 1)).astype(z.dtype)
         E = tap_grads_many(problem, oracle, columns)  # per layer (C, B, out)
-        # The Gram in the working dtype (DESIGN, "Where the speed is"); only the solve in float64.
+        # The Gram in the working dtype (docs/methods.md, "Where the speed is"); only the solve in float64.
         gram = jnp.zeros((B, C, B, C), z.dtype)
         abars = []
         for i, layer in enumerate(problem.layout.tapped):

@@ -95,7 +95,7 @@ def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Tensor, mo
         else:
             columns = S.permute(2, 0, 1).to(z.dtype)
         E = tap_grads_many(problem, oracle, columns)  # per layer (C, B, out)
-        # The Gram in the working dtype (DESIGN, "Where the speed is"); only the solve in float64.
+        # The Gram in the working dtype (docs/methods.md, "Where the speed is"); only the solve in float64.
         gram = torch.zeros(B, C, B, C, dtype=z.dtype, device=z.device)
         abars = []
         for i, layer in enumerate(problem.layout.tapped):
