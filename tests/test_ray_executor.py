@@ -16,6 +16,8 @@ from harness.orchestrator import run_sweep
 from harness.sweep import expand, load_config
 from tests.faulty_adapters import SECRET_MARK
 
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
 F = "tests.faulty_adapters:"
 
 
