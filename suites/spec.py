@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from suites.ladder import Rung, ladder
 from suites.layers import ModelSpec
 
 Likelihood = Literal["softmax_ce", "mse"]
@@ -133,6 +134,9 @@ class Calibration:
     dtype: str = "float32"
     time_to_target_s: float | None = None
     machine: str = ""
+    #: Median over the seeds of the validation metric at step 0 (before any update): the foot
+    #: of the target ladder (``suites/ladder.py``); ``None`` where not measured.
+    initial_value: float | None = None
 
     @property
     def median(self) -> float:
@@ -241,6 +245,13 @@ class Suite:
     @property
     def num_outputs(self) -> int:
         return self.model.output_shape[-1]
+
+    @property
+    def ladder(self) -> tuple[Rung, ...]:
+        """The target ladder (``suites/ladder.py``): empty without a target or an initial value."""
+        if self.target is None or self.calibration is None or self.calibration.initial_value is None:
+            return ()
+        return ladder(self.calibration.initial_value, self.target.value, self.target.mode)
 
     def replace(self, **changes: object) -> Suite:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
