@@ -21,7 +21,8 @@ from harness.approx import REFERENCE_ROLE, ApproxSpec, evaluate, store_result
 from harness.errors import ConfigError
 from harness.executors import make_executor
 from harness.orchestrator import run_sweep
-from harness.sweep import expand, load_config
+from harness.plans import expand
+from harness.sweep import load_config
 from leaderboard.claims import ApproxExperiment, Claim, Outcome, RunExperiment, claims, get_claim, outcome
 from leaderboard.claims.evidence import arm_hparams
 

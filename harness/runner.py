@@ -33,6 +33,7 @@ import numpy as np
 from backends.spec import hparams_dict
 from harness import keys
 from harness.environment import fingerprint
+from harness.errors import ConfigError
 from harness.registry import backend_module, get_adapter
 from suites import get_suite
 from suites.spec import Suite
@@ -171,12 +172,8 @@ def prepare(spec: RunSpec) -> tuple[Suite, type, Any]:
     adapter_cls = get_adapter(spec.optimizer, spec.backend)
     hparams = adapter_cls.resolve(spec.hparams, spec.preset)
     if suite.likelihood not in adapter_cls.capabilities.likelihoods:
-        from harness.errors import ConfigError
-
         raise ConfigError(f"optimizer {spec.optimizer!r} does not support likelihood {suite.likelihood!r}")
     if spec.dtype not in ("float32", "float64"):
-        from harness.errors import ConfigError
-
         raise ConfigError(f"unknown dtype {spec.dtype!r} (known: float32, float64)")
     return suite, adapter_cls, hparams
 

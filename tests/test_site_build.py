@@ -659,7 +659,7 @@ def test_cli_build_and_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_cli_method_cards_come_from_the_registry() -> None:
-    from harness.commands.site import method_metadata
+    from harness.site import method_metadata
 
     infos, versions = method_metadata()
     sgd = infos["sgd"]

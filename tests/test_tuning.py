@@ -328,7 +328,7 @@ def test_bad_tuned_sweep_files_get_one_clear_message(tmp_path: Path, extra: str,
 
 
 def test_search_overrides_are_checked_against_the_adapter(tmp_path: Path) -> None:
-    from harness.sweep import load
+    from harness.plans import load
 
     path = tmp_path / "s.toml"
     path.write_text(BASE + "trials = 2\n[search.sgd]\nlrr = { uniform = [0.1, 1] }\n")

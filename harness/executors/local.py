@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from db.statuses import FINISHED_STATUSES
 from harness.errors import ConfigError
 from harness.executors.base import Executor
 from harness.worker import Job, Lane, Launcher, Outcome, failed_result
@@ -29,7 +30,7 @@ from harness.worker import Job, Lane, Launcher, Outcome, failed_result
 def visible_gpus() -> tuple[str, ...]:
     """``cuda:N`` for every GPU torch sees (without creating a CUDA context), else ``()``."""
     try:
-        import torch
+        import torch  # the parent never imports a framework unless it looks for GPUs
     except ImportError:
         return ()
     if not torch.cuda.is_available():
@@ -230,8 +231,6 @@ class LocalExecutor(Executor):
 
 def _as_interrupted(outcome: Outcome) -> Any:
     """Keep a result that finished on its own; anything the interrupt cut short is ``interrupted``."""
-    from db.statuses import FINISHED_STATUSES
-
     result = outcome.result
     if result.status in FINISHED_STATUSES:
         return result
