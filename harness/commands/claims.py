@@ -8,15 +8,16 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from db.store import open_store
+from harness.claims import run_claims, run_command, select, verdicts
 from harness.commands.runs import DbOption, make_console
+from harness.errors import ConfigError
 
 SizeOption = Annotated[str | None, typer.Option("--size", help="Only claims of this size: ci or gpu.")]
 OnlyOption = Annotated[list[str] | None, typer.Option("--only", help="Only this claim id (repeatable).")]
 
 
 def _check_size(size: str | None) -> None:
-    from harness.errors import ConfigError
-
     if size not in (None, "ci", "gpu"):
         raise ConfigError(f"--size must be ci or gpu, got {size!r}")
 
@@ -40,9 +41,6 @@ def register(app: typer.Typer) -> None:
         """Print every claim's verdict with its evidence, one line each (``--json`` for machines)."""
         if ctx.invoked_subcommand is not None:
             return
-        from db.store import open_store
-        from harness.claims import run_command, select, verdicts
-
         _check_size(size)
         selected = select(size, only or ())
         outcomes = verdicts(open_store(db), selected)
@@ -84,9 +82,6 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int | None, typer.Option(min=1, help="Parallel CPU workers.")] = None,
     ) -> None:
         """Run what each claim needs (resumable; nothing whose run is stored runs twice)."""
-        from db.store import open_store
-        from harness.claims import run_claims, select, verdicts
-
         _check_size(size)
         selected = select(size, only or ())
         store = open_store(db)
