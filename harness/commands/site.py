@@ -20,7 +20,7 @@ from harness.errors import ConfigError
 
 
 def _method_info(info: Any, versions: dict[str, str]) -> Any:
-    from leaderboard.data import HyperparamInfo, MethodInfo
+    from leaderboard.catalogue import HyperparamInfo, MethodInfo
 
     return MethodInfo(
         name=info.name,
