@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from suites.datadir import data_dir, missing_message
 from suites.layers import ModelSpec
 
 # Re-exported: the streams and the functions drawing from them are part of the suite contract.
@@ -213,10 +215,6 @@ class Suite:
     def missing(self, root: Path | str | None = None) -> list[str]:
         """What the suite needs and lacks: data files under ``root`` (default: the data
         directory, ``suites.datadir.data_dir()``) and Python packages, one line each."""
-        import importlib.util
-
-        from suites.datadir import data_dir
-
         base = data_dir(root)
         out = [f"{f.describe()} ({f.description})" if f.description else f.describe()
                for f in self.data_files if f.find(base) is None]  # fmt: skip
@@ -227,8 +225,6 @@ class Suite:
         """Raise :class:`DataUnavailableError` (one line: what to place where) if anything is missing."""
         missing = self.missing(root)
         if missing:
-            from suites.datadir import data_dir, missing_message
-
             raise DataUnavailableError(missing_message(self.name, data_dir(root), missing))
 
     @cached_property
