@@ -20,7 +20,7 @@ from db.store import open_store
 from harness import external, registry
 from harness.errors import ConfigError
 from harness.worker import LaneError
-from leaderboard.data import HyperparamInfo, MethodInfo
+from leaderboard.catalogue import HyperparamInfo, MethodInfo
 from leaderboard.site import build
 
 

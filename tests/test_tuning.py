@@ -22,7 +22,7 @@ from harness.runner import RunResult, RunSpec
 from harness.sweep import load_config
 from leaderboard import data as site_data
 from leaderboard import views
-from leaderboard.data import SuiteInfo
+from leaderboard.catalogue import SuiteInfo
 from leaderboard.scoring import TrialResult, choose_trial, rank_trials, trial_tier, tunability_table
 
 
