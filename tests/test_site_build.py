@@ -747,3 +747,25 @@ def test_a_suite_whose_runs_recorded_no_memory_kind_says_not_measured(tmp_path: 
     store.dispose()
     page = (tmp_path / "site" / "suites" / "tiny-ce.html").read_text()
     assert "Peak memory: not measured." in page
+
+
+def test_scores_carry_intervals_and_ranks_with_ties(built: tuple[Path, dict[str, Any], Store]) -> None:
+    """Every score has a 95 % interval that contains it; ranks share a number where the time
+    intervals overlap; the board says when too few seeds make every rank untestable."""
+    site, _, _ = built
+    scores = load_json(site, "scores")
+    assert scores
+    for s in scores:
+        if s["score_time"] is None:
+            continue
+        assert s["score_time_low"] <= s["score_time"] + 1e-12 <= s["score_time_high"] + 2e-12
+        assert s["score_steps_low"] <= s["score_steps"] + 1e-12 <= s["score_steps_high"] + 2e-12
+    cpu = [s for s in scores if s["track"] == "untuned" and s["hardware"] == "Test CPU" and s["backend"] == "torch"]
+    ranks = {s["optimizer"]: s["rank"] for s in cpu}
+    # The evil optimizer misses everything: its interval is [0, 0], below everyone who reached.
+    assert ranks[EVIL_OPTIMIZER] == max(ranks.values())
+    assert min(ranks.values()) == 1
+    page = (site / "index.html").read_text()
+    assert "no rank on this board can be significant" in page or "fastest, significant" in page
+    runs = load_json(site, "runs")
+    assert "flops_to_target" in runs[0]

@@ -11,7 +11,10 @@ from leaderboard.pages.context import BuildContext
 TABLES: tuple[tuple[str, str], ...] = (
     ("runs", "every run: spec, status, summary figures and the derived ranking columns"),
     ("entries", "per board, suite, optimizer and configuration: medians over seeds"),
-    ("scores", "per board and optimizer: the performance-profile scores"),
+    (
+        "scores",
+        "per board and optimizer: the performance-profile scores by time, steps and FLOPs with 95 % bootstrap intervals, and the rank (ties share a rank)",
+    ),
     ("matrix", "per board, optimizer and suite: time-to-target and ratio to the best"),
     ("approx", "γ/γ_SGD per suite, method and checkpoint"),
     ("history", "nightly medians per suite, optimizer and backend"),
@@ -34,8 +37,16 @@ def write(ctx: BuildContext) -> None:
                     "backend": board.backend,
                     "hardware": board.hardware,
                     "optimizer": row["optimizer"],
+                    "rank": row.get("rank"),
                     "score_time": row["score_time"],
+                    "score_time_low": row.get("score_time_low"),
+                    "score_time_high": row.get("score_time_high"),
                     "score_steps": row["score_steps"],
+                    "score_steps_low": row.get("score_steps_low"),
+                    "score_steps_high": row.get("score_steps_high"),
+                    "score_flops": row.get("score_flops"),
+                    "score_flops_low": row.get("score_flops_low"),
+                    "score_flops_high": row.get("score_flops_high"),
                     "suites_reached": row["reached"],
                     "suites": row["suites"],
                 }
@@ -53,6 +64,8 @@ def write(ctx: BuildContext) -> None:
                         "ratio_to_best": cell.get("ratio"),
                         "steps_ratio_to_best": cell.get("step_ratio"),
                         "status": cell["status"] or cell["css"],
+                        "p_value_vs_best": cell.get("p_value"),
+                        "significantly_slower_than_best": cell.get("significant"),
                     }
                 )
     ctx.write_table("data/scores", pd.DataFrame(scores))
@@ -73,7 +86,13 @@ def export_runs(ctx: BuildContext) -> None:
     """``data/runs``: every column of the runs frame but the display forms (a deferred task)."""
     runs = ctx.data.runs
     cols = [c for c in runs.columns if c != "board" and not c.endswith("_text")]
-    ctx.write_table("data/runs", runs[cols] if len(runs) else pd.DataFrame(columns=cols))
+    table = runs[cols].copy() if len(runs) else pd.DataFrame(columns=cols)
+    if "flops_per_step" in table.columns:
+        # FLOPs to target: the hardware-neutral cost axis (NaN for a miss or an uncounted run).
+        table["flops_to_target"] = pd.to_numeric(table["flops_per_step"], errors="coerce") * pd.to_numeric(
+            table["steps_to_target"], errors="coerce"
+        )
+    ctx.write_table("data/runs", table)
 
 
 def entries_export(entries: pd.DataFrame | None) -> pd.DataFrame | None:

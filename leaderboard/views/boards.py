@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from db.statuses import FAILED_STATUSES
-from leaderboard import scoring
+from leaderboard import scoring, uncertainty
 from leaderboard.data import SiteData
 from leaderboard.ranking import Board, board_table
 from leaderboard.views.common import has_failure, optimizer_order, ratio_class, scorable_suites, status_text
+from leaderboard.views.confidence import board_confidence
 
 
 def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
     )
     stale_cells = {(r.optimizer, r.suite) for r in stale.itertuples(index=False)}
     stale_only = sorted({o for o, _ in stale_cells} - set(optimizers), key=str)
+    confidence = board_confidence(data, chosen, suites) if optimizers else board_confidence(data, chosen.iloc[0:0], [])
     rows = []
     order = list(scores.index) if len(scores) else []
     for opt in order + stale_only:
@@ -57,6 +59,7 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
                 cells.append({"suite": suite, "css": css, "ratio": None, "ttt": None, "status": "", "entry": None})
                 continue
             ratio = float(ratios.loc[opt, suite])
+            test = confidence["cells"].get((opt, suite), {})
             cells.append(
                 {
                     "suite": suite,
@@ -69,12 +72,26 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
                     "configs": int(entry.configs),
                     "seeds": int(entry.seeds),
                     "entry": entry,
+                    "p_value": test.get("p_value"),
+                    "significant": test.get("significant", False),
+                    "is_best": test.get("best") == opt,
+                    "best_significant": confidence["fastest"].get(suite, False),
                 }
             )
         score = scores.loc[opt] if opt in scores.index else None
+        bounds = {
+            f"score_{column}_{side}": float(frame.at[opt, side]) if opt in frame.index else math.nan
+            for column, frame in confidence["intervals"].items()
+            for side in ("low", "high")
+        }
+        flops = confidence["intervals"].get("flops")
         rows.append(
             {
                 "optimizer": opt,
+                **bounds,
+                "score_flops": float(flops.at[opt, "score"]) if flops is not None and opt in flops.index else math.nan,
+                "rank": confidence["ranks"].get(opt),
+                "tied": confidence["tied"].get(opt, []),
                 "score_time": float(score["score_time"]) if score is not None else math.nan,
                 "score_steps": float(score["score_steps"]) if score is not None else math.nan,
                 "reached": int(score["reached"]) if score is not None else 0,
@@ -107,6 +124,10 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
         "time_table": time_table,
         "steps_table": steps_table,
         "scores": scores,
+        "min_seeds": confidence["min_seeds"],
+        "few_seeds": confidence["min_seeds"] < uncertainty.MIN_SEEDS_FOR_SIGNIFICANCE,
+        "flops_measured": confidence["flops_measured"],
+        "ladder": confidence["ladder"],
     }
 
 
