@@ -13,7 +13,8 @@ TABLES: tuple[tuple[str, str], ...] = (
     ("entries", "per board, suite, optimizer and configuration: medians over seeds"),
     (
         "scores",
-        "per board and optimizer: the performance-profile scores by time, steps and FLOPs with 95 % bootstrap intervals, and the rank (ties share a rank)",
+        "per board and optimizer: the performance-profile scores by time, steps and FLOPs with 95 % "
+        "bootstrap intervals, and the rank (ties share a rank)",
     ),
     ("matrix", "per board, optimizer and suite: time-to-target and ratio to the best"),
     ("approx", "γ/γ_SGD per suite, method and checkpoint"),
