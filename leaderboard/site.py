@@ -32,6 +32,7 @@ from leaderboard import data as site_data
 from leaderboard.catalogue import MethodInfo, SuiteInfo
 from leaderboard.errors import SiteError
 from leaderboard.pages import approx as approx_page
+from leaderboard.pages import claims as claims_page
 from leaderboard.pages import exports as exports_page
 from leaderboard.pages import history as history_page
 from leaderboard.pages import optimizers as optimizers_page
@@ -127,6 +128,7 @@ def write_pages(ctx: BuildContext) -> None:
         ctx.timed("approx", lambda: approx_page.write(ctx))
         ctx.timed("history", lambda: history_page.write(ctx))
         ctx.timed("tunability", lambda: tunability_page.write(ctx))
+        ctx.timed("claims", lambda: claims_page.write(ctx))
         ctx.timed("exports", lambda: exports_page.write(ctx))
         ctx.timed("waiting for plots and run pages", ctx.finish_tasks)
     except BaseException:

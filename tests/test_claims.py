@@ -157,3 +157,18 @@ def test_a_small_claim_end_to_end(tmp_db: str) -> None:
     again = run_claims(store, [SMALL], workers=1)
     assert again[0].ran == 0 and again[0].skipped == 2
     assert np.isfinite(outcome.table[0]["median_a"])
+
+
+@pytest.mark.slow
+def test_the_claims_page_shows_every_claim_and_the_command_where_unmeasured(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from leaderboard.site import build
+
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    run_claims(store, [SMALL], workers=1)
+    build(store, tmp_path / "site", jobs=1)
+    page = (tmp_path / "site" / "claims.html").read_text()
+    for claim in CLAIMS:
+        assert claim.statement.replace("'", "&#39;") in page, claim.id
+    assert "ngbench claims run --only fngd-vs-kfac" in page  # not measured: the command is shown
+    rows = {r["id"]: r for r in __import__("json").loads((tmp_path / "site" / "data" / "claims.json").read_text())}
+    assert rows["fngd-vs-kfac"]["verdict"] == "not measured" and len(rows) == len(CLAIMS)

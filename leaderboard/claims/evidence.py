@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from leaderboard.claims.rules import RULES, CellVerdict, combine
@@ -72,7 +73,8 @@ def run_evidence(experiment: RunExperiment, runs: pd.DataFrame, specs: Mapping[i
         for suite in experiment.suites:
             hparams, budget = arm_hparams(arm, suite), get_suite(suite).budget.steps
             sel = pool[(pool["optimizer"] == arm.optimizer) & (pool["suite"] == suite)]
-            sel = sel[[_matches(specs.get(int(i), {}), arm, hparams, budget, experiment.dtype) for i in sel["id"]]]
+            mask = [_matches(specs.get(int(i), {}), arm, hparams, budget, experiment.dtype) for i in sel["id"]]
+            sel = sel.loc[np.asarray(mask, dtype=bool)] if len(sel) else sel
             for (backend, seed), group in sel.groupby(["backend", "seed"], sort=True):
                 row = group.sort_values("id").iloc[-1]
                 records.append([arm.label, suite, backend, int(seed), int(row["id"]), row["status"],
@@ -144,4 +146,5 @@ def outcome(claim: Claim, runs: pd.DataFrame, specs: Mapping[int, Mapping[str, A
         measured_on=str(newest.get("device") or "") if newest is not None else "",
         measured_at=str(newest.get("finished_at") or "") if newest is not None else "",
         stale=stale,
+        run_ids=tuple(sorted(int(i) for i in used["id"])) if len(used) else (),
     )

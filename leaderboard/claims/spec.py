@@ -128,3 +128,5 @@ class Outcome:
     measured_at: str = ""
     #: Verdicts stored under an older claim version (shown as stale).
     stale: bool = False
+    #: The stored runs behind the verdict (for an approximation: the reference runs).
+    run_ids: tuple[int, ...] = ()

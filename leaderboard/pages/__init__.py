@@ -7,7 +7,8 @@
   workers write them while the rest is rendered), :mod:`~leaderboard.pages.overview`
   (``index.html``, ``boards/``), :mod:`~leaderboard.pages.suites`,
   :mod:`~leaderboard.pages.optimizers`, :mod:`~leaderboard.pages.approx`,
-  :mod:`~leaderboard.pages.history`, :mod:`~leaderboard.pages.tunability` and
+  :mod:`~leaderboard.pages.history`, :mod:`~leaderboard.pages.tunability`,
+  :mod:`~leaderboard.pages.claims` and
   :mod:`~leaderboard.pages.exports` (``data.html`` and ``data/``).
 
 The numbers a page shows come from :mod:`leaderboard.views`; :mod:`leaderboard.site` runs the
