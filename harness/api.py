@@ -145,6 +145,7 @@ def approx_quality(
     db: str | None = None,
     tag: str | None = None,
     on_progress: Any = None,
+    own_damping: bool = False,
 ) -> Any:
     """Approximation quality of every method along a reference trajectory (iEF paper Sec. 6).
 
@@ -153,7 +154,9 @@ def approx_quality(
     ``gamma = sqrt(d^T G d) / |d^T g|`` and its ratio to SGD's, the per-sample gradient-norm
     imbalance and, on small problems, the cosine and relative error to the exact damped natural
     gradient (see ``harness.approx``). ``damping`` sweeps the methods that have a ``damping``
-    hyperparameter; ``hparams`` maps a method to its overrides.
+    hyperparameter; without it every such method uses ONE shared damping
+    (``harness.approx.SHARED_DAMPING``, the paper's protocol), and ``own_damping=True`` uses each
+    method's own default instead. ``hparams`` maps a method to its overrides.
 
     Returns a pandas DataFrame with the columns ``checkpoint`` (0-based), ``step``, ``method``,
     ``damping``, ``batch``, ``gamma``, ``gamma_ratio_sgd``, ``dtg``, ``dtgd``, ``update_norm``,
@@ -169,7 +172,13 @@ def approx_quality(
         reference_hparams=dict(reference_hparams or {}),
         checkpoints=checkpoints,
         batches=batches,
-        damping=tuple(float(x) for x in damping) if damping is not None else None,
+        damping=(
+            None
+            if own_damping
+            else tuple(float(x) for x in damping)
+            if damping is not None
+            else (approx.SHARED_DAMPING,)
+        ),
         seed=seed,
         steps=steps,
         state_window=state_window,

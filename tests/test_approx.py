@@ -533,3 +533,20 @@ def test_cli_bad_input_is_one_clear_line(
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "ngbench.db").exists()
+
+
+def test_the_default_is_one_shared_damping_and_own_defaults_are_the_labelled_option() -> None:
+    """The paper's protocol (Sec. 7 E1): EF, SF and iEF compared at ONE damping by default."""
+    from harness import api
+    from harness.approx import SHARED_DAMPING
+
+    small = {"checkpoints": 1, "batches": 1, "steps": 2, "device": "cpu", "dtype": "float64"}
+    shared = api.approx_quality("tiny-ce", optimizers=["ef", "sf", "ief"], **small)
+    damped = shared[shared["method"].isin(["ef", "sf", "ief"])]
+    assert set(damped["method"]) == {"ef", "sf", "ief"} and set(damped["damping"]) == {SHARED_DAMPING}
+    own = api.approx_quality("tiny-ce", optimizers=["ef", "ief"], own_damping=True, **small)
+    by_method = own.groupby("method")["damping"].first().to_dict()
+    assert by_method["ef"] != by_method["ief"]  # each at its own card default
+    from harness.cli import main
+
+    assert main(["approx", "tiny-ce", "--damping", "1e-3", "--own-damping", "--no-store"]) == 2

@@ -90,7 +90,16 @@ from harness.approx.exact import (
     slice_batch,
 )
 from harness.approx.isolation import evaluate_isolated, evaluate_request
-from harness.approx.planning import ApproxSpec, Plan, Variant, build_variants, needs_feeding, prepare, state_damping
+from harness.approx.planning import (
+    SHARED_DAMPING,
+    ApproxSpec,
+    Plan,
+    Variant,
+    build_variants,
+    needs_feeding,
+    prepare,
+    state_damping,
+)
 from harness.approx.results import (
     COLUMNS,
     REFERENCE_ROLE,
@@ -109,6 +118,7 @@ __all__ = [
     "IMBALANCE_MAX_ENTRIES",
     "LOG_POINTS",
     "REFERENCE_ROLE",
+    "SHARED_DAMPING",
     "SWEEP_KIND",
     "ApproxResult",
     "ApproxSpec",

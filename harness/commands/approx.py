@@ -12,6 +12,7 @@ from rich.text import Text
 from db.store import open_store
 from harness.approx import (
     EXACT_MAX_ENTRIES,
+    SHARED_DAMPING,
     ApproxSpec,
     evaluate,
     evaluate_isolated,
@@ -27,6 +28,16 @@ from harness.errors import ConfigError
 def split_list(items: list[str] | None) -> list[str]:
     """Repeatable, comma-separated option values: ``["a,b", "c"]`` -> ``["a", "b", "c"]``."""
     return [part.strip() for item in items or [] for part in item.split(",") if part.strip()]
+
+
+def approx_dampings(given: tuple[float, ...] | None, own_damping: bool) -> tuple[float, ...] | None:
+    """The dampings to evaluate: ``--damping`` values, else each method's own with
+    ``--own-damping``, else the shared default (the iEF paper's protocol)."""
+    if given is not None and own_damping:
+        raise ConfigError("--damping and --own-damping exclude each other")
+    if own_damping:
+        return None
+    return given if given is not None else (SHARED_DAMPING,)
 
 
 def parse_dampings(items: list[str] | None) -> tuple[float, ...] | None:
@@ -146,6 +157,14 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
         tag: Annotated[str | None, typer.Option(help="Free-text tag stored with the reference run.")] = None,
         no_store: Annotated[bool, typer.Option("--no-store", help="Do not write to the database.")] = False,
+        own_damping: Annotated[
+            bool,
+            typer.Option(
+                "--own-damping",
+                help="Evaluate every method at its own default damping instead of the shared one "
+                f"(default: one shared damping {SHARED_DAMPING:g} for every method that has one, the paper's E1).",
+            ),
+        ] = False,
     ) -> None:
         """Approximation quality (iEF paper Sec. 6): gamma/gamma_SGD of every method along a reference run."""
         spec = ApproxSpec(
@@ -156,7 +175,7 @@ def register(app: typer.Typer) -> None:
             reference_hparams=parse_assignments(reference_set),
             checkpoints=checkpoints,
             batches=batches,
-            damping=parse_dampings(damping),
+            damping=approx_dampings(parse_dampings(damping), own_damping),
             seed=seed,
             steps=steps,
             state_window=state_window,
