@@ -63,6 +63,7 @@ SCORED_ROLES: Mapping[str, frozenset[str]] = {
     "tuned": frozenset({"rerun"}),
 }
 DEFAULT_ROLES: frozenset[str] = frozenset({"run", "rerun"})
+#: Display order of boards: tracks, then backends (unknown ones after these, by name).
 TRACK_ORDER: tuple[str, ...] = ("untuned", "tuned")
 BACKEND_ORDER: tuple[str, ...] = ("torch", "jax")
 
@@ -96,6 +97,7 @@ def _numeric(series: pd.Series) -> pd.Series:
 
 
 def _config_key(hparams: Any, dtype: Any) -> str:
+    """A configuration: runs with the same hyperparameters and dtype are seeds of one entry."""
     text = json.dumps({"h": hparams or {}, "d": dtype}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
