@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.orchestrator import run_sweep
+from harness.orchestrator import SweepSummary, run_sweep
 from harness.runner import metric_mode
 from harness.sweep.protocol import ROLE_RERUN
 from harness.sweep.schema import RunRole, SweepPlan
@@ -20,8 +20,8 @@ from suites import get_suite
 class TuneSummary:
     """What a tuned sweep did: the two phases and each study's selection."""
 
-    trials: Any
-    reruns: Any = None
+    trials: SweepSummary
+    reruns: SweepSummary | None = None
     selections: list[Selection] = field(default_factory=list)
 
     @property
@@ -33,7 +33,7 @@ class TuneSummary:
         return int(self.trials.sweep_id)
 
 
-def rerun_plan(plan: Any, selections: Sequence[Selection]) -> Any:
+def rerun_plan(plan: SweepPlan, selections: Sequence[Selection]) -> SweepPlan:
     """The second phase: the chosen configuration of every decided study on the re-run seeds."""
     specs, roles = [], []
     for sel in selections:
@@ -54,7 +54,7 @@ def rerun_plan(plan: Any, selections: Sequence[Selection]) -> Any:
 
 
 def run_tuned(
-    plan: Any,
+    plan: SweepPlan,
     store: Any,
     executor: Any,
     *,
