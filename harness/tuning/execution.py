@@ -54,7 +54,7 @@ def rerun_plan(plan: SweepPlan, selections: Sequence[Selection]) -> SweepPlan:
 
 
 def run_tuned(
-    plan: SweepPlan,
+    plan: Any,
     store: Any,
     executor: Any,
     *,
