@@ -63,7 +63,7 @@ def run_tuned(
     progress: Callable[[str], Any] | None = None,
     on_selection: Callable[[Selection], None] | None = None,
 ) -> TuneSummary:
-    """Run a tuned plan (``harness.sweep.expand`` of a sweep with ``trials``): the trials, the
+    """Run a tuned plan (``harness.plans.expand`` of a sweep with ``trials``): the trials, the
     selection per study, the re-runs, in one sweep row (see the module docstring).
 
     ``progress(phase)`` makes a fresh :class:`harness.progress.SweepProgress` per phase.
