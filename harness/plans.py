@@ -21,10 +21,10 @@ from rich.text import Text
 from db.store import Store, open_store
 from harness.errors import ConfigError
 from harness.executors import EXECUTORS, make_executor
-from harness.orchestrator import SweepSummary, run_sweep
+from harness.orchestrator import run_sweep
 from harness.progress import SweepProgress
 from harness.sweep import SweepConfig, SweepPlan, expand_untuned, load_config, resolve
-from harness.tuning import TuneSummary, expand_tuned, run_tuned
+from harness.tuning import expand_tuned, run_tuned
 
 
 def expand(config: SweepConfig, *, where: str | None = None) -> SweepPlan:
@@ -64,12 +64,13 @@ def run_plan(
     isolation: str,
     *,
     console: Console,
-) -> tuple[SweepSummary | TuneSummary, Store]:
+) -> tuple[Any, Store]:
     """Run a validated plan (plain or tuned); ``(summary, store)``. Skipped combinations and the
     progress of each phase are shown on ``console``.
 
     Bad executor options fail before the database is touched, and an unreachable database
-    before any worker starts. For a tuned plan the summary is a :class:`harness.tuning.TuneSummary`.
+    before any worker starts. The summary is a :class:`harness.orchestrator.SweepSummary`, or for a
+    tuned plan a :class:`harness.tuning.TuneSummary`.
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")

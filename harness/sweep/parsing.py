@@ -179,7 +179,7 @@ def _subtables(
 def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = None) -> SweepConfig:
     """Parse and type-check a sweep (a TOML path, TOML text via ``where``, or a mapping).
 
-    Names are not resolved here (see :func:`expand`); this is the structural check.
+    Names are not resolved here (see :func:`harness.plans.expand`); this is the structural check.
     """
     if isinstance(source, Mapping):
         raw = dict(source)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.orchestrator import run_sweep
+from harness.orchestrator import SweepSummary, run_sweep
 from harness.runner import metric_mode
 from harness.sweep.protocol import ROLE_RERUN
 from harness.sweep.schema import RunRole, SweepPlan
@@ -20,8 +20,8 @@ from suites import get_suite
 class TuneSummary:
     """What a tuned sweep did: the two phases and each study's selection."""
 
-    trials: Any
-    reruns: Any = None
+    trials: SweepSummary
+    reruns: SweepSummary | None = None
     selections: list[Selection] = field(default_factory=list)
 
     @property
@@ -33,7 +33,7 @@ class TuneSummary:
         return int(self.trials.sweep_id)
 
 
-def rerun_plan(plan: Any, selections: Sequence[Selection]) -> Any:
+def rerun_plan(plan: SweepPlan, selections: Sequence[Selection]) -> SweepPlan:
     """The second phase: the chosen configuration of every decided study on the re-run seeds."""
     specs, roles = [], []
     for sel in selections:
@@ -63,7 +63,7 @@ def run_tuned(
     progress: Callable[[str], Any] | None = None,
     on_selection: Callable[[Selection], None] | None = None,
 ) -> TuneSummary:
-    """Run a tuned plan (``harness.sweep.expand`` of a sweep with ``trials``): the trials, the
+    """Run a tuned plan (``harness.plans.expand`` of a sweep with ``trials``): the trials, the
     selection per study, the re-runs, in one sweep row (see the module docstring).
 
     ``progress(phase)`` makes a fresh :class:`harness.progress.SweepProgress` per phase.

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from backends.spec import Distribution, sample_distribution
 from harness.sweep.protocol import DEFAULT_SAMPLER, SAMPLERS
@@ -35,6 +34,10 @@ def unit_samples(n: int, d: int, *, sampler: str = DEFAULT_SAMPLER, seed: int = 
         raise ValueError(f"need at least one sample, got {n}")
     if d == 0:
         return np.zeros((n, 0))
+    # scipy.stats costs about half a second to import and only sampling needs it: importing it here
+    # keeps every command line start (``ngbench --help``) and every worker that never samples fast.
+    from scipy.stats import qmc
+
     rng = np.random.default_rng(seed)
     if sampler == "halton":
         return np.asarray(qmc.Halton(d, scramble=True, rng=rng).random(n))
