@@ -141,7 +141,9 @@ def register(app: typer.Typer) -> None:
         """Approximation quality (iEF paper Sec. 6): gamma/gamma_SGD of every method along a reference run."""
         from harness.approx import EXACT_MAX_ENTRIES, ApproxSpec, evaluate, evaluate_isolated, prepare, store_result
         from harness.commands.runs import parse_assignments
+        from harness.devices import single_device
 
+        single_device(device)  # a GPU that is not there fails here, before anything runs
         spec = ApproxSpec(
             suite=suite,
             backend=backend,

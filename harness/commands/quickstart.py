@@ -5,9 +5,10 @@ the same orchestrator as ``ngbench sweep`` (fresh worker per run, exactly-once s
 into the default SQLite file, then the static site; it prints where both are. Running it again
 completes only what is missing and rebuilds the site.
 
-Runs go to one worker per core (at most four), each with its own thread, so they do not share
-cores. ``minilm-lora`` is left out by default (a minute or more per run on two cores); name it with
-``--suite`` to include it.
+Runs go to one worker per GPU, else one worker per core (at most four), each with its own
+thread, so they do not share cores (:func:`harness.devices.plan_devices`). ``minilm-lora`` is
+left out by default (a minute or more per run on two cores); name it with ``--suite`` to
+include it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends (default: torch).")] = None,
         seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0..K-1 per run.")] = 1,
         workers: Annotated[
-            int | None, typer.Option("--workers", min=1, help="Parallel workers [one per core, at most 4].")
+            int | None,
+            typer.Option("--workers", min=1, help="Parallel workers [one per GPU, else one per core, at most 4]."),
         ] = None,
     ) -> None:
         """Run every optimizer on the CPU-size suites, store the runs, build the site."""
@@ -70,8 +72,8 @@ def register(app: typer.Typer) -> None:
         names = suite or [s.name for s in list_suites("ci") if s.name not in SLOW_SUITES]
         raw = quickstart_config(names, backends, list(range(seeds)))
         plan = expand(load_config(raw, where="ngbench quickstart"), where="ngbench quickstart")
-        n_workers = workers or max(1, min(4, os.cpu_count() or 1))
-        summary, store = run_plan("sweep", plan, "local", None, n_workers, True, db, None, "fork")
+        cpu_workers = max(1, min(4, os.cpu_count() or 1))
+        summary, store = run_plan("sweep", plan, "local", None, workers, True, db, None, "fork", cpu_workers)
         url = store.display_url
         store.dispose()
         console = make_console()

@@ -177,8 +177,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run one optimizer on one suite, measured, and store the result."""
         from db.store import open_store
+        from harness.devices import single_device
         from harness.runner import RunSpec, execute, prepare
 
+        single_device(device)  # a GPU that is not there fails here, before anything is written
         spec = RunSpec(
             suite=suite,
             optimizer=optimizer,

@@ -116,7 +116,9 @@ def register(app: typer.Typer) -> None:
         file (it edits nothing). See harness/calibrate.py for the procedure.
         """
         from harness.calibrate import calibrate
+        from harness.devices import single_device
 
+        single_device(device)  # a GPU that is not there fails here, before any run
         apply_data_dir(data_dir)
         if dtype not in ("float32", "float64"):
             raise ConfigError(f"unknown dtype {dtype!r} (known: float32, float64)")

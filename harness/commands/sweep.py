@@ -156,8 +156,12 @@ def run_plan(
     db: str | None,
     ray_address: str | None,
     isolation: str,
+    default_workers: int | None = None,
 ) -> tuple[Any, Any]:
     """Run a validated plan (plain or tuned) and print its summary; ``(summary, store)``.
+
+    ``n_workers`` is what the user asked for; ``default_workers`` the command's own default for
+    CPU workers (devices are planned by :func:`harness.devices.plan_devices`).
 
     For a tuned plan the summary is a :class:`harness.tuning.TuneSummary`.
     """
@@ -177,7 +181,7 @@ def run_plan(
     if executor == "ray":
         options["ray_address"] = ray_address
     elif executor == "local":
-        options["isolation"] = isolation
+        options.update(isolation=isolation, default_workers=default_workers)
     ex = make_executor(executor, **options)  # bad executor options fail before the database is touched
     store = open_store(db)  # an unreachable database fails here, before any worker starts
     _not_dumpable()
