@@ -199,6 +199,7 @@ def _invoke(args: list[str]) -> Any:
     [
         ("quickstart", []),
         ("quickstart", ["--workers", "1"]),
+        ("quickstart", ["--devices", "cpu", "--workers", "2"]),
         ("sweep", []),
         ("nightly", []),
         ("sweep", ["--devices", "cpu", "--workers", "2"]),

@@ -4,6 +4,7 @@ and the absolute peak stays the process's (docs/measurement.md, "Memory")."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -102,3 +103,34 @@ def test_failed_run_before_the_baseline_has_only_the_absolute_peak() -> None:
     meter = MemoryMeter(object())
     absolute, above, kind = meter.read()
     assert absolute and absolute > 0 and above is None and kind == "cpu_process_peak_rss"
+
+
+def test_a_database_of_revision_0001_gains_the_column_and_keeps_its_runs(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    from db.engine import alembic_config, head_revision
+    from db.store import open_store
+    from harness.runner import RunResult
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        assert "peak_memory_above_baseline_bytes" not in {c["name"] for c in sa.inspect(conn).get_columns("runs")}
+    engine.dispose()
+    store = open_store(url)  # migrates to head
+    spec = RunSpec("tiny-ce", "sgd", device="cpu")
+    result = RunResult(spec, status="done", key="k" * 32, peak_memory_bytes=300 * MiB)
+    result.peak_memory_above_baseline_bytes = 5 * MiB
+    run_id = store.save_run(result)
+    with store.engine.connect() as conn:
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        row = conn.execute(
+            sa.text("SELECT peak_memory_bytes, peak_memory_above_baseline_bytes FROM runs WHERE id = :i"), {"i": run_id}
+        ).one()
+    store.dispose()
+    assert version == head_revision() == "0002"
+    assert tuple(row) == (300 * MiB, 5 * MiB)

@@ -21,6 +21,7 @@ import typer
 from rich.text import Text
 
 from harness.commands.runs import DbOption, make_console
+from harness.commands.sweep import DevicesOption
 
 #: Suites the quickstart leaves out unless named: minutes per run on a laptop CPU.
 SLOW_SUITES = frozenset({"minilm-lora"})
@@ -56,13 +57,14 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--workers", min=1, help="Parallel workers [one per GPU, else one per core, at most 4]."),
         ] = None,
+        devices: DevicesOption = None,
     ) -> None:
         """Run every optimizer on the CPU-size suites, store the runs, build the site."""
         from harness import registry
         from harness.commands.site import build_site
         from harness.commands.sweep import run_plan
         from harness.errors import ConfigError
-        from harness.sweep import expand, load_config
+        from harness.sweep import expand, load_config, parse_devices
         from suites import list_suites
 
         backends = backend or ["torch"]
@@ -73,7 +75,8 @@ def register(app: typer.Typer) -> None:
         raw = quickstart_config(names, backends, list(range(seeds)))
         plan = expand(load_config(raw, where="ngbench quickstart"), where="ngbench quickstart")
         cpu_workers = max(1, min(4, os.cpu_count() or 1))
-        summary, store = run_plan("sweep", plan, "local", None, workers, True, db, None, "fork", cpu_workers)
+        devs = parse_devices(devices)
+        summary, store = run_plan("sweep", plan, "local", devs, workers, True, db, None, "fork", cpu_workers)
         url = store.display_url
         store.dispose()
         console = make_console()

@@ -227,6 +227,7 @@ def register(app: typer.Typer) -> None:
             "compile_time_s": result.compile_time_s,
             "step_time_median_s": result.step_time_median_s,
             "peak_memory_bytes": result.peak_memory_bytes,
+            "peak_memory_above_baseline_bytes": result.peak_memory_above_baseline_bytes,
             "memory_kind": result.memory_kind,
             "passes_per_step": result.passes_per_step,
         }
@@ -240,7 +241,8 @@ def register(app: typer.Typer) -> None:
                     f"{result.steps} steps; train loss {fmt_float(result.initial_train_loss)} -> "
                     f"{fmt_float(result.final_train_loss)}; best {result.val_metric} "
                     f"{fmt_float(result.best_val_metric)}; median step {fmt_seconds(result.step_time_median_s)}; "
-                    f"peak memory {fmt_bytes(result.peak_memory_bytes)} ({result.memory_kind})"
+                    f"peak memory {fmt_bytes(result.peak_memory_bytes)} ({result.memory_kind}), "
+                    f"{fmt_bytes(result.peak_memory_above_baseline_bytes)} above the baseline"
                 )
             )
             console.print(Text(f"stored as run {run_id} in {store.display_url}"))
