@@ -2,7 +2,8 @@
 
 The **baseline** is taken once the problem, its data and the optimizer state exist, just before
 the first timed step; from then on the meter tracks the high-water mark of the training steps,
-with evaluations left out where the device lets a peak be reset. A run reports
+with evaluations and warm-up steps (compilation, lazy initialisation: booked apart like their
+time) left out where the device lets a peak be reset. A run reports
 
 * ``peak_memory_above_baseline_bytes``: the steps' peak minus the memory in use at the baseline
   (what the optimizer's step costs: its temporaries, factors, per-example gradients ...);
@@ -146,6 +147,8 @@ class MemoryMeter:
         self.base: int | None = None
         self.base_peak = 0
         self.steps_peak: int | None = None
+        self.warmup_peak: int | None = None
+        self.steady_steps = 0
         self._paused = False
 
     def baseline(self) -> None:
@@ -155,6 +158,20 @@ class MemoryMeter:
         self.source.reset()
         self.base = self.source.in_use()
         self.steps_peak = None
+
+    def step_done(self, warmup: bool) -> None:
+        """A timed step ended. A warm-up step's peak (compilation, lazy initialisation) is booked
+        apart, like its time (docs/measurement.md, "Compile time"), where the peak can be reset;
+        it counts only if the run has no steady step at all."""
+        if not warmup:
+            self.steady_steps += 1
+            return
+        if self.base is None or not self.source.resettable:
+            return
+        peak = self.source.peak()
+        self.absolute = max(self.absolute, peak)
+        self.warmup_peak = peak if self.warmup_peak is None else max(self.warmup_peak, peak)
+        self.source.reset()
 
     def pause(self) -> None:
         """Untimed work follows: fold the steps' peak so far in."""
@@ -180,6 +197,8 @@ class MemoryMeter:
         """``(absolute peak, peak above the baseline, kind)`` in bytes."""
         if not self._paused:
             self._fold()
+        if self.steady_steps == 0 and self.warmup_peak is not None:
+            self.steps_peak = max(self.steps_peak or 0, self.warmup_peak)
         above = None
         if self.base is not None and self.steps_peak is not None:
             if not self.source.resettable and self.steps_peak <= self.base_peak:

@@ -308,7 +308,10 @@ def _loop(
         problem.block(params, stats)
         dt = time.perf_counter() - t_start
         # A step that compiled is warm-up; where nothing ever compiles, the first step is.
-        if step_fn.compile_count > compiles or (step == 0 and step_fn.compile_count == 0):
+        # Its memory peak, like its time, is booked apart (harness.memory).
+        warmup = step_fn.compile_count > compiles or (step == 0 and step_fn.compile_count == 0)
+        meter.step_done(warmup)
+        if warmup:
             warmup_times.append(dt)
             if step_times:
                 clock += float(np.median(step_times))

@@ -26,7 +26,8 @@ def _run(optimizer: str, **kw: Any) -> Any:
 
 
 def test_a_step_that_allocates_raises_the_peak_above_baseline() -> None:
-    _run("Plain")  # torch's lazy imports of the first backward pass (sweep workers preload them)
+    # torch's lazy imports of the first backward pass stay resident (sweep workers preload them)
+    _run("Plain")
     plain, alloc = _run("Plain"), _run("Allocating")
     assert plain.status == alloc.status == "budget_exhausted", (plain.error, alloc.error)
     assert plain.memory_kind == alloc.memory_kind == "cpu_process_peak_rss"
@@ -87,6 +88,22 @@ def test_meter_resets_at_the_baseline_and_leaves_out_paused_work() -> None:
     meter.resume()
     dev.touch(20)  # another step
     assert meter.read() == (1100, 30, "fake")
+
+
+def test_meter_books_warmup_steps_apart_unless_there_is_nothing_else() -> None:
+    dev = _FakeDevice(resettable=True)
+    meter = MemoryMeter(None, source=dev)
+    meter.baseline()
+    dev.touch(900)  # the first step compiles
+    meter.step_done(warmup=True)
+    dev.touch(30)
+    meter.step_done(warmup=False)
+    assert meter.read() == (1000, 30, "fake")
+    only = MemoryMeter(None, source=_FakeDevice(resettable=True))
+    only.baseline()
+    only.source.touch(900)
+    only.step_done(warmup=True)  # a one-step run: its only step is all there is
+    assert only.read() == (1000, 900, "fake")
 
 
 def test_meter_without_reset_reports_only_what_it_can_know() -> None:

@@ -161,20 +161,24 @@ class LocalExecutor(Executor):
 
     def _retire(self, lane: Lane, reason: str) -> None:
         """Stop ``lane`` taking jobs; when no lane is left, the queued jobs come back ``crashed``."""
-        with self._lock:
+        drained: list[Job] = []
+        with self._lock:  # submit() queues under the same lock: no job slips in after the drain
             self.retired[lane.name] = reason
-            last = len(self.retired) == len(self._plan)
-        if not last:
-            return
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
+            if len(self.retired) < len(self._plan):
                 return
-            if job is None:
-                continue
-            message = f"not run: every GPU lane is retired ({'; '.join(self.retired.values())})"
-            self._results.put(Outcome(job, failed_result(job, "crashed", message), {}, lane.name))
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    drained.append(job)
+        for job in drained:
+            self._results.put(self._not_run(job))
+
+    def _not_run(self, job: Job) -> Outcome:
+        message = f"not run: every GPU lane is retired ({'; '.join(self.retired.values())})"
+        return Outcome(job, failed_result(job, "crashed", message), {}, "retired")
 
     def probe(self, backend: str) -> dict[str, Any]:
         if not self.lanes:
@@ -185,12 +189,10 @@ class LocalExecutor(Executor):
     def submit(self, job: Job) -> None:
         self._submitted += 1
         with self._lock:
-            dead = self._plan and len(self.retired) == len(self._plan)
-        if dead:
-            message = f"not run: every GPU lane is retired ({'; '.join(self.retired.values())})"
-            self._results.put(Outcome(job, failed_result(job, "crashed", message), {}, "retired"))
-            return
-        self._jobs.put(job)
+            if len(self.retired) < len(self._plan):
+                self._jobs.put(job)
+                return
+        self._results.put(self._not_run(job))
 
     def next_outcome(self, timeout: float | None = None) -> Outcome | None:
         try:
