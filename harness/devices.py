@@ -4,7 +4,7 @@ One pure function, :func:`plan_devices`, turns the request (``--devices``, ``--w
 command's own default worker count) and the inventory (GPUs visible, CPU cores) into a
 :class:`DevicePlan`; ``sweep``, ``nightly``, ``tune`` and ``quickstart`` go through it (via the
 executors), ``run``, ``calibrate`` and ``approx`` resolve their single device with
-:func:`single_device`. The rules (docs/sweeps.md, "Devices"):
+:func:`single_device`. The rules (docs/sweeps.md, "Executors"):
 
 * **local, GPUs** (``--devices 0,2``, or every visible GPU when ``--devices`` is left out):
   one worker per GPU, ``CUDA_VISIBLE_DEVICES`` per worker (mapped through the parent's own
@@ -184,13 +184,14 @@ def _plan_ray(devices: Sequence[str] | None, workers: int | None, gpus: int, cpu
 
 def single_device(device: str, gpus: int | None = None) -> str:
     """The device of an in-process command (``run``, ``calibrate``, ``approx``): ``auto`` is
-    ``cuda:0`` when a GPU is visible, else ``cpu``; ``cuda[:N]`` must name a visible GPU."""
+    ``cuda:0`` when a GPU is visible, else ``cpu``; ``cuda[:N]`` must name a visible GPU. Other
+    device strings are the backend's to judge and come back unchanged."""
     text = device.strip().lower()
     kind, _, index = text.partition(":")
-    if kind not in ("auto", "cpu", "cuda", "gpu") or (index and not index.isdigit()):
+    if kind not in ("auto", "cuda", "gpu"):
+        return text
+    if index and not index.isdigit():
         raise ConfigError(f"unknown device {device!r} (known: auto, cpu, cuda, cuda:N)")
-    if kind == "cpu":
-        return "cpu"
     n = visible_gpu_count() if gpus is None else gpus
     if kind == "auto":
         return "cuda:0" if n else "cpu"

@@ -139,7 +139,8 @@ def test_bad_requests_are_config_errors() -> None:
         ("cuda:7", 8, "cuda:7"),
         ("cuda", 0, "--device cuda: 0 GPU"),
         ("cuda:2", 2, "--device cuda:2: 2 GPU"),
-        ("tpu", 1, "unknown device 'tpu'"),
+        ("cuda:x", 1, "unknown device 'cuda:x'"),
+        ("mps", 0, "mps"),  # the backend's to judge
     ],
 )
 def test_single_device_of_in_process_commands(device: str, gpus: int, expected: str) -> None:
