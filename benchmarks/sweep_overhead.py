@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 
 
 def _plan(runs: int, steps: int, suite: str = "tiny-ce") -> Any:
-    from harness.sweep import expand, load_config
+    from harness.plans import expand
+    from harness.sweep import load_config
 
     return expand(
         load_config(

@@ -2,8 +2,9 @@
 
 * :func:`resolve_url` turns ``None`` (then ``NGBENCH_DB_URL``, then ``./ngbench.db``), a file
   path or a SQLAlchemy URL into a URL.
-* :func:`masked` renders a URL with its password replaced by ``***``: use it wherever a URL is
-  stored, logged or shown.
+* :func:`masked` renders a URL with every secret (the password, secret query parameters)
+  replaced by ``***``: use it wherever a URL is stored, logged or shown; :func:`scrub` removes a
+  URL's secrets from an error message.
 * :func:`connect` creates the engine (SQLite: WAL journal, busy timeout, foreign keys), checks
   that the server answers, and migrates the schema to the newest revision.
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -36,13 +38,59 @@ def resolve_url(db: str | os.PathLike[str] | None = None) -> str:
     return f"sqlite:///{Path(db).expanduser().resolve()}"
 
 
-def masked(url: str) -> str:
-    """``url`` with the password (if any) replaced by ``***``."""
+#: Query parameters of a database URL whose values are secrets (libpq and driver spellings).
+SECRET_QUERY_KEYS = frozenset({"password", "pass", "passwd", "pwd", "sslpassword", "secret", "token", "api_key"})
+MASK = "***"
+
+
+def _secret_key(key: str) -> bool:
+    k = key.lower()
+    return k in SECRET_QUERY_KEYS or "password" in k or "secret" in k or "token" in k
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secret values a URL carries: the userinfo password and secret query parameters."""
     try:
         u = make_url(url)
-    except ArgumentError:
-        return "<invalid database URL>"
-    return u.render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        found = [m.group(0)[len(m.group(1)) : -1] for m in _USERINFO.finditer(url)]
+        return [s for s in found if s]
+    found = [u.password] if u.password else []
+    for key, value in u.query.items():
+        if _secret_key(key):
+            found += [v for v in ((value,) if isinstance(value, str) else value) if v]
+    return [str(s) for s in found]
+
+
+def masked(url: str) -> str:
+    """``url`` with every secret replaced by ``***``: the userinfo password and the values of
+    secret query parameters (``password``, ``sslpassword``, anything naming a password, secret or
+    token). A URL that does not parse is not echoed at all."""
+    try:
+        u = make_url(url)
+        _ = u.port
+    except (ArgumentError, ValueError):
+        return _pattern_masked(url)
+    # A multi-valued secret collapses to one mask.
+    query = {key: (MASK if _secret_key(key) else value) for key, value in u.query.items()}
+    rendered = u.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace("%2A%2A%2A", MASK)
+
+
+_USERINFO = re.compile(r"(//[^/@:?#]*:)[^/@?#]*@")
+_QUERY_SECRET = re.compile(r"([?&][^=&#]*(?:pass|pwd|secret|token|key)[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+def _pattern_masked(url: str) -> str:
+    """Masking for a URL that does not parse: the same secrets found by pattern."""
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, _USERINFO.sub(lambda m: m.group(1) + MASK + "@", url))
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message) with every secret of ``url`` replaced by ``***``."""
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -57,8 +105,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 def make_engine(url: str) -> Engine:
     try:
         u = make_url(url)
-    except ArgumentError:
-        raise DatabaseError(f"invalid database URL {masked(url)!r}") from None
+        _ = u.port  # a non-numeric port fails here, with one line, not deep in the driver
+    except (ArgumentError, ValueError) as exc:
+        reason = "not a URL" if isinstance(exc, ArgumentError) else f"bad port ({exc})"
+        raise DatabaseError(f"invalid database URL {masked(url)}: {scrub(reason, url)}") from None
     kwargs: dict[str, object] = {"future": True}
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
@@ -73,7 +123,7 @@ def make_engine(url: str) -> Engine:
     try:
         engine = create_engine(u, **kwargs)
     except (ArgumentError, SQLAlchemyError, ModuleNotFoundError) as exc:
-        raise DatabaseError(f"cannot use database {masked(url)}: {exc}") from None
+        raise DatabaseError(f"cannot use database {masked(url)}: {scrub(str(exc), url)}") from None
     if u.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -138,7 +188,7 @@ def connect(db: str | os.PathLike[str] | None = None, *, migrate: bool = True) -
     except (SQLAlchemyError, OSError) as exc:
         engine.dispose()
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(f"cannot reach database {masked(url)}: {reason}") from None
+        raise DatabaseError(f"cannot reach database {masked(url)}: {scrub(reason, url)}") from None
     if migrate:
         upgrade(engine, url)
     return engine, url

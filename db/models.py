@@ -126,6 +126,8 @@ class Run(Base):
     #: The timed steps' peak above the run's baseline (docs/measurement.md, "Memory").
     peak_memory_above_baseline_bytes: Mapped[int | None] = mapped_column(BigInteger)
     memory_kind: Mapped[str | None] = mapped_column(String(64))
+    #: Floating-point operations of one step as the framework counts them (docs/measurement.md).
+    flops_per_step: Mapped[float | None] = mapped_column(Float)
     passes_per_step: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

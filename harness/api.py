@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from harness import registry
+from db import store as db_store
+from harness import approx, registry
 from harness.runner import RunResult, RunSpec, execute, prepare
 from suites import get_suite
 from suites import list_suites as _list_suites
@@ -117,8 +118,6 @@ def run(
     )
     store = None
     if db is not None:
-        from db import store as db_store
-
         store = db_store.open_store(db)  # fail on an unreachable database before running
     result = execute(spec, on_step=on_step)
     if store is not None:
@@ -162,8 +161,6 @@ def approx_quality(
     ``skipped`` (method -> reason), ``checkpoint_steps``, ``checkpoint_metrics``, ``exact_ng``
     and ``run_id`` (the stored reference run when ``db`` is given).
     """
-    from harness import approx
-
     spec = approx.ApproxSpec(
         suite=suite,
         backend=backend,
@@ -185,8 +182,6 @@ def approx_quality(
     plan = approx.prepare(spec)
     store = None
     if db is not None:
-        from db import store as db_store
-
         store = db_store.open_store(db)  # fail on an unreachable database before running
     result = approx.evaluate(spec, plan=plan, on_progress=on_progress)
     if store is not None:

@@ -113,6 +113,15 @@ class CalibrationReport:
         times = [h[1] for h in hits if h is not None]
         return float(statistics.median(times)) if times else None
 
+    def initial_value(self) -> float | None:
+        """Median over the best configuration's seeds of the metric at step 0 (the ladder's foot)."""
+        values = []
+        for run in self.best.runs:
+            steps, _, metric = run.series(self.suite.val_metric)
+            if len(steps) and int(steps[0]) == 0 and math.isfinite(float(metric[0])):
+                values.append(float(metric[0]))
+        return round(float(statistics.median(values)), 6) if values else None
+
     def machine(self) -> str:
         env = self.best.runs[0].environment if self.best.runs else {}
         threads = env.get("env", {}).get("OMP_NUM_THREADS", "?") if isinstance(env.get("env"), dict) else "?"
@@ -134,7 +143,8 @@ class CalibrationReport:
             f'calibration=Calibration(optimizer="{self.optimizer}", hparams=({hp},), grid="{self.grid}", '
             f"seeds={self.seeds}, steps={self.steps}, values=({values},), "
             f'backend="{self.backend}", dtype="{self.dtype}", '
-            f"time_to_target_s={(round(ttt, 2) if ttt is not None else None)!r}, machine={self.machine()!r}),"
+            f"time_to_target_s={(round(ttt, 2) if ttt is not None else None)!r}, machine={self.machine()!r}, "
+            f"initial_value={self.initial_value()!r}),"
         )
 
     def table(self) -> list[list[str]]:

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.commands.tune",
     "harness.commands.quickstart",
     "harness.commands.doctor",
+    "harness.commands.claims",
 )
 
 app = typer.Typer(

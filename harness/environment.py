@@ -108,7 +108,7 @@ def device_info(backend: str, device: str) -> dict[str, Any]:
     """Device kind and name for the device a run used (imports only that backend)."""
     info: dict[str, Any] = {"device_kind": "cpu", "device_name": _cpu_model(), "cuda": None, "driver": None}
     if backend == "torch":
-        import torch
+        import torch  # only the backend the run used
 
         info["threads"] = torch.get_num_threads()
         if device.startswith("cuda") and torch.cuda.is_available():
@@ -121,7 +121,7 @@ def device_info(backend: str, device: str) -> dict[str, Any]:
                 driver=_nvidia_driver(),
             )
     elif backend == "jax":
-        import jax
+        import jax  # optional dependency (the "jax" extra)
 
         dev = jax.devices()[0]
         if dev.platform == "gpu":

@@ -21,14 +21,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.spec import (
+    BACKENDS,
     ENTRY_POINT_GROUP,
     Choice,
+    HyperparameterError,
     LogUniform,
     OneMinusLogUniform,
     Uniform,
     hparam_fields,
     hparams_dict,
 )
+from harness import registry
+from harness.errors import USER_ERRORS
+from harness.keys import adapter_version
+from harness.worker import request_in_worker
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,6 @@ class AdapterInfo:
 
     def resolve(self, point: Mapping[str, Any], preset: str | None = None) -> dict[str, Any]:
         """The resolved hyperparameters of a requested point; raises the validation error."""
-        from backends.spec import HyperparameterError
-
         entry = self.resolved[point_key(point, preset)]
         if "error" in entry:
             raise HyperparameterError(entry["error"])
@@ -86,16 +90,12 @@ def point_key(point: Mapping[str, Any], preset: str | None = None) -> str:
 
 def is_builtin(name: str, backend: str) -> bool:
     """Whether ``name`` is one of ngbench's own adapters in ``backend`` (imports only those)."""
-    from harness import registry
-
     return ":" not in name and name in registry.builtin_names(backend)
 
 
 def entry_point_names(backend: str) -> list[str]:
     """Names offered by installed distributions for ``backend``, read from their metadata only
     (``name`` or ``name.<backend>``; nothing is imported)."""
-    from backends.spec import BACKENDS
-
     out = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         head, dot, tail = ep.name.rpartition(".")
@@ -156,9 +156,6 @@ def _jsonable(value: Any) -> Any:
 
 def describe_class(cls: type, points: Iterable[tuple[Mapping[str, Any], str | None]] = ()) -> AdapterInfo:
     """Describe an adapter class (in the process that imported it) and validate ``points``."""
-    from harness import registry
-    from harness.keys import adapter_version
-
     hints = typing.get_type_hints(cls.Hyperparams)  # type: ignore[attr-defined]
     docs = []
     for name, f in hparam_fields(cls.Hyperparams).items():  # type: ignore[attr-defined]
@@ -213,17 +210,19 @@ class DescribeRequest:
 
 def describe_here(request: Mapping[str, Any]) -> dict[str, Any]:
     """Body of the worker's ``describe`` request: ``{"info": ...}`` or ``{"error": message}``."""
-    from harness.errors import USER_ERRORS
-    from harness.registry import get_adapter
-
     points = [(dict(p), s) for p, s in request.get("points", [[{}, None]])]
     try:
-        cls = get_adapter(request["optimizer"], request["backend"])
+        cls = registry.get_adapter(request["optimizer"], request["backend"])
         return {"info": describe_class(cls, points).to_dict()}
     except USER_ERRORS as exc:
         return {"error": str(exc)}
     except Exception as exc:  # third-party code may raise anything while being described
         return {"error": f"cannot describe adapter {request['optimizer']!r}: {type(exc).__name__}: {exc}"}
+
+
+def describe_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The worker's ``describe`` handler: ``{"items": [DescribeRequest dict, ...]}`` → ``{"describe": [...]}``."""
+    return {"describe": [describe_here(item) for item in request["items"]]}
 
 
 def describe(
@@ -243,10 +242,13 @@ def describe(
         else:
             external.append(i)
     if external:
-        from harness.worker import request_in_worker
-
         envelope = request_in_worker(
-            {"op": "describe", "items": [requests[i].to_dict() for i in external]}, timeout_s=timeout_s
+            {
+                "op": "describe",
+                "handler": f"{__name__}:describe_request",
+                "items": [requests[i].to_dict() for i in external],
+            },
+            timeout_s=timeout_s,
         )
         for i, answer in zip(external, envelope["describe"], strict=True):
             out[i] = AdapterInfo.from_dict(answer["info"]) if "info" in answer else answer["error"]
@@ -256,8 +258,6 @@ def describe(
 def describe_all_here(backends: Sequence[str]) -> dict[str, Any]:
     """Body of the worker's ``describe_all`` request: every adapter of every backend
     (built-ins and entry points), plus the entry points that failed to load."""
-    from harness import registry
-
     out: dict[str, Any] = {"adapters": {}, "errors": []}
     for backend in backends:
         try:
@@ -276,14 +276,20 @@ def describe_all_here(backends: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def describe_all_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The worker's ``describe_all`` handler: ``{"backends": [...]}`` → ``{"describe_all": ...}``."""
+    return {"describe_all": describe_all_here(request["backends"])}
+
+
 def describe_all(
     backends: Sequence[str], *, timeout_s: float = 300.0
 ) -> tuple[dict[str, list[AdapterInfo]], list[str]]:
     """Every available adapter of ``backends``, described by one scrubbed worker (this process
     imports neither a backend nor third-party code); and the problems met."""
-    from harness.worker import request_in_worker
-
-    envelope = request_in_worker({"op": "describe_all", "backends": list(backends)}, timeout_s=timeout_s)
+    envelope = request_in_worker(
+        {"op": "describe_all", "handler": f"{__name__}:describe_all_request", "backends": list(backends)},
+        timeout_s=timeout_s,
+    )
     answer = envelope["describe_all"]
     adapters = {b: [AdapterInfo.from_dict(d) for d in infos] for b, infos in answer["adapters"].items()}
     return adapters, list(answer["errors"])

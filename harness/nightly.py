@@ -42,21 +42,25 @@ that column, written with ``--report-json``, printed as a table, and shown on th
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select
 
 from db.models import Environment, Run, Sweep
 from db.statuses import FINISHED_STATUSES
 from db.store import Store
+from harness.site import build_site
 
 OK_STATUSES = frozenset({"done", "target_reached", "budget_exhausted"})
 #: Statuses whose step time and memory are measurements (a run cut short by an error is not).
@@ -510,10 +514,6 @@ def _fmt(metric: str, value: Any) -> str:
 
 def render(report: Mapping[str, Any], console: Any = None, *, show_all: bool = False) -> None:
     """Print the report as a rich table (flagged items; every item with ``show_all``)."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
     console = console or Console(highlight=False)
     summary = report.get("summary", {})
     base = report.get("previous_sweep_id")
@@ -556,23 +556,7 @@ def render(report: Mapping[str, Any], console: Any = None, *, show_all: bool = F
 
 
 def rebuild_site(store: Store, out: str) -> str:
-    """Rebuild the static site into ``out`` as ``ngbench site build`` does; returns a one-line note.
-
-    Uses the site command's builder (which adds the method cards and current adapter versions
-    from the registry) when it is there, else the leaderboard's own ``build``.
-    """
-    from pathlib import Path
-
-    builder: Any = None
-    with contextlib.suppress(ImportError):
-        from harness.commands.site import build_site as builder
-    if builder is not None:
-        result = builder(store.url, Path(out), None)
-    else:
-        try:
-            from leaderboard.site import build
-        except ImportError:
-            return "site not rebuilt: the leaderboard package has no build function yet"
-        result = build(store, out)
-    pages = getattr(result, "pages", None)
-    return f"site rebuilt in {out}" + (f" ({pages} pages)" if pages is not None else "")
+    """Rebuild the static site into ``out`` as ``ngbench site build`` does (with the registry's
+    method cards and current adapter versions); returns a one-line note."""
+    result = build_site(store.url, Path(out), None)
+    return f"site rebuilt in {out} ({result.pages} pages)"

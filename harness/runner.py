@@ -33,6 +33,7 @@ import numpy as np
 from backends.spec import hparams_dict
 from harness import keys
 from harness.environment import fingerprint
+from harness.errors import ConfigError
 from harness.memory import MemoryMeter
 from harness.registry import backend_module, get_adapter
 from suites import get_suite
@@ -106,6 +107,8 @@ class RunResult:
     peak_memory_bytes: int | None = None
     peak_memory_above_baseline_bytes: int | None = None
     memory_kind: str | None = None
+    #: Floating-point operations of one step, counted by the framework (``_step_flops``).
+    flops_per_step: float | None = None
     passes_per_step: dict[str, float] = field(default_factory=dict)
     #: Long-format series: ``(step, time_s, name, value)``.
     metrics: list[tuple[int, float, str, float]] = field(default_factory=list)
@@ -173,12 +176,8 @@ def prepare(spec: RunSpec) -> tuple[Suite, type, Any]:
     adapter_cls = get_adapter(spec.optimizer, spec.backend)
     hparams = adapter_cls.resolve(spec.hparams, spec.preset)
     if suite.likelihood not in adapter_cls.capabilities.likelihoods:
-        from harness.errors import ConfigError
-
         raise ConfigError(f"optimizer {spec.optimizer!r} does not support likelihood {suite.likelihood!r}")
     if spec.dtype not in ("float32", "float64"):
-        from harness.errors import ConfigError
-
         raise ConfigError(f"unknown dtype {spec.dtype!r} (known: float32, float64)")
     return suite, adapter_cls, hparams
 
@@ -373,6 +372,24 @@ def _loop(
     counts_after = problem.counters.snapshot()
     if result.steps:
         result.passes_per_step = {k: (counts_after[k] - counts_before.get(k, 0)) / result.steps for k in counts_after}
+        meter.pause()  # counting FLOPs runs a throwaway step (and compiles, in JAX): not the run's memory
+        result.flops_per_step = _step_flops(spec, adapter, hparams, problem, step_fn, params, state)
+
+
+def _step_flops(
+    spec: RunSpec, adapter: Any, hparams: Any, problem: Any, step_fn: Any, params: Any, state: Any
+) -> float | None:
+    """FLOPs of one step as the framework counts them (docs/measurement.md, "FLOPs"), after the
+    loop and untimed: PyTorch executes one step on a throwaway state and a copy of the
+    parameters under its FLOP counter; JAX reads XLA's cost analysis of the jitted step. A
+    failure to count is a missing figure, never a failed run."""
+    try:
+        if spec.backend == "torch":
+            state = adapter.init(problem, hparams)  # a step may consume its state: count on a fresh one
+        flops = backend_module(spec.backend).step_flops(step_fn, params, state, problem.device_batch(0))
+    except Exception:
+        return None
+    return float(flops) if flops is not None and math.isfinite(flops) and flops > 0 else None
 
 
 def _book_unbooked(result: RunResult, positions: list[int], median: float) -> None:

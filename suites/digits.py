@@ -64,6 +64,7 @@ DIGITS_MLP = register(
             dtype="float32",
             time_to_target_s=1.84,
             machine="AMD EPYC, 2 shared cores, OMP_NUM_THREADS=1",
+            initial_value=0.100279,
         ),
     )
 )
@@ -112,6 +113,7 @@ DIGITS_CNN = register(
             dtype="float32",
             time_to_target_s=1.68,
             machine="AMD EPYC, 2 shared cores, OMP_NUM_THREADS=1",
+            initial_value=0.066852,
         ),
     )
 )

@@ -67,6 +67,7 @@ ROSENBROCK = register(
             dtype="float32",
             time_to_target_s=0.5,
             machine="AMD EPYC, 2 shared cores, OMP_NUM_THREADS=1",
+            initial_value=200.0,
         ),
     )
 )

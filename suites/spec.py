@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,25 +31,26 @@ from typing import Literal
 
 import numpy as np
 
+from suites.datadir import data_dir, missing_message
+from suites.ladder import Rung, ladder
 from suites.layers import ModelSpec
+
+# Re-exported: the streams and the functions drawing from them are part of the suite contract.
+from suites.streams import NOISE_ROWS as NOISE_ROWS
+from suites.streams import STREAM_DATA_ORDER as STREAM_DATA_ORDER
+from suites.streams import STREAM_INIT as STREAM_INIT
+from suites.streams import STREAM_NOISE as STREAM_NOISE
+from suites.streams import TRAIN_EVAL_SAMPLES as TRAIN_EVAL_SAMPLES
+from suites.streams import batch_indices as batch_indices
+from suites.streams import batch_noise as batch_noise
+from suites.streams import seed_sequence as seed_sequence
+from suites.streams import train_eval_indices as train_eval_indices
 
 Likelihood = Literal["softmax_ce", "mse"]
 LIKELIHOODS: tuple[str, ...] = ("softmax_ce", "mse")
 
-#: Independent random streams derived from a run's master seed. Every consumer of randomness
-#: names its stream, so adding a consumer never shifts the numbers another one sees.
-STREAM_INIT = 0
-STREAM_DATA_ORDER = 1
-STREAM_NOISE = 2
-
-#: Rows of per-step uniform noise shipped with every batch (label sampling for SF, K-FAC).
-NOISE_ROWS = 4
-
 #: Evaluation runs in chunks of this many samples (memory bound on large suites).
 EVAL_CHUNK = 4096
-#: The ``train_*`` evaluation metrics use at most this many fixed training samples (default;
-#: a suite may use fewer, ``Suite.train_eval_samples``).
-TRAIN_EVAL_SAMPLES = 4096
 #: Target-setting runs get this fraction of a suite's step budget: AlgoPerf gives submissions a
 #: runtime 1/3 longer than its target-setting runs (``docs/DOCUMENTATION.md``, "Defining target
 #: performance"), i.e. the target-setting runs use 3/4 of the budget.
@@ -133,6 +135,9 @@ class Calibration:
     dtype: str = "float32"
     time_to_target_s: float | None = None
     machine: str = ""
+    #: Median over the seeds of the validation metric at step 0 (before any update): the foot
+    #: of the target ladder (``suites/ladder.py``); ``None`` where not measured.
+    initial_value: float | None = None
 
     @property
     def median(self) -> float:
@@ -214,10 +219,6 @@ class Suite:
     def missing(self, root: Path | str | None = None) -> list[str]:
         """What the suite needs and lacks: data files under ``root`` (default: the data
         directory, ``suites.datadir.data_dir()``) and Python packages, one line each."""
-        import importlib.util
-
-        from suites.datadir import data_dir
-
         base = data_dir(root)
         out = [f"{f.describe()} ({f.description})" if f.description else f.describe()
                for f in self.data_files if f.find(base) is None]  # fmt: skip
@@ -228,8 +229,6 @@ class Suite:
         """Raise :class:`DataUnavailableError` (one line: what to place where) if anything is missing."""
         missing = self.missing(root)
         if missing:
-            from suites.datadir import data_dir, missing_message
-
             raise DataUnavailableError(missing_message(self.name, data_dir(root), missing))
 
     @cached_property
@@ -242,54 +241,12 @@ class Suite:
     def num_outputs(self) -> int:
         return self.model.output_shape[-1]
 
+    @property
+    def ladder(self) -> tuple[Rung, ...]:
+        """The target ladder (``suites/ladder.py``): empty without a target or an initial value."""
+        if self.target is None or self.calibration is None or self.calibration.initial_value is None:
+            return ()
+        return ladder(self.calibration.initial_value, self.target.value, self.target.mode)
+
     def replace(self, **changes: object) -> Suite:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
-
-def seed_sequence(seed: int, stream: int, *extra: int) -> np.random.Generator:
-    """A generator for one named stream of one run (and optionally one epoch or step)."""
-    return np.random.default_rng([int(seed), int(stream), *map(int, extra)])
-
-
-def batch_indices(n_train: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """Indices of the training samples used at ``step`` (0-based).
-
-    Each epoch is a fresh permutation drawn from ``(seed, STREAM_DATA_ORDER, epoch)``; the last
-    incomplete batch of an epoch is dropped, so every batch has exactly ``batch_size`` samples.
-    """
-    if batch_size > n_train:
-        raise ValueError(f"batch size {batch_size} exceeds the {n_train} training samples")
-    per_epoch = n_train // batch_size
-    epoch, pos = divmod(int(step), per_epoch)
-    perm = _epoch_permutation(n_train, int(seed), epoch)
-    return perm[pos * batch_size : (pos + 1) * batch_size]
-
-
-_PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
-
-
-def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    key = (n, seed, epoch)
-    perm = _PERM_CACHE.get(key)
-    if perm is None:
-        if len(_PERM_CACHE) > 64:
-            _PERM_CACHE.clear()
-        perm = seed_sequence(seed, STREAM_DATA_ORDER, epoch).permutation(n)
-        _PERM_CACHE[key] = perm
-    return perm
-
-
-def batch_noise(seed: int, step: int, batch_size: int, num_outputs: int) -> np.ndarray:
-    """Uniform(0, 1) noise of shape ``(NOISE_ROWS, batch_size, num_outputs)`` for ``step``.
-
-    Backends turn it into sampled labels (inverse CDF of the model's softmax) or Gaussian
-    targets (``ndtri``), so both frameworks draw the same labels from the same seed.
-    """
-    rng = seed_sequence(seed, STREAM_NOISE, step)
-    return rng.random((NOISE_ROWS, batch_size, num_outputs))
-
-
-def train_eval_indices(n_train: int, max_samples: int = TRAIN_EVAL_SAMPLES) -> np.ndarray:
-    """The fixed, sorted training subset every backend evaluates ``train_*`` metrics on."""
-    n_eval = min(n_train, max_samples)
-    return np.sort(np.random.default_rng(0).permutation(n_train)[:n_eval])

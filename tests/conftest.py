@@ -17,6 +17,8 @@ import torch
 
 torch.set_num_threads(1)
 
+pytest_plugins = ["tests.ci_guard"]
+
 TINY_SUITES = ("tiny-ce", "tiny-mse")
 
 

@@ -132,6 +132,7 @@ def kfac_jax_optimizer():  # type: ignore[no-untyped-def]
     )
 
 
+@pytest.mark.kfac_jax
 def test_lm_rule_matches_kfac_jax(kfac_jax_optimizer) -> None:  # type: ignore[no-untyped-def]
     jnp = pytest.importorskip("jax.numpy")
     rule = lm.LMRule(decrease=0.9**5, increase=0.9**-5, min_damping=1e-8)
@@ -150,6 +151,7 @@ def test_lm_rule_matches_kfac_jax(kfac_jax_optimizer) -> None:  # type: ignore[n
         np.testing.assert_allclose(lm.lm_update(lam, rho, rule), float(ref_lam), rtol=1e-6)
 
 
+@pytest.mark.kfac_jax
 def test_quadratic_solve_matches_kfac_jax(kfac_jax_optimizer) -> None:  # type: ignore[no-untyped-def]
     """kfac-jax's (A, D, R, b) model with l2 = 0.01 and damping 0.1; quad change without damping
     (their default include_damping_in_quad_change=False)."""

@@ -122,3 +122,46 @@ def test_unreachable_database_is_one_clear_error() -> None:
         open_store("postgresql+psycopg://u:secret@127.0.0.1:9/x")
     with pytest.raises(DatabaseError, match="does not exist"):
         open_store("/nonexistent-dir/ngbench.db")
+
+
+SECRET = "hunter2"
+URL_FORMS = [
+    (f"postgresql+psycopg://u:{SECRET}@h:5/db", "postgresql+psycopg://u:***@h:5/db"),
+    (f"postgresql+psycopg://u@h/db?password={SECRET}", "postgresql+psycopg://u@h/db?password=***"),
+    (
+        f"postgresql+psycopg://u@h/db?sslmode=require&sslpassword={SECRET}",
+        "postgresql+psycopg://u@h/db?sslmode=require&sslpassword=***",
+    ),
+    (
+        f"postgresql+psycopg://u@h/db?PASSWORD={SECRET}&application_name=x",
+        "postgresql+psycopg://u@h/db?PASSWORD=***&application_name=x",
+    ),
+    (f"postgresql+psycopg://u:{SECRET}@h/db?password={SECRET}", "postgresql+psycopg://u:***@h/db?password=***"),
+    (f"postgresql://u:{SECRET}@h:notaport/db", "postgresql://u:***@h:notaport/db"),
+    (f"postgresql://u:{SECRET}@h:notaport/db?auth_token={SECRET}", "postgresql://u:***@h:notaport/db?auth_token=***"),
+    ("sqlite:////tmp/ngbench.db", "sqlite:////tmp/ngbench.db"),
+    # A passfile is a path, not a secret (its contents are never read into output).
+    (
+        "postgresql+psycopg://u@h/db?passfile=/home/u/.pgpass",
+        "postgresql+psycopg://u@h/db?passfile=%2Fhome%2Fu%2F.pgpass",
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "shown"), URL_FORMS)
+def test_every_url_form_is_masked(url: str, shown: str) -> None:
+    assert masked(url) == shown
+    assert SECRET not in masked(url)
+
+
+def test_connection_errors_never_carry_the_secret() -> None:
+    from db.errors import DatabaseError
+
+    for url in (
+        f"postgresql+psycopg://u@127.0.0.1:9/db?password={SECRET}&connect_timeout=2",
+        f"postgresql://u:{SECRET}@h:notaport/db",
+    ):
+        with pytest.raises(DatabaseError) as info:
+            connect(url)
+        message = str(info.value)
+        assert SECRET not in message and len(message.splitlines()) == 1, message

@@ -170,7 +170,7 @@ class _Planned(Exception):
 @pytest.fixture
 def captured_plans(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Executors the commands build (their plans), with the GPU inventory patched per test."""
-    import harness.executors as executors
+    import harness.plans as executors  # where the commands' plans meet the executors
 
     plans: list[Any] = []
     real = executors.make_executor

@@ -56,6 +56,9 @@ from tests.second_order_dense import custom_problem
 Array = jax.Array
 
 
+pytestmark = pytest.mark.kfac_jax
+
+
 @pytest.fixture(scope="module")
 def kfac_jax() -> Iterator[Any]:
     pytest.importorskip("kfac_jax")

@@ -122,7 +122,7 @@ def test_failed_run_before_the_baseline_has_only_the_absolute_peak() -> None:
     assert absolute and absolute > 0 and above is None and kind == "cpu_process_peak_rss"
 
 
-def test_a_database_of_revision_0001_gains_the_column_and_keeps_its_runs(tmp_path: Path) -> None:
+def test_an_older_database_gains_the_column_and_keeps_its_runs(tmp_path: Path) -> None:
     import sqlalchemy as sa
     from alembic import command
 
@@ -149,5 +149,5 @@ def test_a_database_of_revision_0001_gains_the_column_and_keeps_its_runs(tmp_pat
             sa.text("SELECT peak_memory_bytes, peak_memory_above_baseline_bytes FROM runs WHERE id = :i"), {"i": run_id}
         ).one()
     store.dispose()
-    assert version == head_revision() == "0002"
+    assert version == head_revision() == "0003"
     assert tuple(row) == (300 * MiB, 5 * MiB)

@@ -235,7 +235,7 @@ def test_two_nightlies_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     from harness.cli import main
     from harness.executors.local import LocalExecutor
     from harness.orchestrator import run_sweep
-    from harness.sweep import load
+    from harness.plans import load
 
     sweep = tmp_path / "nightly.toml"
     sweep.write_text(

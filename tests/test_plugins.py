@@ -334,7 +334,8 @@ def test_plugins_in_a_sweep_run_in_workers_without_credentials(
     from db.store import open_store
     from harness.executors.local import LocalExecutor
     from harness.orchestrator import run_sweep
-    from harness.sweep import expand, load_config
+    from harness.plans import expand
+    from harness.sweep import load_config
 
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE_ADAPTER, encoding="utf-8")
@@ -410,7 +411,7 @@ class Evil(adapter_class(CARD, "torch")):
 
 def test_adapter_text_is_escaped_on_the_site(tmp_path: Path, on_path: Any) -> None:
     from db.store import open_store
-    from harness.commands.site import method_metadata
+    from harness.site import method_metadata
     from leaderboard.site import build
 
     (tmp_path / "ngbench_evil.py").write_text(EVIL_ADAPTER, encoding="utf-8")

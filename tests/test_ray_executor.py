@@ -13,8 +13,11 @@ from db.store import open_store
 from harness.executors.local import LocalExecutor
 from harness.executors.ray_executor import RayExecutor
 from harness.orchestrator import run_sweep
-from harness.sweep import expand, load_config
+from harness.plans import expand
+from harness.sweep import load_config
 from tests.faulty_adapters import SECRET_MARK
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 F = "tests.faulty_adapters:"
 

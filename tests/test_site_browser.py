@@ -180,7 +180,7 @@ def test_numbers_are_readable_without_javascript(site: tuple[Path, dict[str, Any
 
 
 def test_the_site_served_over_http_loads_cleanly(site: tuple[Path, dict[str, Any]], page: Any) -> None:  # noqa: F811
-    from harness.commands.site import make_server
+    from harness.site import make_server
 
     root, ids = site
     server = make_server(root, "127.0.0.1", 0)

@@ -576,16 +576,17 @@ def test_an_empty_database_builds_a_site_that_says_so(tmp_path: Path) -> None:
 
 def test_a_failed_build_leaves_the_previous_site_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from leaderboard import site as site_module
+    from leaderboard.pages import exports
 
     store = open_store(tmp_path / "r.db")
     store.save_run(result("tiny-ce", "sgd", 0, ttt=1.0))
     site_module.build(store, tmp_path / "site", jobs=1)
     before = (tmp_path / "site" / "index.html").read_text()
 
-    def boom(self: Any) -> None:
+    def boom(ctx: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(site_module._Writer, "write_exports", boom)
+    monkeypatch.setattr(exports, "write", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         site_module.build(store, tmp_path / "site", jobs=1)
     assert (tmp_path / "site" / "index.html").read_text() == before
@@ -659,7 +660,7 @@ def test_cli_build_and_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_cli_method_cards_come_from_the_registry() -> None:
-    from harness.commands.site import method_metadata
+    from harness.site import method_metadata
 
     infos, versions = method_metadata()
     sgd = infos["sgd"]
@@ -729,3 +730,20 @@ def test_runs_with_a_shorter_budget_or_finer_evaluation_are_shown_but_not_scored
     assert [s["optimizer"] for s in load_json(tmp_path / "site", "scores")] == ["sgd"]
     page = (tmp_path / "site" / "runs" / f"{ids[0]}.html").read_text()
     assert "its protocol differs from the suite's: step budget 50 (the suite&#39;s: 200)" in page
+
+
+def test_a_suite_whose_runs_recorded_no_memory_kind_says_not_measured(tmp_path: Path) -> None:
+    """The suite page once crashed (``first`` of an empty sequence) when no run of a section
+    had recorded what its peak memory measures."""
+    import dataclasses
+
+    from leaderboard.site import build
+
+    store = open_store(tmp_path / "r.db")
+    for seed in range(2):
+        run = dataclasses.replace(result("tiny-ce", "sgd", seed, ttt=1.0), memory_kind=None, peak_memory_bytes=None)
+        store.save_run(run)
+    build(store, tmp_path / "site", jobs=1)
+    store.dispose()
+    page = (tmp_path / "site" / "suites" / "tiny-ce.html").read_text()
+    assert "Peak memory: not measured." in page

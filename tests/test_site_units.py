@@ -85,8 +85,8 @@ def test_exports_write_inf_as_text_neutralise_formulas_and_keep_nested_values(tm
 
 
 def test_dates_render_in_utc_and_missing_ones_as_a_dash() -> None:
-    from leaderboard.site import _date
+    from leaderboard.pages.templating import date_text
 
-    assert _date(pd.NaT) == fmt.DASH and _date(None) == fmt.DASH
-    assert _date("2025-01-01T10:00:00+02:00") == "2025-01-01 08:00 UTC"
-    assert _date(pd.Timestamp("2025-01-01")) == "2025-01-01 00:00 UTC"
+    assert date_text(pd.NaT) == fmt.DASH and date_text(None) == fmt.DASH
+    assert date_text("2025-01-01T10:00:00+02:00") == "2025-01-01 08:00 UTC"
+    assert date_text(pd.Timestamp("2025-01-01")) == "2025-01-01 00:00 UTC"

@@ -52,6 +52,9 @@ def test_grid_median_and_best_configuration() -> None:
     assert 'target=Target("val_accuracy", ' in report.target_line()
     line = report.calibration_line()
     assert 'optimizer="adamw"' in line and '("lr", 0.1)' in line and "seeds=2, steps=30" in line
+    # The ladder's foot: the median over the best configuration's seeds of the step-0 metric.
+    initial = statistics.median(float(r.series("val_accuracy")[2][0]) for r in report.best.runs)
+    assert report.initial_value() == round(initial, 6) and f"initial_value={round(initial, 6)!r}" in line
 
 
 def test_cli_prints_the_target_and_the_evidence() -> None:

@@ -13,9 +13,10 @@ from sqlalchemy import text
 from db.store import open_store
 from harness.environment import fingerprint
 from harness.orchestrator import run_sweep
+from harness.plans import expand
 from harness.runner import RunResult, RunSpec, execute
-from harness.sweep import expand, load_config
-from harness.worker import _preload
+from harness.sweep import load_config
+from harness.worker.transport import _preload
 from tests.sweep_helpers import InlineExecutor
 
 SWEEPS = 8

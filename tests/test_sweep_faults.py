@@ -20,8 +20,9 @@ from db.store import open_store
 from harness.cli import main
 from harness.executors.local import LocalExecutor
 from harness.orchestrator import SweepSummary, run_sweep
+from harness.plans import expand
 from harness.runner import RunSpec, execute
-from harness.sweep import expand, load_config
+from harness.sweep import load_config
 from harness.worker import Job, Lane, grace_period, scrubbed_environ
 from tests.faulty_adapters import SECRET_MARK
 from tests.sweep_helpers import TOKEN_VAR, cli, processes_with, wait_until_gone

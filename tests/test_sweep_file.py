@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from harness.sweep import DEFAULT_TIMEOUT_S, expand, expected_key, grid, load, load_config, parse_devices
+from harness.plans import expand, load
+from harness.sweep import DEFAULT_TIMEOUT_S, expected_key, grid, load_config, parse_devices
 
 MINIMAL = """
 name = "nightly-cpu"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness import external
-from harness.sweep import expand, load_config
+from harness.plans import expand
+from harness.sweep import load_config
 
 PROBE = "tests.credential_probe:ProbeSGD"
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +98,7 @@ def test_cli_run_and_approx_run_third_party_code_only_in_workers(probe_file: Pat
 
 def test_site_metadata_is_collected_without_importing_any_adapter() -> None:
     code = (
-        "import sys; from harness.commands.site import method_metadata; m, v = method_metadata(); "
+        "import sys; from harness.site import method_metadata; m, v = method_metadata(); "
         "print(len(m), 'jax' in sys.modules, any(k.startswith('backends.torch.optimizers') for k in sys.modules))"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), NGBENCH_DB_URL="postgresql+psycopg://u:s3cret@h/db")

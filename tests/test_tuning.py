@@ -22,7 +22,7 @@ from harness.runner import RunResult, RunSpec
 from harness.sweep import load_config
 from leaderboard import data as site_data
 from leaderboard import views
-from leaderboard.data import SuiteInfo
+from leaderboard.catalogue import SuiteInfo
 from leaderboard.scoring import TrialResult, choose_trial, rank_trials, trial_tier, tunability_table
 
 
@@ -328,7 +328,7 @@ def test_bad_tuned_sweep_files_get_one_clear_message(tmp_path: Path, extra: str,
 
 
 def test_search_overrides_are_checked_against_the_adapter(tmp_path: Path) -> None:
-    from harness.sweep import load
+    from harness.plans import load
 
     path = tmp_path / "s.toml"
     path.write_text(BASE + "trials = 2\n[search.sgd]\nlrr = { uniform = [0.1, 1] }\n")

@@ -16,6 +16,7 @@ from db.store import open_store
 from harness import tuning
 from harness.cli import main
 from harness.runner import metric_mode
+from leaderboard.scoring import choose_trial
 from suites import get_suite
 
 
@@ -76,7 +77,7 @@ def test_tune_runs_trials_selects_reruns_and_resumes_to_nothing(
         store.dispose()
     suite = get_suite("tiny-ce")
     results = [tuning.trial_result(_trial(r), by_trial[r["key"]]) for r in trials]
-    best = tuning.choose_trial([x for x in results if x is not None], metric_mode(suite.val_metric, suite))
+    best = choose_trial([x for x in results if x is not None], metric_mode(suite.val_metric, suite))
     assert best is not None
     chosen_hash = next(r["config_hash"] for r in trials if r["trial"] == best.trial)
     assert sorted(r["seed"] for r in reruns) == [0, 1]

@@ -78,6 +78,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_default_matmul_precision", "highest")
 
+from backends.jax.flops import step_flops  # noqa: E402
 from backends.jax.problem import JaxProblem  # noqa: E402  (after the configuration above)
 
 NAME = "jax"
@@ -88,4 +89,4 @@ def build_problem(suite, seed: int = 0, dtype: str = "float32", device: str = "c
     return JaxProblem(suite, seed=seed, dtype=dtype, device=device)
 
 
-__all__ = ["NAME", "JaxProblem", "build_problem"]
+__all__ = ["NAME", "JaxProblem", "build_problem", "step_flops"]

@@ -269,6 +269,16 @@ class CountedJit:
             ) from None
         return dynamic, spec
 
+    def cost_analysis(self, *args: Any) -> Any:
+        """XLA's cost analysis of the function compiled for ``args`` (nothing is executed, no
+        pass is counted; the trace it takes is not a compile of a call)."""
+        dynamic, spec = self._split(args)
+        traces = self.traces
+        try:
+            return self._jitted.lower(dynamic, self._extra(), spec).cost_analysis()
+        finally:
+            self.traces = traces
+
     def __call__(self, *args: Any) -> Any:
         dynamic, spec = self._split(args)
         traces, events = self.traces, self._compile_events

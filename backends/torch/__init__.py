@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from backends.torch.flops import step_flops
 from backends.torch.problem import TorchProblem
 
 NAME = "torch"
@@ -12,4 +13,4 @@ def build_problem(suite, seed: int = 0, dtype: str = "float32", device: str = "c
     return TorchProblem(suite, seed=seed, dtype=dtype, device=device)
 
 
-__all__ = ["NAME", "TorchProblem", "build_problem"]
+__all__ = ["NAME", "TorchProblem", "build_problem", "step_flops"]

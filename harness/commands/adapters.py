@@ -15,14 +15,17 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from backends.spec import BACKENDS
+from harness import conformance
+from harness.commands.runs import make_console
+from harness.conformance import NAME_PATTERN
 from harness.errors import ConfigError, UnknownBackendError
+from harness.templates import adapter_source, class_name
 
 _STYLES = {"pass": "green", "fail": "bold red", "skip": "yellow"}
 
 
 def _print_report(report, verbose: bool) -> None:  # type: ignore[no-untyped-def]
-    from harness.commands.runs import make_console
-
     out = make_console()
     title = Text(f"{report.adapter or report.target} ({report.backend}) from {report.origin}", style="bold")
     out.print(title)
@@ -60,9 +63,6 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Run the conformance battery on an optimizer adapter (see CONTRIBUTING.md)."""
-        from backends.spec import BACKENDS
-        from harness import conformance
-
         if backend is not None and backend not in BACKENDS:
             raise UnknownBackendError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
         unknown = [c for c in check or [] if c not in conformance.CHECK_NAMES]
@@ -94,10 +94,6 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Write a commented one-file adapter template that passes check-adapter."""
-        from backends.spec import BACKENDS
-        from harness.conformance import NAME_PATTERN
-        from harness.templates import adapter_source, class_name
-
         if not NAME_PATTERN.fullmatch(name):
             raise ConfigError(
                 f"optimizer name {name!r} is not a lowercase slug [a-z][a-z0-9_-]* of at most 40 characters"
@@ -123,8 +119,6 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"refusing to overwrite {path}: it exists") from None
         except OSError as exc:
             raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-        from harness.commands.runs import make_console
-
         console = make_console()
         console.print(Text(f"wrote {path} ({backend} adapter {name!r}, class {class_name(name)})"))
         console.print(Text(f"next: ngbench check-adapter {reference}"))

@@ -9,7 +9,19 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from harness.commands.runs import DbOption, fmt_float, make_console
+from db.store import open_store
+from harness.approx import (
+    EXACT_MAX_ENTRIES,
+    ApproxSpec,
+    evaluate,
+    evaluate_isolated,
+    non_descent_counts,
+    prepare,
+    store_result,
+    summary,
+)
+from harness.commands.runs import DbOption, fmt_float, make_console, parse_assignments
+from harness.devices import single_device
 from harness.errors import ConfigError
 
 
@@ -53,8 +65,6 @@ def _stage_header(step: int, total: int) -> str:
 
 def render_summary(frame: Any, result: Any, value: str = "gamma_ratio_sgd", title: str = "") -> Table:
     """Median ``value`` per method (and damping) x checkpoint, as a rich table (all text escaped)."""
-    from harness.approx import non_descent_counts, summary
-
     table = summary(frame, value)
     steps = result.checkpoint_steps
     total = result.reference.spec.steps or 0
@@ -139,10 +149,6 @@ def register(app: typer.Typer) -> None:
         no_store: Annotated[bool, typer.Option("--no-store", help="Do not write to the database.")] = False,
     ) -> None:
         """Approximation quality (iEF paper Sec. 6): gamma/gamma_SGD of every method along a reference run."""
-        from harness.approx import EXACT_MAX_ENTRIES, ApproxSpec, evaluate, evaluate_isolated, prepare, store_result
-        from harness.commands.runs import parse_assignments
-        from harness.devices import single_device
-
         single_device(device)  # a GPU that is not there fails here, before anything runs
         spec = ApproxSpec(
             suite=suite,
@@ -168,8 +174,6 @@ def register(app: typer.Typer) -> None:
         plan = None if isolated else prepare(spec)
         store = None
         if not no_store:
-            from db.store import open_store
-
             store = open_store(db)  # an unreachable database fails before the evaluation
         err = make_console(stderr=True)
         if isolated:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from db.engine import connect, current_revision, head_revision, masked
 from harness.commands.runs import DbOption, make_console
 
 
@@ -17,11 +18,7 @@ def register(app: typer.Typer) -> None:
     @db_app.command("upgrade")
     def upgrade(db: DbOption = None) -> None:
         """Migrate the database schema to the newest revision (fresh databases migrate automatically)."""
-        from db.engine import connect, current_revision
-
         engine, url = connect(db, migrate=True)
-        from db.engine import masked
-
         make_console().print(Text(f"{masked(url)} is at revision {current_revision(engine)}"))
         engine.dispose()
 
@@ -31,8 +28,6 @@ def register(app: typer.Typer) -> None:
         check: Annotated[bool, typer.Option(help="Exit 1 when the schema is not at the newest revision.")] = False,
     ) -> None:
         """Show the schema revision without migrating."""
-        from db.engine import connect, current_revision, head_revision, masked
-
         engine, url = connect(db, migrate=False)
         rev, head = current_revision(engine), head_revision()
         engine.dispose()

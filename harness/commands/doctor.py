@@ -18,8 +18,14 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
+from db.store import open_store
+from harness import devices
 from harness.commands.runs import DbOption, make_console
 from harness.commands.suites import DataDirOption, apply_data_dir
+from harness.errors import USER_ERRORS
+from harness.worker import LaneError, request_in_worker
+from suites import get_suite, list_suites
+from suites.datadir import data_dir
 
 
 @dataclass
@@ -66,8 +72,6 @@ def nvidia_smi() -> tuple[list[str], str | None]:
 
 def jax_platform() -> str:
     """The device a JAX run gets here, asked of a fresh worker (``gpu: NVIDIA ...``, ``cpu``)."""
-    from harness.worker import LaneError, request_in_worker
-
     try:
         env = request_in_worker({"op": "probe", "backend": "jax", "device": "auto"}, timeout_s=180)["environment"]
     except (LaneError, KeyError) as exc:
@@ -78,10 +82,6 @@ def jax_platform() -> str:
 
 def gather(db: str | None) -> HostFacts:
     """Look at this host (nvidia-smi, torch, a JAX worker, the data directory, the database)."""
-    from harness.devices import torch_gpu_count
-    from harness.errors import USER_ERRORS
-    from suites.datadir import data_dir
-
     facts = HostFacts()
     facts.gpus, facts.driver = nvidia_smi()
     facts.torch = _version("torch")
@@ -89,15 +89,13 @@ def gather(db: str | None) -> HostFacts:
         import torch
 
         facts.torch_cuda = torch.version.cuda
-        facts.torch_gpus = torch_gpu_count()
+        facts.torch_gpus = devices.torch_gpu_count()
     facts.jax = _version("jax")
     facts.jax_cuda_plugin = _version("jax-cuda12-plugin") or _version("jax-cuda13-plugin")
     if facts.jax is not None:
         facts.jax_platform = jax_platform()
     facts.data_dir = str(data_dir())
     try:
-        from db.store import open_store
-
         store = open_store(db)
         facts.database, facts.database_ok = store.display_url, True
         store.dispose()
@@ -157,8 +155,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """What this host has (GPUs, driver, framework builds, JAX platform, data, database) and
         what each suite still lacks, one line each."""
-        from suites import get_suite, list_suites
-
         apply_data_dir(data_dir)
         suites = [get_suite(n) for n in suite] if suite else [s for s in list_suites() if s.size != "test"]
         facts = gather(db)

@@ -20,8 +20,14 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
+from harness import registry
 from harness.commands.runs import DbOption, make_console
-from harness.commands.sweep import DevicesOption
+from harness.commands.sweep import DevicesOption, run_plan
+from harness.errors import ConfigError
+from harness.plans import expand
+from harness.site import build_site
+from harness.sweep import load_config, parse_devices
+from suites import list_suites
 
 #: Suites the quickstart leaves out unless named: minutes per run on a laptop CPU.
 SLOW_SUITES = frozenset({"minilm-lora"})
@@ -29,8 +35,6 @@ SLOW_SUITES = frozenset({"minilm-lora"})
 
 def quickstart_config(suites: list[str], backends: list[str], seeds: list[int]) -> dict[str, Any]:
     """The quickstart's sweep mapping (validated like a sweep file)."""
-    from harness import registry
-
     optimizers: list[str] = []
     for backend in backends:
         optimizers += [n for n in registry.adapters(backend) if n not in optimizers]
@@ -60,13 +64,6 @@ def register(app: typer.Typer) -> None:
         devices: DevicesOption = None,
     ) -> None:
         """Run every optimizer on the CPU-size suites, store the runs, build the site."""
-        from harness import registry
-        from harness.commands.site import build_site
-        from harness.commands.sweep import run_plan
-        from harness.errors import ConfigError
-        from harness.sweep import expand, load_config, parse_devices
-        from suites import list_suites
-
         backends = backend or ["torch"]
         for b in backends:
             if not registry.backend_available(b):

@@ -10,11 +10,19 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from harness import external
+from backends.spec import BACKENDS
+from db.queries import environments_frame, metrics_frame, runs_frame
+from db.store import open_store
+from harness import external, registry
+from harness.devices import single_device
 from harness.errors import ConfigError
+from harness.runner import RunSpec, execute, prepare
+from harness.worker import Job, Lane
+from suites import get_suite, list_suites
 
 DbOption = Annotated[
     str | None,
@@ -68,8 +76,6 @@ def fmt_bytes(value: Any) -> str:
 
 def _progress(total: int, console: Console):  # type: ignore[no-untyped-def]
     """A progress callback that shows a bar once a run has taken more than ~2 s."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     state: dict[str, Any] = {"start": time.perf_counter(), "progress": None, "task": None}
 
     def on_step(step: int, steps: int, loss: float) -> None:
@@ -98,25 +104,20 @@ def _progress(total: int, console: Console):  # type: ignore[no-untyped-def]
 
 def validate_external(spec: Any) -> None:
     """What ``runner.prepare`` checks, for an adapter described by a scrubbed worker."""
-    from harness.errors import ConfigError as Invalid
-    from suites import get_suite
-
     suite = get_suite(spec.suite)
     if spec.dtype not in ("float32", "float64"):
-        raise Invalid(f"unknown dtype {spec.dtype!r} (known: float32, float64)")
+        raise ConfigError(f"unknown dtype {spec.dtype!r} (known: float32, float64)")
     answer = external.describe([external.DescribeRequest(spec.optimizer, spec.backend, ((spec.hparams, spec.preset),))])
     info = answer[0]
     if isinstance(info, str):
-        raise Invalid(info)
+        raise ConfigError(info)
     info.resolve(spec.hparams, spec.preset)
     if suite.likelihood not in info.likelihoods:
-        raise Invalid(f"optimizer {spec.optimizer!r} does not support likelihood {suite.likelihood!r}")
+        raise ConfigError(f"optimizer {spec.optimizer!r} does not support likelihood {suite.likelihood!r}")
 
 
 def run_in_worker(spec: Any) -> Any:
     """Run ``spec`` in a fresh, scrubbed worker process; every outcome is a result."""
-    from harness.worker import Job, Lane
-
     lane = Lane("run", device=spec.device, isolation="spawn")
     try:
         return lane.run(Job(index=0, spec=spec)).result
@@ -134,8 +135,6 @@ def register(app: typer.Typer) -> None:
         """List the registered suites or the available optimizers."""
         out = make_console()
         if what == "suites":
-            from suites import list_suites
-
             table = Table("suite", "version", "size", "likelihood", "params", "batch", "target", "description")
             for s in list_suites(size):
                 target = s.target.describe() if s.target else "-"
@@ -143,9 +142,6 @@ def register(app: typer.Typer) -> None:
                 table.add_row(*(Text(c) for c in (*row, target, s.description)))
             out.print(table)
         elif what == "optimizers":
-            from backends.spec import BACKENDS
-            from harness import registry
-
             backends = [backend] if backend else [b for b in BACKENDS if registry.backend_available(b)]
             table = Table("optimizer", "backend", "paper", "description")
             for b in backends:
@@ -176,10 +172,6 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
     ) -> None:
         """Run one optimizer on one suite, measured, and store the result."""
-        from db.store import open_store
-        from harness.devices import single_device
-        from harness.runner import RunSpec, execute, prepare
-
         single_device(device)  # a GPU that is not there fails here, before anything is written
         spec = RunSpec(
             suite=suite,
@@ -266,9 +258,6 @@ def register(app: typer.Typer) -> None:
         csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
     ) -> None:
         """Table of stored runs (newest last)."""
-        from db.queries import runs_frame
-        from db.store import open_store
-
         store = open_store(db)
         frame = runs_frame(store, suite=suite, optimizer=optimizer, backend=backend, status=status, tag=tag)
         frame = frame.tail(limit)
@@ -336,9 +325,6 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print the stored row as JSON.")] = False,
     ) -> None:
         """Everything stored about one run: spec, hyperparameters, environment, figures, error."""
-        from db.queries import environments_frame, metrics_frame, runs_frame
-        from db.store import open_store
-
         store = open_store(db)
         frame = runs_frame(store, ids=[run_id])
         if frame.empty:

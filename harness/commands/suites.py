@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from typing import Annotated
@@ -10,8 +11,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from harness.calibrate import calibrate
 from harness.commands.runs import make_console
+from harness.devices import single_device
 from harness.errors import ConfigError
+from suites import datadir, get_suite, list_suites
 
 DataDirOption = Annotated[
     str | None,
@@ -25,9 +29,7 @@ DataDirOption = Annotated[
 def apply_data_dir(path: str | None) -> None:
     """Make ``--data-dir`` the data directory of this process and the workers it starts."""
     if path:
-        from suites.datadir import set_data_dir
-
-        set_data_dir(path)
+        datadir.set_data_dir(path)
 
 
 def _floats(text: str | None, option: str) -> list[float] | None:
@@ -44,11 +46,8 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 
 def data_report(names: list[str] | None = None, root: str | None = None) -> tuple[list[str], bool]:
     """Lines describing every (or the named) suite's data, and whether anything is missing."""
-    from suites import get_suite, list_suites
-    from suites.datadir import ENV_VAR, data_dir
-
-    base = data_dir(root)
-    origin = "--data-dir" if root else (f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "default")
+    base = datadir.data_dir(root)
+    origin = "--data-dir" if root else (f"${datadir.ENV_VAR}" if os.environ.get(datadir.ENV_VAR) else "default")
     lines = [f"data directory: {base} ({origin})"]
     suites = [get_suite(n) for n in names] if names else list_suites()
     any_missing = False
@@ -65,8 +64,6 @@ def data_report(names: list[str] | None = None, root: str | None = None) -> tupl
             where = str(found) if found is not None else " or ".join(str(base / n) for n in f.names)
             lines.append(f"  {mark} {where}" + (f"  ({f.description})" if f.description else ""))
         for p in s.packages:
-            import importlib.util
-
             mark = "ok     " if importlib.util.find_spec(p) is not None else "missing"
             lines.append(f"  {mark} Python package {p}")
     return lines, any_missing
@@ -115,9 +112,6 @@ def register(app: typer.Typer) -> None:
         Prints the evidence and the Target(...)/Calibration(...) lines to freeze in the suite's
         file (it edits nothing). See harness/calibrate.py for the procedure.
         """
-        from harness.calibrate import calibrate
-        from harness.devices import single_device
-
         single_device(device)  # a GPU that is not there fails here, before any run
         apply_data_dir(data_dir)
         if dtype not in ("float32", "float64"):

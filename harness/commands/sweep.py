@@ -11,11 +11,8 @@ study, the selection, then the re-runs of each chosen configuration, in one swee
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +20,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from harness import nightly as nightly_mod
+from harness import plans
 from harness.commands.runs import DbOption, fmt_seconds, make_console
+from harness.errors import USER_ERRORS
+from harness.sweep import load_config, parse_devices
 
 ExecutorOption = Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")]
 WorkersOption = Annotated[
@@ -46,25 +47,12 @@ IsolationOption = Annotated[
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs; run nothing.")]
 
 
-def _not_dumpable() -> None:
-    """Make this process's memory and environment unreadable to same-user processes (Linux).
-
-    The parent holds the database URL; with ``PR_SET_DUMPABLE=0`` an adapter running as the same
-    (non-root) user cannot read it from ``/proc/<parent>/environ`` or ``/proc/<parent>/mem``.
-    """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-
-
 def _plan(path: Path, tag: str | None, devices: str | None, workers: int | None) -> tuple[Any, Any, int | None]:
-    from harness.sweep import expand, load_config, parse_devices
-
     config = load_config(path)
     if tag is not None:
         config = dataclasses.replace(config, tag=tag)
     devs = parse_devices(devices) if devices is not None else config.devices
-    return expand(config, where=str(path)), devs, workers if workers is not None else config.workers
+    return plans.expand(config, where=str(path)), devs, workers if workers is not None else config.workers
 
 
 def _hp_text(hparams: dict[str, Any], preset: str | None) -> str:
@@ -158,48 +146,25 @@ def run_plan(
     isolation: str,
     default_workers: int | None = None,
 ) -> tuple[Any, Any]:
-    """Run a validated plan (plain or tuned) and print its summary; ``(summary, store)``.
-
-    ``n_workers`` is what the user asked for; ``default_workers`` the command's own default for
-    CPU workers (devices are planned by :func:`harness.devices.plan_devices`).
-
-    For a tuned plan the summary is a :class:`harness.tuning.TuneSummary`.
-    """
-    from db.store import open_store
-    from harness.errors import ConfigError
-    from harness.executors import EXECUTORS, make_executor
-    from harness.orchestrator import run_sweep
-    from harness.progress import SweepProgress
-
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
-    if isolation not in ("fork", "spawn"):
-        raise ConfigError(f"--isolation must be fork or spawn, got {isolation!r}")
-    if plan.tuned and kind == "nightly":
-        raise ConfigError("a nightly runs the untuned track (it re-measures its runs); remove trials from the file")
-    options: dict[str, Any] = {"devices": devs, "workers": n_workers}
-    if executor == "ray":
-        options["ray_address"] = ray_address
-    elif executor == "local":
-        options.update(isolation=isolation, default_workers=default_workers)
-    ex = make_executor(executor, **options)  # bad executor options fail before the database is touched
-    store = open_store(db)  # an unreachable database fails here, before any worker starts
-    _not_dumpable()
-    err = make_console(stderr=True)
-    for note in plan.skipped:
-        err.print(Text(f"skipped: {note}"))
-    if not plan.tuned:
-        summary = run_sweep(plan, store, ex, kind=kind, resume=resume, progress=SweepProgress(err))
-        make_console().print(Text(_summary_text(summary, store)))
-        return summary, store
-    from harness.tuning import run_tuned
-
-    def progress(phase: str) -> SweepProgress:
-        err.print(Text(f"{plan.name}: {phase}"))
-        return SweepProgress(err)
-
-    result = run_tuned(plan, store, ex, kind=kind, resume=resume, progress=progress)
+    """Run a validated plan (:func:`harness.plans.run_plan`: progress on stderr) and print its
+    summary; ``(summary, store)``. For a tuned plan the summary is a :class:`harness.tuning.TuneSummary`."""
+    result, store = plans.run_plan(
+        kind,
+        plan,
+        executor,
+        devs,
+        n_workers,
+        resume,
+        db,
+        ray_address,
+        isolation,
+        console=make_console(stderr=True),
+        default_workers=default_workers,
+    )
     out = make_console()
+    if not plan.tuned:
+        out.print(Text(_summary_text(result, store)))
+        return result, store
     out.print(Text(_summary_text(result.trials, store).replace("sweep ", "tuned sweep ", 1) + " [trials]"))
     if result.selections:
         out.print(Text("chosen configurations:\n" + _tuned_text(result)))
@@ -290,8 +255,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a sweep as a new nightly, compare it with the previous nightly on this machine, store
         and print the regression report, and rebuild the site."""
-        from harness import nightly as nightly_mod
-
         done = _execute(
             "nightly", sweep_file, executor, workers, devices, resume, db, tag, ray_address, isolation, False
         )
@@ -309,8 +272,6 @@ def register(app: typer.Typer) -> None:
             report_json.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
         code = 1 if fail_on_regression and nightly_mod.has_regressions(report) else 0
         if not no_site:
-            from harness.errors import USER_ERRORS
-
             try:
                 make_console().print(Text(nightly_mod.rebuild_site(store, str(site_dir))))
             except USER_ERRORS as exc:  # the report is stored already; say why the site is not

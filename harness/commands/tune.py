@@ -28,6 +28,9 @@ from harness.commands.sweep import (
     run_plan,
     summary_json,
 )
+from harness.errors import ConfigError
+from harness.plans import expand
+from harness.sweep import load_config, parse_devices
 
 
 def tune_config(
@@ -49,8 +52,6 @@ def tune_config(
     name: str | None = None,
 ) -> dict[str, Any]:
     """The sweep mapping of one study (validated by ``harness.sweep.load_config``)."""
-    from harness.errors import ConfigError
-
     raw: dict[str, Any] = {
         "name": name or f"tune-{suite}-{optimizer}-{backend}",
         "suites": [suite],
@@ -130,8 +131,6 @@ def register(app: typer.Typer) -> None:
         """Tune OPTIMIZER on SUITE (tuned track): --trials quasi-random configurations from its search
         space, then the best one re-run on --seeds seeds; the trials and re-runs are stored and
         ranked on the tuned board."""
-        from harness.sweep import expand, load_config, parse_devices
-
         raw = tune_config(
             suite,
             optimizer,

@@ -14,6 +14,8 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.executors.base import Executor
+from harness.executors.local import LocalExecutor
+from harness.executors.ray_executor import RayExecutor
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 
@@ -21,13 +23,9 @@ EXECUTORS: tuple[str, ...] = ("local", "ray")
 def make_executor(name: str, **options: Any) -> Executor:
     """``local`` or ``ray`` with its options (see each class); unknown names are a ConfigError."""
     if name == "local":
-        from harness.executors.local import LocalExecutor
-
         options.pop("ray_address", None)
         return LocalExecutor(**options)
     if name == "ray":
-        from harness.executors.ray_executor import RayExecutor
-
         return RayExecutor(**options)
     raise ConfigError(f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
 

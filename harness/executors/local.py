@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from db.statuses import FINISHED_STATUSES
 from harness.devices import DevicePlan, LanePlan, device_healthy, plan_devices
 from harness.executors.base import Executor
 from harness.worker import Job, Lane, Launcher, Outcome, failed_result
@@ -248,8 +249,6 @@ class LocalExecutor(Executor):
 
 def _as_interrupted(outcome: Outcome) -> Any:
     """Keep a result that finished on its own; anything the interrupt cut short is ``interrupted``."""
-    from db.statuses import FINISHED_STATUSES
-
     result = outcome.result
     if result.status in FINISHED_STATUSES:
         return result

@@ -148,7 +148,7 @@ class RayExecutor(Executor):
         if self._remote_run is not None:
             return
         try:
-            import ray
+            import ray  # optional dependency (the "ray" extra), imported only when Ray is used
         except ImportError:
             raise ConfigError("the Ray executor needs ray: pip install 'ngbench[ray]'") from None
         if not ray.is_initialized():
@@ -196,7 +196,7 @@ class RayExecutor(Executor):
         self._remote_probe = remote(max_retries=0, **options)(ray_probe)
 
     def probe(self, backend: str) -> dict[str, Any]:
-        import ray
+        import ray  # optional dependency (the "ray" extra), imported only when Ray is used
 
         self.start()
         try:
@@ -216,7 +216,7 @@ class RayExecutor(Executor):
             self._running[ref] = (job, time.time())
 
     def next_outcome(self, timeout: float | None = None) -> Outcome | None:
-        import ray
+        import ray  # optional dependency (the "ray" extra), imported only when Ray is used
 
         self._fill()
         if not self._running:
@@ -241,7 +241,7 @@ class RayExecutor(Executor):
         return outcome
 
     def interrupt(self) -> list[Outcome]:
-        import ray
+        import ray  # optional dependency (the "ray" extra), imported only when Ray is used
 
         self._queue.clear()
         outcomes = []
@@ -263,7 +263,7 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         if self._started_ray:
-            import ray
+            import ray  # optional dependency (the "ray" extra), imported only when Ray is used
 
             ray.shutdown()
             self._started_ray = False
