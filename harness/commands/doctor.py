@@ -23,7 +23,7 @@ from harness import devices
 from harness.commands.runs import DbOption, make_console
 from harness.commands.suites import DataDirOption, apply_data_dir
 from harness.errors import USER_ERRORS
-from harness.worker import LaneError, request_in_worker
+from harness.worker import PROBE_HANDLER, LaneError, request_in_worker
 from suites import get_suite, list_suites
 from suites.datadir import data_dir
 
@@ -73,9 +73,11 @@ def nvidia_smi() -> tuple[list[str], str | None]:
 def jax_platform() -> str:
     """The device a JAX run gets here, asked of a fresh worker (``gpu: NVIDIA ...``, ``cpu``)."""
     try:
-        env = request_in_worker({"op": "probe", "backend": "jax", "device": "auto"}, timeout_s=180)["environment"]
+        request = {"op": "probe", "handler": PROBE_HANDLER, "backend": "jax", "device": "auto"}
+        env = request_in_worker(request, timeout_s=180)["environment"]
     except (LaneError, KeyError) as exc:
-        return f"JAX failed to start: {str(exc).splitlines()[0][:200]}"
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        return f"JAX failed to start: {lines[-1][:200] if lines else type(exc).__name__}"
     kind = "gpu" if env.get("device_kind") == "cuda" else "cpu"
     return f"{kind}: {env.get('device_name')}" if kind == "gpu" else "cpu"
 
