@@ -132,7 +132,8 @@ def _gpu_sweep(tmp_path: Path, backend: str) -> Any:
     from db.store import open_store
     from harness.executors.local import LocalExecutor
     from harness.orchestrator import run_sweep
-    from harness.sweep import expand, load_config
+    from harness.plans import expand
+    from harness.sweep import load_config
 
     config = load_config(
         {

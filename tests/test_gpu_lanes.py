@@ -17,7 +17,8 @@ from harness.devices import CPU_ENV, DevicePlan, LanePlan
 from harness.executors import local
 from harness.executors.local import LocalExecutor
 from harness.orchestrator import run_sweep
-from harness.sweep import expand, load_config
+from harness.plans import expand
+from harness.sweep import load_config
 
 EXITING = "tests.faulty_adapters:Exiting"
 
