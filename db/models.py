@@ -123,6 +123,8 @@ class Run(Base):
     step_time_p10_s: Mapped[float | None] = mapped_column(Float)
     step_time_p90_s: Mapped[float | None] = mapped_column(Float)
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    #: The timed steps' peak above the run's baseline (docs/measurement.md, "Memory").
+    peak_memory_above_baseline_bytes: Mapped[int | None] = mapped_column(BigInteger)
     memory_kind: Mapped[str | None] = mapped_column(String(64))
     #: Floating-point operations of one step as the framework counts them (docs/measurement.md).
     flops_per_step: Mapped[float | None] = mapped_column(Float)

@@ -55,6 +55,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "step_time_p10_s",
     "step_time_p90_s",
     "peak_memory_bytes",
+    "peak_memory_above_baseline_bytes",
     "flops_per_step",
     "memory_kind",
     "passes_per_step",

@@ -183,6 +183,7 @@ class Store:
             step_time_p10_s=_clean(result.step_time_p10_s),
             step_time_p90_s=_clean(result.step_time_p90_s),
             peak_memory_bytes=result.peak_memory_bytes,
+            peak_memory_above_baseline_bytes=result.peak_memory_above_baseline_bytes,
             flops_per_step=_clean(result.flops_per_step),
             memory_kind=result.memory_kind,
             passes_per_step=_clean(result.passes_per_step),

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.commands.adapters",
     "harness.commands.tune",
     "harness.commands.quickstart",
+    "harness.commands.doctor",
     "harness.commands.claims",
 )
 

@@ -64,9 +64,12 @@ def run_plan(
     isolation: str,
     *,
     console: Console,
+    default_workers: int | None = None,
 ) -> tuple[Any, Store]:
     """Run a validated plan (plain or tuned); ``(summary, store)``. Skipped combinations and the
-    progress of each phase are shown on ``console``.
+    progress of each phase are shown on ``console``. ``n_workers`` is what the user asked for,
+    ``default_workers`` the command's own default for CPU workers (devices are planned by
+    :func:`harness.devices.plan_devices`).
 
     Bad executor options fail before the database is touched, and an unreachable database
     before any worker starts. The summary is a :class:`harness.orchestrator.SweepSummary`, or for a
@@ -82,7 +85,7 @@ def run_plan(
     if executor == "ray":
         options["ray_address"] = ray_address
     elif executor == "local":
-        options["isolation"] = isolation
+        options.update(isolation=isolation, default_workers=default_workers)
     ex = make_executor(executor, **options)  # bad executor options fail before the database is touched
     store = open_store(db)  # an unreachable database fails here, before any worker starts
     not_dumpable()

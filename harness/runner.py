@@ -34,6 +34,7 @@ from backends.spec import hparams_dict
 from harness import keys
 from harness.environment import fingerprint
 from harness.errors import ConfigError
+from harness.memory import MemoryMeter
 from harness.registry import backend_module, get_adapter
 from suites import get_suite
 from suites.spec import Suite
@@ -101,7 +102,10 @@ class RunResult:
     step_time_mean_s: float | None = None
     step_time_p10_s: float | None = None
     step_time_p90_s: float | None = None
+    #: Absolute peak of the run's process or device, and the timed steps' peak above the
+    #: baseline taken before the first step (harness.memory; docs/measurement.md, "Memory").
     peak_memory_bytes: int | None = None
+    peak_memory_above_baseline_bytes: int | None = None
     memory_kind: str | None = None
     #: Floating-point operations of one step, counted by the framework (``_step_flops``).
     flops_per_step: float | None = None
@@ -200,6 +204,7 @@ def execute(
         started_at=_now(),
     )
     wall_start = time.perf_counter()
+    meter: MemoryMeter | None = None
     try:
         backend = backend_module(spec.backend)
         if problem is None:
@@ -207,8 +212,8 @@ def execute(
         result.device = str(getattr(problem, "device", spec.device))
         result.environment = fingerprint(spec.backend, result.device)
         result.key = keys.run_key(spec, suite, adapter_cls, result.hparams, result.environment)
-        problem.reset_peak_memory()
-        _loop(spec, suite, adapter_cls, hparams, problem, result, wall_start, on_step)
+        meter = MemoryMeter(problem)
+        _loop(spec, suite, adapter_cls, hparams, problem, result, wall_start, on_step, meter)
     except KeyboardInterrupt:
         result.status = "interrupted"
         result.error = "interrupted by the user (Ctrl-C)"
@@ -219,10 +224,10 @@ def execute(
         result.status = classify_exception(exc)
         result.error = "".join(traceback.format_exception(exc))
     finally:
-        if problem is not None:
+        if meter is not None:
             # Reading memory must not mask the run's own outcome.
             with contextlib.suppress(Exception):
-                result.peak_memory_bytes, result.memory_kind = problem.peak_memory()
+                result.peak_memory_bytes, result.peak_memory_above_baseline_bytes, result.memory_kind = meter.read()
         result.finished_at = _now()
     return result
 
@@ -236,6 +241,7 @@ def _loop(
     result: RunResult,
     wall_start: float,
     on_step: Callable[[int, int, float], None] | None,
+    meter: MemoryMeter,
 ) -> None:
     total_steps = int(spec.steps or suite.budget.steps)
     time_budget = spec.time_budget_s if spec.time_budget_s is not None else suite.budget.time_s
@@ -261,9 +267,11 @@ def _loop(
     initial_loss: float | None = None
 
     def evaluate(step: int) -> dict[str, float]:
+        meter.pause()  # an evaluation's memory is not the steps'
         start = time.perf_counter()
         ev = problem.evaluate(params)
         result.eval_time_s += time.perf_counter() - start
+        meter.resume()
         for name, value in ev.items():
             metrics.append((step, clock, name, value))
         result.final_metrics = ev
@@ -287,6 +295,7 @@ def _loop(
         total_steps = 0
         status = "target_reached"
 
+    meter.baseline()  # problem, data and optimizer state exist; the first timed step comes next
     loop_start = time.perf_counter()
     eval_before = result.eval_time_s
     for step in range(total_steps):
@@ -298,7 +307,10 @@ def _loop(
         problem.block(params, stats)
         dt = time.perf_counter() - t_start
         # A step that compiled is warm-up; where nothing ever compiles, the first step is.
-        if step_fn.compile_count > compiles or (step == 0 and step_fn.compile_count == 0):
+        # Its memory peak, like its time, is booked apart (harness.memory).
+        warmup = step_fn.compile_count > compiles or (step == 0 and step_fn.compile_count == 0)
+        meter.step_done(warmup)
+        if warmup:
             warmup_times.append(dt)
             if step_times:
                 clock += float(np.median(step_times))
@@ -360,6 +372,7 @@ def _loop(
     counts_after = problem.counters.snapshot()
     if result.steps:
         result.passes_per_step = {k: (counts_after[k] - counts_before.get(k, 0)) / result.steps for k in counts_after}
+        meter.pause()  # counting FLOPs runs a throwaway step (and compiles, in JAX): not the run's memory
         result.flops_per_step = _step_flops(spec, adapter, hparams, problem, step_fn, params, state)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from db.engine import head_revision
+
 NGBENCH = [sys.executable, "-m", "harness.cli"]
 
 
@@ -22,13 +24,24 @@ def ngbench(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
 
 def test_run_then_list_and_show(tmp_path: Path) -> None:
     out = ngbench(
-        "run", "tiny-ce", "sgd", "--steps", "15", "--set", "lr=0.001", "--tag", "[bold]x[/bold]", cwd=tmp_path
+        "run",
+        "tiny-ce",
+        "sgd",
+        "--steps",
+        "15",
+        "--set",
+        "lr=0.001",
+        "--tag",
+        "[bold]x[/bold]",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     assert "budget_exhausted after 15 steps" in out.stdout
     assert "stored as run 1 in sqlite:///" in out.stdout and (tmp_path / "ngbench.db").exists()
 
-    out = ngbench("run", "tiny-mse", "adamw", "--steps", "5", "--json", cwd=tmp_path)
+    out = ngbench("run", "tiny-mse", "adamw", "--steps", "5", "--json", "--device", "cpu", cwd=tmp_path)
     summary = json.loads(out.stdout)
     assert summary["run_id"] == 2 and summary["status"] == "budget_exhausted" and summary["steps"] == 5
     assert summary["passes_per_step"]["backward"] == 1.0
@@ -48,7 +61,7 @@ def test_run_then_list_and_show(tmp_path: Path) -> None:
     assert row["metric_series"]["val_accuracy"]["last_step"] == 15
 
     out = ngbench("db", "current", "--check", cwd=tmp_path)
-    assert out.returncode == 0 and "revision 0001" in out.stdout
+    assert out.returncode == 0 and f"revision {head_revision()} (newest {head_revision()})" in out.stdout
 
 
 @pytest.mark.parametrize(

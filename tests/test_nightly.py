@@ -258,6 +258,8 @@ def test_two_nightlies_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             str(db),
             "--workers",
             "2",
+            "--devices",
+            "cpu",
             "--report-json",
             str(out),
             "--site-dir",

@@ -160,7 +160,7 @@ def test_cli_lists_runs_and_checks_the_plugin(plugin_site: Path, tmp_path: Path)
     cells = [[c.strip() for c in row] for row in rows]
     assert [c[1:3] for c in cells] == [["lion", "torch"], ["lion", "jax"]], out.stdout
     assert cells[0][3].startswith("Chen et al. (2023)")
-    out = ngbench("run", "tiny-mse", "lion", "--steps", "5", "--json", cwd=tmp_path, env=env)
+    out = ngbench("run", "tiny-mse", "lion", "--steps", "5", "--json", "--device", "cpu", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert '"status": "budget_exhausted"' in out.stdout
     # The whole battery runs in test_plugin_passes_the_battery_with_parity; here, the CLI path.

@@ -28,7 +28,7 @@ def test_quickstart_stores_every_run_and_builds_the_site(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["quickstart", "--suite", "tiny-ce", "--out", "site"]) == 0
+    assert main(["quickstart", "--suite", "tiny-ce", "--out", "site", "--devices", "cpu"]) == 0
     out = capsys.readouterr().out
     index = tmp_path / "site" / "index.html"
     assert index.is_file() and f"leaderboard: {index}" in out
@@ -43,7 +43,7 @@ def test_quickstart_stores_every_run_and_builds_the_site(
     assert all(status not in ("error", "crashed") for _, status in rows), rows
     assert "sgd" in index.read_text()
 
-    assert main(["quickstart", "--suite", "tiny-ce", "--out", "site"]) == 0
+    assert main(["quickstart", "--suite", "tiny-ce", "--out", "site", "--devices", "cpu"]) == 0
     assert "already finished (skipped); 0 ran" in capsys.readouterr().out
     store = open_store(str(tmp_path / "ngbench.db"))
     try:

@@ -213,7 +213,7 @@ def test_sigkill_of_the_parent_then_resume_finishes_every_run_exactly_once(
     db = tmp_path / "k.db"
     token = uuid.uuid4().hex
     delay = {"NGBENCH_TEST_STEP_DELAY": "0.02"}
-    proc = cli(["sweep", "s.toml", "--db", str(db), "--workers", "2"], tmp_path, token, delay)
+    proc = cli(["sweep", "s.toml", "--db", str(db), "--workers", "2", "--devices", "cpu"], tmp_path, token, delay)
     deadline = time.monotonic() + 120
     stored = 0
     while time.monotonic() < deadline and proc.poll() is None:
@@ -234,7 +234,7 @@ def test_sigkill_of_the_parent_then_resume_finishes_every_run_exactly_once(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(TOKEN_VAR, token)
     monkeypatch.setenv("NGBENCH_TEST_STEP_DELAY", "0.02")
-    assert main(["sweep", "s.toml", "--db", str(db), "--workers", "2", "--resume"]) == 0
+    assert main(["sweep", "s.toml", "--db", str(db), "--workers", "2", "--devices", "cpu", "--resume"]) == 0
     out = capsys.readouterr().out
     assert f"{before} already finished (skipped)" in out
     rows = _count(db, "SELECT key, status, COUNT(*) FROM runs GROUP BY key, status")
@@ -272,7 +272,7 @@ def test_ctrl_c_marks_in_flight_runs_interrupted_and_exits_cleanly(
 
     helper = threading.Thread(target=press_ctrl_c, daemon=True)
     helper.start()
-    code = main(["sweep", "s.toml", "--db", str(db), "--workers", "2"])
+    code = main(["sweep", "s.toml", "--db", str(db), "--workers", "2", "--devices", "cpu"])
     done = time.monotonic()
     helper.join(timeout=5)
     out = capsys.readouterr().out

@@ -67,7 +67,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_cli_run_and_approx_run_third_party_code_only_in_workers(probe_file: Path, tmp_path: Path) -> None:
     db = tmp_path / "t.db"
-    out = _cli("run", "tiny-ce", PROBE, "--steps", "3", "--db", str(db), cwd=ROOT)
+    out = _cli("run", "tiny-ce", PROBE, "--steps", "3", "--db", str(db), "--device", "cpu", cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "stored as run 1" in out.stdout and "isolated worker" in out.stderr
     out = _cli(
@@ -81,6 +81,8 @@ def test_cli_run_and_approx_run_third_party_code_only_in_workers(probe_file: Pat
         "2",
         "--batches",
         "1",
+        "--device",
+        "cpu",
         "--db",
         str(db),
         cwd=ROOT,

@@ -21,7 +21,20 @@ from suites import get_suite
 
 
 def tune(db: Path, optimizer: str, *extra: str) -> list[str]:
-    return ["tune", "tiny-ce", optimizer, "--db", str(db), "--workers", "1", "--timeout", "60", *extra]
+    return [
+        "tune",
+        "tiny-ce",
+        optimizer,
+        "--db",
+        str(db),
+        "--workers",
+        "1",
+        "--devices",
+        "cpu",
+        "--timeout",
+        "60",
+        *extra,
+    ]
 
 
 def stored(db: Path) -> list[dict[str, Any]]:

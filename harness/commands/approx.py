@@ -22,6 +22,7 @@ from harness.approx import (
     summary,
 )
 from harness.commands.runs import DbOption, fmt_float, make_console, parse_assignments
+from harness.devices import single_device
 from harness.errors import ConfigError
 
 
@@ -167,6 +168,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Approximation quality (iEF paper Sec. 6): gamma/gamma_SGD of every method along a reference run."""
+        single_device(device)  # a GPU that is not there fails here, before anything runs
         spec = ApproxSpec(
             suite=suite,
             backend=backend,

@@ -5,9 +5,10 @@ the same orchestrator as ``ngbench sweep`` (fresh worker per run, exactly-once s
 into the default SQLite file, then the static site; it prints where both are. Running it again
 completes only what is missing and rebuilds the site.
 
-Runs go to one worker per core (at most four), each with its own thread, so they do not share
-cores. ``minilm-lora`` is left out by default (a minute or more per run on two cores); name it with
-``--suite`` to include it.
+Runs go to one worker per GPU, else one worker per core (at most four), each with its own
+thread, so they do not share cores (:func:`harness.devices.plan_devices`). ``minilm-lora`` is
+left out by default (a minute or more per run on two cores); name it with ``--suite`` to
+include it.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from rich.text import Text
 
 from harness import registry
 from harness.commands.runs import DbOption, make_console
-from harness.commands.sweep import run_plan
+from harness.commands.sweep import DevicesOption, run_plan
 from harness.errors import ConfigError
 from harness.plans import expand
 from harness.site import build_site
-from harness.sweep import load_config
+from harness.sweep import load_config, parse_devices
 from suites import list_suites
 
 #: Suites the quickstart leaves out unless named: minutes per run on a laptop CPU.
@@ -57,8 +58,10 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends (default: torch).")] = None,
         seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0..K-1 per run.")] = 1,
         workers: Annotated[
-            int | None, typer.Option("--workers", min=1, help="Parallel workers [one per core, at most 4].")
+            int | None,
+            typer.Option("--workers", min=1, help="Parallel workers [one per GPU, else one per core, at most 4]."),
         ] = None,
+        devices: DevicesOption = None,
     ) -> None:
         """Run every optimizer on the CPU-size suites, store the runs, build the site."""
         backends = backend or ["torch"]
@@ -68,8 +71,9 @@ def register(app: typer.Typer) -> None:
         names = suite or [s.name for s in list_suites("ci") if s.name not in SLOW_SUITES]
         raw = quickstart_config(names, backends, list(range(seeds)))
         plan = expand(load_config(raw, where="ngbench quickstart"), where="ngbench quickstart")
-        n_workers = workers or max(1, min(4, os.cpu_count() or 1))
-        summary, store = run_plan("sweep", plan, "local", None, n_workers, True, db, None, "fork")
+        cpu_workers = max(1, min(4, os.cpu_count() or 1))
+        devs = parse_devices(devices)
+        summary, store = run_plan("sweep", plan, "local", devs, workers, True, db, None, "fork", cpu_workers)
         url = store.display_url
         store.dispose()
         console = make_console()

@@ -18,6 +18,7 @@ from backends.spec import BACKENDS
 from db.queries import environments_frame, metrics_frame, runs_frame
 from db.store import open_store
 from harness import external, registry
+from harness.devices import single_device
 from harness.errors import ConfigError
 from harness.runner import RunSpec, execute, prepare
 from harness.worker import Job, Lane
@@ -171,6 +172,7 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
     ) -> None:
         """Run one optimizer on one suite, measured, and store the result."""
+        single_device(device)  # a GPU that is not there fails here, before anything is written
         spec = RunSpec(
             suite=suite,
             optimizer=optimizer,
@@ -217,6 +219,7 @@ def register(app: typer.Typer) -> None:
             "compile_time_s": result.compile_time_s,
             "step_time_median_s": result.step_time_median_s,
             "peak_memory_bytes": result.peak_memory_bytes,
+            "peak_memory_above_baseline_bytes": result.peak_memory_above_baseline_bytes,
             "memory_kind": result.memory_kind,
             "passes_per_step": result.passes_per_step,
         }
@@ -230,7 +233,8 @@ def register(app: typer.Typer) -> None:
                     f"{result.steps} steps; train loss {fmt_float(result.initial_train_loss)} -> "
                     f"{fmt_float(result.final_train_loss)}; best {result.val_metric} "
                     f"{fmt_float(result.best_val_metric)}; median step {fmt_seconds(result.step_time_median_s)}; "
-                    f"peak memory {fmt_bytes(result.peak_memory_bytes)} ({result.memory_kind})"
+                    f"peak memory {fmt_bytes(result.peak_memory_bytes)} ({result.memory_kind}), "
+                    f"{fmt_bytes(result.peak_memory_above_baseline_bytes)} above the baseline"
                 )
             )
             console.print(Text(f"stored as run {run_id} in {store.display_url}"))

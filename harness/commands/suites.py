@@ -13,6 +13,7 @@ from rich.text import Text
 
 from harness.calibrate import calibrate
 from harness.commands.runs import make_console
+from harness.devices import single_device
 from harness.errors import ConfigError
 from suites import datadir, get_suite, list_suites
 
@@ -111,6 +112,7 @@ def register(app: typer.Typer) -> None:
         Prints the evidence and the Target(...)/Calibration(...) lines to freeze in the suite's
         file (it edits nothing). See harness/calibrate.py for the procedure.
         """
+        single_device(device)  # a GPU that is not there fails here, before any run
         apply_data_dir(data_dir)
         if dtype not in ("float32", "float64"):
             raise ConfigError(f"unknown dtype {dtype!r} (known: float32, float64)")

@@ -144,11 +144,22 @@ def run_plan(
     db: str | None,
     ray_address: str | None,
     isolation: str,
+    default_workers: int | None = None,
 ) -> tuple[Any, Any]:
     """Run a validated plan (:func:`harness.plans.run_plan`: progress on stderr) and print its
     summary; ``(summary, store)``. For a tuned plan the summary is a :class:`harness.tuning.TuneSummary`."""
     result, store = plans.run_plan(
-        kind, plan, executor, devs, n_workers, resume, db, ray_address, isolation, console=make_console(stderr=True)
+        kind,
+        plan,
+        executor,
+        devs,
+        n_workers,
+        resume,
+        db,
+        ray_address,
+        isolation,
+        console=make_console(stderr=True),
+        default_workers=default_workers,
     )
     out = make_console()
     if not plan.tuned:

@@ -7,6 +7,11 @@
   ``cores // workers`` threads (``OMP_NUM_THREADS``, ``torch.set_num_threads``), so parallel
   runs do not oversubscribe the cores and distort each other's step times. JAX workers are
   pinned to the CPU (``JAX_PLATFORMS=cpu``).
+* A GPU lane whose run failed (``crashed``, ``error``, ``timeout``, ``oom``) checks its GPU in a
+  fresh interpreter; a GPU that fails the check turns the run into ``crashed`` and retires the
+  lane, and the sweep goes on on the other lanes (docs/gpu-host.md, "When a GPU dies").
+
+The plan (which lanes, devices, threads) is :func:`harness.devices.plan_devices`'s.
 
 Each lane has one thread in the parent that takes jobs from a shared queue and blocks on its
 worker; outcomes go to one result queue that :meth:`LocalExecutor.next_outcome` reads.
@@ -14,7 +19,6 @@ worker; outcomes go to one result queue that :meth:`LocalExecutor.next_outcome` 
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -22,53 +26,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from db.statuses import FINISHED_STATUSES
-from harness.errors import ConfigError
+from harness.devices import DevicePlan, LanePlan, device_healthy, plan_devices
 from harness.executors.base import Executor
 from harness.worker import Job, Lane, Launcher, Outcome, failed_result
 
-
-def visible_gpus() -> tuple[str, ...]:
-    """``cuda:N`` for every GPU torch sees (without creating a CUDA context), else ``()``."""
-    try:
-        import torch  # the parent never imports a framework unless it looks for GPUs
-    except ImportError:
-        return ()
-    if not torch.cuda.is_available():
-        return ()
-    return tuple(f"cuda:{i}" for i in range(torch.cuda.device_count()))
-
-
-def plan_lanes(
-    devices: Sequence[str] | None, workers: int | None, cores: int | None = None
-) -> list[tuple[str, str, dict[str, str], int]]:
-    """``(name, device, env, threads)`` per lane for the requested devices and worker count."""
-    cores = cores or os.cpu_count() or 1
-    devs = tuple(devices) if devices else (visible_gpus() or ("cpu",))
-    if devs == ("cpu",):
-        n = workers or 1
-        if n < 1:
-            raise ConfigError(f"--workers must be positive, got {n}")
-        threads = max(1, cores // n)
-        env = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
-        return [(f"cpu{i}", "cpu", dict(env), threads) for i in range(n)]
-    if workers not in (None, len(devs)) and workers != 1:
-        raise ConfigError(
-            f"--workers {workers} with GPUs: the local executor runs one worker per GPU; choose GPUs with --devices"
-        )
-    visible = visible_gpus()
-    missing = [d for d in devs if d not in visible]
-    if missing:
-        seen = ", ".join(visible) or "none"
-        raise ConfigError(
-            f"--devices {','.join(d.split(':')[1] for d in devs)}: GPU(s) {', '.join(missing)} "
-            f"not visible to torch (visible: {seen}); use --devices cpu"
-        )
-    threads = max(1, cores // len(devs))
-    lanes = []
-    for dev in devs:
-        index = dev.split(":", 1)[1]
-        lanes.append((f"gpu{index}", "cuda", {"CUDA_VISIBLE_DEVICES": index}, threads))
-    return lanes
+#: Statuses after which a GPU lane checks that its GPU still works (a dead GPU retires the lane).
+SUSPECT_STATUSES = frozenset({"crashed", "error", "timeout", "oom"})
 
 
 class LocalExecutor(Executor):
@@ -79,7 +42,8 @@ class LocalExecutor(Executor):
     devices:
         ``("cpu",)``, ``("cuda:0", "cuda:1", ...)`` or ``None`` (every GPU, else the CPU).
     workers:
-        Parallel workers on the CPU (default 1).
+        Parallel workers on the CPU (default ``default_workers``, else 1); with GPUs, the first
+        ``workers`` GPUs (see :func:`harness.devices.plan_devices`).
     isolation:
         ``fork`` (a warm launcher forks a fresh child per run; default) or ``spawn`` (a new
         interpreter per run).
@@ -94,9 +58,14 @@ class LocalExecutor(Executor):
         *,
         isolation: str = "fork",
         cores: int | None = None,
+        default_workers: int | None = None,
+        plan: DevicePlan | None = None,
     ) -> None:
         super().__init__()
-        self._plan = plan_lanes(devices, workers, cores)
+        self.plan = plan or plan_devices(devices, workers, cores=cores, default_workers=default_workers)
+        self._plan: tuple[LanePlan, ...] = self.plan.lanes
+        #: GPU lanes whose GPU failed its health check: name -> why (they take no more jobs).
+        self.retired: dict[str, str] = {}
         self.isolation = isolation
         self.lanes: list[Lane] = []
         self.launcher: Launcher | None = None
@@ -123,8 +92,7 @@ class LocalExecutor(Executor):
             return len(self._current)
 
     def describe(self) -> str:
-        lanes = ", ".join(f"{name} ({threads} thr)" for name, _, _, threads in self._plan)
-        return f"local, {self.slots} worker{'s' if self.slots != 1 else ''}: {lanes}"
+        return self.plan.describe()
 
     def start(self) -> None:
         if self.lanes:
@@ -132,25 +100,32 @@ class LocalExecutor(Executor):
         if self.isolation == "fork":
             # One launcher for all lanes: settings the lanes share go into its environment,
             # the rest (CUDA_VISIBLE_DEVICES per GPU) into each forked child's.
-            envs = [env for _, _, env, _ in self._plan]
+            envs = [lane.env for lane in self._plan]
             common = {k: v for k, v in envs[0].items() if all(e.get(k) == v for e in envs)}
-            counts = {t for *_, t in self._plan}
+            counts = {lane.threads for lane in self._plan}
             if len(counts) == 1:
                 common.update(OMP_NUM_THREADS=str(*counts), MKL_NUM_THREADS=str(*counts))
             self.launcher = Launcher(
                 env=common, preload=tuple(b for b in self.backends if b == "torch"), suites=tuple(self.suites)
             )
             self.launcher.start()  # from this (long-lived) thread: see Launcher.start
-        for name, device, env, threads in self._plan:
+        for p in self._plan:
             self.lanes.append(
-                Lane(name, device=device, env=env, threads=threads, isolation=self.isolation, launcher=self.launcher)
+                Lane(
+                    p.name,
+                    device=p.device,
+                    env=p.env,
+                    threads=p.threads,
+                    isolation=self.isolation,
+                    launcher=self.launcher,
+                )
             )
-        for lane in self.lanes:
-            t = threading.Thread(target=self._serve, args=(lane,), name=f"ngbench-{lane.name}", daemon=True)
+        for lane, p in zip(self.lanes, self._plan, strict=True):
+            t = threading.Thread(target=self._serve, args=(lane, p), name=f"ngbench-{lane.name}", daemon=True)
             t.start()
             self._threads.append(t)
 
-    def _serve(self, lane: Lane) -> None:
+    def _serve(self, lane: Lane, plan: LanePlan) -> None:
         while True:
             job = self._jobs.get()
             if job is None or self._stopping.is_set():
@@ -163,9 +138,48 @@ class LocalExecutor(Executor):
                 outcome = Outcome(
                     job, failed_result(job, "crashed", f"lane {lane.name} failed: {exc!r}"), {}, lane.name
                 )
+            retire = None
+            if plan.gpu is not None and outcome.result.status in SUSPECT_STATUSES and not self._stopping.is_set():
+                retire = self._check_gpu(lane, plan, outcome)
             with self._lock:
                 self._current.pop(lane.name, None)
             self._results.put(outcome)
+            if retire is not None:
+                self._retire(lane, retire)
+                return
+
+    def _check_gpu(self, lane: Lane, plan: LanePlan, outcome: Outcome) -> str | None:
+        """After a failed run on a GPU lane: ``None`` if the GPU still works, else why not
+        (the run becomes ``crashed``; docs/gpu-host.md, "When a GPU dies")."""
+        healthy, why = device_healthy(plan.env)
+        if healthy:
+            return None
+        reason = f"GPU {plan.gpu} ({lane.name}) failed after this run; lane retired: {why}"
+        result = outcome.result
+        result.status = "crashed"
+        result.error = reason + (f"\n{result.error}" if result.error else "")
+        return reason
+
+    def _retire(self, lane: Lane, reason: str) -> None:
+        """Stop ``lane`` taking jobs; when no lane is left, the queued jobs come back ``crashed``."""
+        drained: list[Job] = []
+        with self._lock:  # submit() queues under the same lock: no job slips in after the drain
+            self.retired[lane.name] = reason
+            if len(self.retired) < len(self._plan):
+                return
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    drained.append(job)
+        for job in drained:
+            self._results.put(self._not_run(job))
+
+    def _not_run(self, job: Job) -> Outcome:
+        message = f"not run: every GPU lane is retired ({'; '.join(self.retired.values())})"
+        return Outcome(job, failed_result(job, "crashed", message), {}, "retired")
 
     def probe(self, backend: str) -> dict[str, Any]:
         if not self.lanes:
@@ -175,7 +189,11 @@ class LocalExecutor(Executor):
 
     def submit(self, job: Job) -> None:
         self._submitted += 1
-        self._jobs.put(job)
+        with self._lock:
+            if len(self.retired) < len(self._plan):
+                self._jobs.put(job)
+                return
+        self._results.put(self._not_run(job))
 
     def next_outcome(self, timeout: float | None = None) -> Outcome | None:
         try:

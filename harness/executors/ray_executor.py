@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from harness.devices import plan_devices
 from harness.errors import ConfigError
 from harness.executors.base import Executor
 from harness.runner import RunResult
@@ -103,10 +104,8 @@ class RayExecutor(Executor):
         cpus_per_task: int = 1,
     ) -> None:
         super().__init__()
-        if devices is not None and tuple(devices) != ("cpu",):
-            raise ConfigError("--devices with the Ray executor: use 'cpu' or leave it out (Ray assigns GPUs itself)")
-        if workers is not None and workers < 1:
-            raise ConfigError(f"--workers must be positive, got {workers}")
+        plan_devices(devices, workers, executor="ray", gpus=0, cores=1)  # bad requests fail before Ray starts
+        self.devices = tuple(devices) if devices is not None else None
         self.force_cpu = devices is not None
         self.workers = workers
         self.address = ray_address
@@ -175,14 +174,23 @@ class RayExecutor(Executor):
                 os.environ.update(hidden)
             self._started_ray = True
         resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        self.use_gpu = gpus > 0 and not self.force_cpu
+        try:
+            plan = plan_devices(
+                self.devices,
+                self.workers,
+                executor="ray",
+                gpus=int(resources.get("GPU", 0)),
+                cores=int(resources.get("CPU", 1)),
+                cpus_per_task=self.cpus_per_task,
+            )
+        except ConfigError:
+            self.close()
+            raise
+        self.use_gpu = plan.use_gpu
+        self._slots = plan.slots
+        options: dict[str, Any] = {"num_cpus": self.cpus_per_task}
         if self.use_gpu:
-            options = {"num_gpus": 1, "num_cpus": self.cpus_per_task}
-            self._slots = self.workers or gpus
-        else:
-            options = {"num_cpus": self.cpus_per_task}
-            self._slots = self.workers or max(1, int(resources.get("CPU", 1) // self.cpus_per_task))
+            options["num_gpus"] = 1
         remote: Any = ray.remote
         self._remote_run = remote(max_retries=0, **options)(ray_run)
         self._remote_probe = remote(max_retries=0, **options)(ray_probe)

@@ -128,6 +128,7 @@ def entries_export(entries: pd.DataFrame | None) -> pd.DataFrame | None:
             "sgd_ratio",
             "sgd_ref",
             "peak_memory",
+            "step_memory",
             "memory_kind",
             "compile_time",
             "passes",
