@@ -12,10 +12,12 @@ from typing import Any
 
 import jax
 
+from backends.spec import Problem
+
 Array = jax.Array
 
 
-def output_tangents(problem: Any, oracle: Any, vectors: list[Array]) -> list[Array]:
+def output_tangents(problem: Problem, oracle: Any, vectors: list[Array]) -> list[Array]:
     """``Jz v`` (each ``(B, C)``) for every ``v`` in ``vectors``: one vmapped forward-mode pass."""
     if len(vectors) == 1:
         return [oracle.jvp(vectors[0])]
@@ -24,7 +26,7 @@ def output_tangents(problem: Any, oracle: Any, vectors: list[Array]) -> list[Arr
     return list(tangents)
 
 
-def tap_grads_many(problem: Any, oracle: Any, cotangents: Array) -> list[Array]:
+def tap_grads_many(problem: Problem, oracle: Any, cotangents: Array) -> list[Array]:
     """Tap cotangents for ``k`` logit cotangents ``(k, B, C)``: per tapped layer a ``(k, B, ...)`` array.
 
     One vmapped reverse pass through the oracle's linearised forward (which is recorded outside

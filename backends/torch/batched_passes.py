@@ -12,8 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from backends.spec import Problem
 
-def output_tangents(problem: Any, oracle: Any, vectors: list[Tensor]) -> list[Tensor]:
+
+def output_tangents(problem: Problem, oracle: Any, vectors: list[Tensor]) -> list[Tensor]:
     """``Jz v`` (each ``(B, C)``) for every ``v`` in ``vectors``: one vmapped forward-mode pass."""
     if len(vectors) == 1:
         return [oracle.jvp(vectors[0])]
@@ -22,7 +24,7 @@ def output_tangents(problem: Any, oracle: Any, vectors: list[Tensor]) -> list[Te
     return list(tangents)
 
 
-def tap_grads_many(problem: Any, oracle: Any, cotangents: Tensor) -> list[Tensor]:
+def tap_grads_many(problem: Problem, oracle: Any, cotangents: Tensor) -> list[Tensor]:
     """Tap cotangents for ``k`` logit cotangents ``(k, B, C)``: per tapped layer a ``(k, B, ...)`` tensor.
 
     One vmapped reverse pass through the oracle's recorded forward (which must run outside the

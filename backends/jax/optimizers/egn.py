@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from backends import blocks
 from backends import damping as lm
 from backends.jax import kfac_factors as kf
 from backends.jax.batched_passes import tap_grads_many
@@ -32,7 +33,7 @@ from backends.jax.control_flow import counted_while_loop
 from backends.jax.output_hessian import hessian_factor
 from backends.jax.sample_space import damped_solve
 from backends.methods import egn
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 Array = jax.Array
 F64 = jnp.float64
@@ -80,11 +81,9 @@ def output_factor(likelihood: str, logits: Array, r: Array, jitter: float) -> tu
     return L, jax.scipy.linalg.solve_triangular(L, r64[..., None], lower=True)[..., 0]
 
 
-def taps_gram_applicable(problem: Any) -> bool:
-    """Every trainable parameter sits in a Linear layer fed 2-D inputs (so grad_W l = e a^T)."""
-    layout = problem.layout
-    shapes = layout.spec.shapes
-    return layout.all_tapped and all(t.kind == "linear" and len(shapes[t.layer_index]) == 1 for t in layout.tapped)
+def taps_gram_applicable(problem: Problem) -> bool:
+    """Every trainable parameter sits in a Linear layer fed 2-D inputs (``backends.blocks``)."""
+    return blocks.linear_on_vectors_only(problem.layout)
 
 
 def _solve(gram: Array, s: Array, batch_size: int, lam: Array) -> Array:
@@ -94,7 +93,7 @@ def _solve(gram: Array, s: Array, batch_size: int, lam: Array) -> Array:
     return damped_solve(gram, s, batch_size * lam).x
 
 
-def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Array, mode: str) -> Solve:
+def egn_solve(problem: Problem, oracle: Any, hp: egn.EGNHyperparams, lam: Array, mode: str) -> Solve:
     """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
     z, r = oracle.logits, oracle.logit_grads()
     B, C = z.shape
@@ -129,7 +128,7 @@ def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Array, mod
     return Solve(Jt.T @ v.astype(Jt.dtype), s, v)
 
 
-def gram_mode(problem: Any, hp: egn.EGNHyperparams) -> str:
+def gram_mode(problem: Problem, hp: egn.EGNHyperparams) -> str:
     if hp.gram == "auto":
         return "taps" if taps_gram_applicable(problem) else "dense"
     if hp.gram == "taps" and not taps_gram_applicable(problem):
@@ -150,7 +149,7 @@ def _lerp(start: Array, end: Array, weight: float) -> Array:
 
 
 class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: egn.EGNHyperparams) -> EGNState:
+    def init(self, problem: Problem, hparams: egn.EGNHyperparams) -> EGNState:
         dtype = problem.dtype
         momentum = jnp.zeros(problem.num_params, dtype) if hparams.momentum != 0.0 else None
         return EGNState(
@@ -162,7 +161,7 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         )
 
     def _direction(
-        self, problem: Any, params: Array, state: EGNState, batch: Batch[Array]
+        self, problem: Problem, params: Array, state: EGNState, batch: Batch[Array]
     ) -> tuple[Any, Solve, Array, Array | None]:
         hp = state.hparams
         mode = gram_mode(problem, hp)
@@ -174,11 +173,11 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         correction = (1.0 - hp.momentum ** (state.steps + 1).astype(F64)).astype(m.dtype)
         return oracle, sol, m / correction, m
 
-    def direction(self, problem: Any, params: Array, state: EGNState, batch: Batch[Array]) -> Array:
+    def direction(self, problem: Problem, params: Array, state: EGNState, batch: Batch[Array]) -> Array:
         return self._direction(problem, params, state, batch)[2]
 
     def step(
-        self, problem: Any, params: Array, state: EGNState, batch: Batch[Array]
+        self, problem: Problem, params: Array, state: EGNState, batch: Batch[Array]
     ) -> tuple[Array, EGNState, dict[str, Any]]:
         hp = state.hparams
         dtype = params.dtype

@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from backends import blocks
 from backends import damping as lm
 from backends.methods import egn
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 from backends.torch import kfac_factors as kf
 from backends.torch.batched_passes import tap_grads_many
 from backends.torch.output_hessian import hessian_factor
@@ -65,11 +66,9 @@ def output_factor(likelihood: str, logits: Tensor, r: Tensor, jitter: float) -> 
     return L, torch.linalg.solve_triangular(L, r64.unsqueeze(-1), upper=False).squeeze(-1)
 
 
-def taps_gram_applicable(problem: Any) -> bool:
-    """Every trainable parameter sits in a Linear layer fed 2-D inputs (so grad_W l = e a^T)."""
-    layout = problem.layout
-    shapes = layout.spec.shapes
-    return layout.all_tapped and all(t.kind == "linear" and len(shapes[t.layer_index]) == 1 for t in layout.tapped)
+def taps_gram_applicable(problem: Problem) -> bool:
+    """Every trainable parameter sits in a Linear layer fed 2-D inputs (``backends.blocks``)."""
+    return blocks.linear_on_vectors_only(problem.layout)
 
 
 def _solve(gram: Tensor, s: Tensor, batch_size: int, lam: Tensor) -> Tensor:
@@ -80,7 +79,7 @@ def _solve(gram: Tensor, s: Tensor, batch_size: int, lam: Tensor) -> Tensor:
     return damped_solve(gram, s, batch_size * lam).x
 
 
-def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> Solve:
+def egn_solve(problem: Problem, oracle: Any, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> Solve:
     """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
     z, r = oracle.logits, oracle.logit_grads()
     B, C = z.shape
@@ -118,7 +117,7 @@ def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Tensor, mo
     return Solve(Jt.T @ v.to(Jt.dtype), s.reshape(-1), v)
 
 
-def _mode(problem: Any, hp: egn.EGNHyperparams) -> str:
+def _mode(problem: Problem, hp: egn.EGNHyperparams) -> str:
     if hp.gram == "auto":
         return "taps" if taps_gram_applicable(problem) else "dense"
     if hp.gram == "taps" and not taps_gram_applicable(problem):
@@ -127,12 +126,12 @@ def _mode(problem: Any, hp: egn.EGNHyperparams) -> str:
 
 
 class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: egn.EGNHyperparams) -> EGNState:
+    def init(self, problem: Problem, hparams: egn.EGNHyperparams) -> EGNState:
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return EGNState(hparams, 0, None, hparams.lr, lam)
 
     def _direction(
-        self, problem: Any, params: Tensor, state: EGNState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: EGNState, batch: Batch[Tensor]
     ) -> tuple[Any, Solve, Tensor, Tensor | None]:
         hp = state.hparams
         mode = _mode(problem, hp)
@@ -144,11 +143,11 @@ class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
         m = torch.lerp(prev, sol.d, 1.0 - hp.momentum)
         return oracle, sol, m / (1.0 - hp.momentum ** (state.steps + 1)), m
 
-    def direction(self, problem: Any, params: Tensor, state: EGNState, batch: Batch[Tensor]) -> Tensor:
+    def direction(self, problem: Problem, params: Tensor, state: EGNState, batch: Batch[Tensor]) -> Tensor:
         return self._direction(problem, params, state, batch)[2]
 
     def step(
-        self, problem: Any, params: Tensor, state: EGNState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: EGNState, batch: Batch[Tensor]
     ) -> tuple[Tensor, EGNState, dict[str, Any]]:
         hp = state.hparams
         lam = state.damping
