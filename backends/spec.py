@@ -26,9 +26,13 @@ is a typed tuple, nothing is mutated in place)::
 * Every Tikhonov damping hyperparameter is called ``damping`` and means a term ``damping * I``
   added to the mean-loss-convention curvature matrix (``B * damping`` in sample space).
 
-Adapters receive the problem and the batch; they may branch on parameter shapes and layer
-kinds but must never read the suite's name or data to pick hyperparameters, and must do all
-their per-step work inside ``step`` where the timer sees it.
+Adapters receive the problem (:class:`Problem`) and the batch; everything they know of the model
+comes from ``problem.oracle(params, batch, taps=...)`` (:class:`Oracle`: losses, gradients, taps,
+JVP/VJP, GGN products, sampled labels, each pass counted) and ``problem.layout``
+(:class:`ParamLayout`, from ``backends.layout``: where each parameter and tapped layer sits in
+the flat vector). They may branch on parameter shapes and layer kinds but must never read the
+suite's name or data to pick hyperparameters, and must do all their per-step work inside
+``step`` where the timer sees it.
 
 Third-party adapters register under the entry-point group :data:`ENTRY_POINT_GROUP`.
 """

@@ -58,6 +58,10 @@ class JaxOps:
         return jnp.zeros_like(x)
 
     @staticmethod
+    def ones_like(x: Array) -> Array:
+        return jnp.ones_like(x)
+
+    @staticmethod
     def sum(x: Array, axis: int | None = None) -> Array:
         return jnp.sum(x, axis=axis)
 

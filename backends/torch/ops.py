@@ -53,6 +53,10 @@ class TorchOps:
         return torch.zeros_like(x)
 
     @staticmethod
+    def ones_like(x: Tensor) -> Tensor:
+        return torch.ones_like(x)
+
+    @staticmethod
     def sum(x: Tensor, axis: int | None = None) -> Tensor:
         return x.sum() if axis is None else x.sum(dim=axis)
 

@@ -25,15 +25,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from backends import blocks
+from backends import blocks, egn_gram
 from backends import damping as lm
-from backends.jax import kfac_factors as kf
 from backends.jax.batched_passes import tap_grads_many
 from backends.jax.control_flow import counted_while_loop
+from backends.jax.ops import JAX_OPS
 from backends.jax.output_hessian import hessian_factor
 from backends.jax.sample_space import damped_solve
 from backends.methods import egn
-from backends.spec import Batch, Problem, adapter_class
+from backends.spec import Batch, Oracle, Problem, adapter_class
 
 Array = jax.Array
 F64 = jnp.float64
@@ -93,37 +93,25 @@ def _solve(gram: Array, s: Array, batch_size: int, lam: Array) -> Array:
     return damped_solve(gram, s, batch_size * lam).x
 
 
-def egn_solve(problem: Problem, oracle: Any, hp: egn.EGNHyperparams, lam: Array, mode: str) -> Solve:
+def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Array, mode: str) -> Solve:
     """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
     z, r = oracle.logits, oracle.logit_grads()
     B, C = z.shape
     S, s = output_factor(problem.likelihood, z, r, hp.q_jitter)
     s = s.reshape(-1)
     if mode == "taps":
-        # Row (n, k) of Jt is the flat gradient of S_n[:, k] . z_n; per Linear layer it is
-        # e_nk abar_n^T, so Jt Jt^T = sum_layers (E E^T) * (Abar Abar^T) over rows (n, k), and
-        # Jt^T v is, per layer, (sum_k v_nk e_nk)^T Abar: no per-sample Jacobian, no extra pass.
+        # Jt Jt^T and Jt^T v from the taps (backends.egn_gram): no per-sample Jacobian, no extra pass.
         a = oracle.tap_inputs()
         if S is None:
             columns = jnp.broadcast_to(jnp.eye(C, dtype=z.dtype)[:, None, :], (C, B, C))
         else:
             columns = jnp.transpose(S, (2, 0, 1)).astype(z.dtype)
         E = tap_grads_many(problem, oracle, columns)  # per layer (C, B, out)
-        # The Gram in the working dtype (docs/methods.md, "Where the speed is"); only the solve in float64.
-        gram = jnp.zeros((B, C, B, C), z.dtype)
-        abars = []
-        for i, layer in enumerate(problem.layout.tapped):
-            rows = jnp.swapaxes(E[i], 0, 1).reshape(B * C, -1)
-            abar = a[i] if layer.bias is None else jnp.concatenate([a[i], jnp.ones((B, 1), a[i].dtype)], axis=1)
-            abars.append(abar)
-            gram = gram + (rows @ rows.T).reshape(B, C, B, C) * (abar @ abar.T).reshape(B, 1, B, 1)
-        v = _solve(gram.reshape(B * C, B * C).astype(F64), s, B, lam)
-        vm = v.reshape(B, C).astype(z.dtype)
-        matrices = [jnp.einsum("knl,nk->nl", E[i], vm).T @ abars[i] for i in range(len(abars))]
-        return Solve(kf.flat_from_layers(problem.layout, matrices), s, v)
-    Jz = oracle.output_jacobian()  # (B, C, P), working dtype
-    Jt = Jz if S is None else jnp.einsum("nck,ncp->nkp", S.astype(Jz.dtype), Jz)
-    Jt = Jt.reshape(B * C, -1)
+        gram, abars = egn_gram.tap_gram(JAX_OPS, problem.layout, a, E)
+        v = _solve(gram.astype(F64), s, B, lam)
+        d = egn_gram.tap_direction(JAX_OPS, problem.layout, E, abars, v.reshape(B, C).astype(z.dtype))
+        return Solve(d, s, v)
+    Jt = egn_gram.dense_rows(JAX_OPS, S, oracle.output_jacobian())  # (B C, P), working dtype
     v = _solve((Jt @ Jt.T).astype(F64), s, B, lam)
     return Solve(Jt.T @ v.astype(Jt.dtype), s, v)
 

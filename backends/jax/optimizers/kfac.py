@@ -37,7 +37,7 @@ from backends.jax.batched_passes import output_tangents, tap_grads_many
 from backends.jax.control_flow import counted_switch
 from backends.jax.output_hessian import apply_factor, factor_columns
 from backends.methods import kfac
-from backends.spec import Batch, Problem, adapter_class
+from backends.spec import Batch, Oracle, Problem, adapter_class
 
 Array = jax.Array
 F64 = jnp.float64
@@ -79,7 +79,7 @@ def refresh_inverses(t: Array, hp: kfac.KFACHyperparams) -> Array:
 # --------------------------------------------------------------------------- factors
 
 
-def batch_factors(problem: Problem, oracle: Any, batch: Batch[Array], estimator: str) -> list[kf.LayerStats]:
+def batch_factors(problem: Problem, oracle: Oracle, batch: Batch[Array], estimator: str) -> list[kf.LayerStats]:
     """This batch's ``A_i``, ``G_i`` for every tapped layer (see ``backends.jax.kfac_factors``)."""
     inputs = oracle.tap_inputs()
     if estimator == "fisher_exact":
@@ -112,7 +112,7 @@ def locations(problem: Problem) -> list[int]:
 
 
 class _Proposal(NamedTuple):
-    oracle: Any
+    oracle: Oracle
     loss: Array
     grad_h: Array
     factors: tuple[kf.LayerStats, ...]
@@ -121,7 +121,7 @@ class _Proposal(NamedTuple):
     direction: Array
 
 
-def _output_inner(oracle: Any, u: Array, w: Array) -> Array:
+def _output_inner(oracle: Oracle, u: Array, w: Array) -> Array:
     """``(1/B) sum_n u_n^T Q_n w_n`` (float64)."""
     return jnp.mean(jnp.sum(u * oracle.output_hessian_apply(w), axis=-1)).astype(F64)
 
