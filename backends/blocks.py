@@ -1,27 +1,26 @@
 """Parameter blocks of the sample-space methods, backend-neutral (pure Python over the layout).
 
 EF, iEF, SF and FNGD see the per-sample gradient matrix ``J`` through its blocks: FNGD gives
-each block its own coefficient vector, and both backends' sample-space helpers
-(``backends/torch/sample_space.py``, ``backends/jax/sample_space.py``) need the same answers
-to three layout questions, answered once here:
+each block its own coefficient vector, and the sample-space maths (``backends/sample_space.py``)
+needs the answers to these layout questions, answered here:
 
 * :func:`block_spans`: the contiguous ``[start, stop)`` ranges of the blocks in the flat vector;
 * :func:`uses_taps`: whether every block's per-sample gradients can be rebuilt from the taps
   (inputs ``a`` and pre-activation gradients ``e`` of Linear/Conv2d layers), or the dense
   ``J`` is needed;
+* :func:`linear_on_vectors_only`: whether EGN can form its Gram from the taps;
 * :func:`positions_gram_path`: how a layer with positions (Conv2d, a Linear on sequences)
   forms its Gram most cheaply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
+from backends import layer_kinds
 from backends.layout import ParamLayout
 
-#: Tapped layer kinds whose per-sample gradients the sample-space helpers rebuild from the taps.
-SUPPORTED_KINDS: frozenset[str] = frozenset({"linear", "conv2d"})
+#: Tapped layer kinds whose per-sample gradients the sample-space helpers rebuild from the taps
+#: (those with a rule in ``backends.layer_kinds``).
+SUPPORTED_KINDS: frozenset[str] = layer_kinds.tapped_kinds()
 
 
 def block_spans(layout: ParamLayout) -> tuple[tuple[int, int], ...]:
@@ -40,6 +39,13 @@ def uses_taps(layout: ParamLayout) -> bool:
     return layout.all_tapped and all(t.kind in SUPPORTED_KINDS for t in layout.tapped)
 
 
+def linear_on_vectors_only(layout: ParamLayout) -> bool:
+    """Every trainable parameter sits in a Linear layer fed 2-D inputs (so ``grad_W l_n = e_n a_n^T``
+    with no positions): where EGN forms its Gram from the taps."""
+    shapes = layout.spec.shapes
+    return layout.all_tapped and all(t.kind == "linear" and len(shapes[t.layer_index]) == 1 for t in layout.tapped)
+
+
 def positions_gram_path(batch: int, positions: int, d_in: int, d_out: int) -> str:
     """``"positions"`` or ``"per_sample"``: the cheaper way (multiply-adds) to a layer's Gram.
 
@@ -50,37 +56,3 @@ def positions_gram_path(batch: int, positions: int, d_in: int, d_out: int) -> st
     pairs = batch * batch * positions * positions * (d_in + d_out + 1)
     per_sample = batch * positions * d_in * d_out + batch * batch * (d_in + 1) * d_out
     return "positions" if pairs <= per_sample else "per_sample"
-
-
-class DenseJacobian:
-    """``J`` (``rows x P``) held explicitly: the sample-space operator of models with untapped
-    trainable parameters. Framework-neutral (``@``, ``.T`` and slicing); a backend subclass sets
-    :attr:`stack` and :attr:`concat` (``torch.stack``/``torch.cat``, ``jnp.stack``/``jnp.concatenate``).
-    """
-
-    stack: Callable[[Any], Any]
-    concat: Callable[[Any], Any]
-
-    def __init__(self, layout: ParamLayout, jacobian: Any):
-        self.layout = layout
-        self.jacobian = jacobian
-        self.rows = int(jacobian.shape[0])
-        self.groups = block_spans(layout)
-
-    def gram(self) -> Any:
-        return self.jacobian @ self.jacobian.T
-
-    def group_grams(self) -> Any:
-        return self.stack([self.jacobian[:, a:b] @ self.jacobian[:, a:b].T for a, b in self.groups])
-
-    def rmatvec(self, w: Any) -> Any:
-        return self.jacobian.T @ w
-
-    def rmatvec_groups(self, w: Any) -> Any:
-        return self.concat([self.jacobian[:, a:b].T @ w[i] for i, (a, b) in enumerate(self.groups)])
-
-    def matvec(self, v: Any) -> Any:
-        return self.jacobian @ v
-
-    def dense(self) -> Any:
-        return self.jacobian

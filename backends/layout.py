@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from backends import layer_kinds
 from suites.layers import Layer, ModelSpec
 
 
@@ -75,17 +76,7 @@ class TappedLayer:
     @property
     def positions(self) -> int:
         """Locations the layer is applied at: 1 for vectors, ``T`` for sequences, ``H W`` for convs."""
-        out = self.output_shape
-        if self.kind == "conv2d":
-            return int(out[1] * out[2])
-        return int(max(1, _prod(out[:-1])))
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
+        return layer_kinds.rule(self.layer).positions(self.output_shape)
 
 
 @dataclass(frozen=True)

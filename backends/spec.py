@@ -26,9 +26,13 @@ is a typed tuple, nothing is mutated in place)::
 * Every Tikhonov damping hyperparameter is called ``damping`` and means a term ``damping * I``
   added to the mean-loss-convention curvature matrix (``B * damping`` in sample space).
 
-Adapters receive the problem and the batch; they may branch on parameter shapes and layer
-kinds but must never read the suite's name or data to pick hyperparameters, and must do all
-their per-step work inside ``step`` where the timer sees it.
+Adapters receive the problem (:class:`Problem`) and the batch; everything they know of the model
+comes from ``problem.oracle(params, batch, taps=...)`` (:class:`Oracle`: losses, gradients, taps,
+JVP/VJP, GGN products, sampled labels, each pass counted) and ``problem.layout``
+(:class:`ParamLayout`, from ``backends.layout``: where each parameter and tapped layer sits in
+the flat vector). They may branch on parameter shapes and layer kinds but must never read the
+suite's name or data to pick hyperparameters, and must do all their per-step work inside
+``step`` where the timer sees it.
 
 Third-party adapters register under the entry-point group :data:`ENTRY_POINT_GROUP`.
 """
@@ -43,6 +47,8 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+
+from backends.layout import ParamLayout
 
 ENTRY_POINT_GROUP = "ngbench.optimizers"
 BACKENDS: tuple[str, ...] = ("torch", "jax")
@@ -310,13 +316,13 @@ class Adapter:
     #: Named hyperparameter sets (e.g. ``paper``, ``kfac-jax``), applied before overrides.
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
-    def init(self, problem: Any, hparams: Any) -> Any:
+    def init(self, problem: Problem, hparams: Any) -> Any:
         raise NotImplementedError
 
-    def step(self, problem: Any, params: Any, state: Any, batch: Batch[Any]) -> tuple[Any, Any, dict[str, Any]]:
+    def step(self, problem: Problem, params: Any, state: Any, batch: Batch[Any]) -> tuple[Any, Any, dict[str, Any]]:
         raise NotImplementedError
 
-    def direction(self, problem: Any, params: Any, state: Any, batch: Batch[Any]) -> Any:
+    def direction(self, problem: Problem, params: Any, state: Any, batch: Batch[Any]) -> Any:
         raise NotImplementedError
 
     @classmethod
@@ -347,6 +353,9 @@ class MethodCard(NamedTuple):
     search_space: Mapping[str, Distribution]
     capabilities: Capabilities = Capabilities()
     presets: Mapping[str, Mapping[str, Any]] = {}
+    #: Backends with an adapter of this method (``backends/<backend>/optimizers/<name>.py``);
+    #: a declared one that does not resolve is an error, not a silently missing method.
+    backends: tuple[str, ...] = BACKENDS
 
 
 def from_card(card: MethodCard, backend: str) -> dict[str, Any]:
@@ -386,6 +395,142 @@ class StepFunction(typing.Protocol):
     def __call__(self, params: Any, state: Any, batch: Batch[Any]) -> tuple[Any, Any, dict[str, Any]]: ...
 
 
+class PassCounters(typing.Protocol):
+    """The pass counters of a problem (``forward``, ``backward``, ``jvp``, ``vjp``, ``per_sample``)."""
+
+    def add(self, kind: str, n: int = 1) -> None: ...
+
+    def snapshot(self) -> dict[str, int]: ...
+
+
+class ReversePass(typing.Protocol):
+    """One reverse pass with logit cotangent ``R`` (``B x C``): ``param_grad = sum_n Jz_n^T R_n``
+    (flat ``(P,)``; empty where ``param_grad=False`` was asked), ``tap_grads[k]`` the cotangent
+    of tapped layer ``k``'s pre-activation (empty without taps)."""
+
+    @property
+    def param_grad(self) -> Any: ...
+
+    @property
+    def tap_grads(self) -> list[Any]: ...
+
+
+@typing.runtime_checkable
+class Oracle(typing.Protocol):
+    """The curvature primitives at ``params`` on ``batch``: all an adapter may call.
+
+    ``problem.oracle(params, batch, taps=...)`` builds one per step; it caches what it has
+    computed (the forward, the logit gradients, the gradient), so asking twice costs one pass,
+    and it counts every pass in ``problem.counters``. Implementations:
+    ``backends.torch.oracle.TorchOracle`` (eager autograd) and ``backends.jax.oracle.JaxOracle``
+    (``jax.linearize``; inside a jitted step XLA removes what is not used).
+
+    Conventions (docs/conventions.md): ``B`` samples, ``C`` outputs, ``P`` trainable parameters
+    (flat, canonical order, :class:`ParamLayout`); ``z`` the logits ``(B, C)``; per-sample losses
+    ``l_n``, the objective is their mean; ``r_n = dl_n/dz_n``; ``Jz`` the output Jacobian
+    ``(B, C, P)``; ``J`` the per-sample gradient matrix ``(B, P)`` (rows ``grad l_n``, not divided
+    by ``B``); ``Q`` the per-sample output Hessian of the loss; the GGN is
+    ``G = (1/B) sum_n Jz_n^T Q_n Jz_n``. Arrays are the backend's (``torch.Tensor``,
+    ``jax.Array``) in the problem's working dtype; scalars are 0-d arrays.
+    """
+
+    problem: Any
+    likelihood: str
+    params: Any
+    batch: Batch[Any]
+    batch_size: int
+
+    @property
+    def logits(self) -> Any:
+        """``z``, ``(B, C)`` (one forward, counted once)."""
+        ...
+
+    def per_sample_losses(self) -> Any:
+        """``l_n``, ``(B,)``."""
+        ...
+
+    def loss(self) -> Any:
+        """Mean batch loss (0-d) from the forward that also serves the reverse passes."""
+        ...
+
+    def loss_value(self) -> Any:
+        """Mean batch loss where no reverse pass will follow (a trial point of a line search or
+        an LM ratio): one forward without recording a graph (torch); in JAX the same forward
+        without linearising. Reuses a forward that already ran."""
+        ...
+
+    def logit_grads(self) -> Any:
+        """``r``, ``(B, C)``; closed form, no pass."""
+        ...
+
+    def reverse(self, cotangent: Any, *, kind: str = "backward", param_grad: bool = True) -> ReversePass:
+        """One reverse pass of ``sum_n R_n^T z_n`` (counted as ``kind``). ``param_grad=False``
+        asks for the tap cotangents only (needs ``taps=True``; torch skips the parameter
+        products, JAX leaves them to XLA's dead-code removal)."""
+        ...
+
+    def grad(self) -> Any:
+        """Gradient of the mean batch loss, flat ``(P,)`` (one reverse pass, cached)."""
+        ...
+
+    def loss_and_grad(self) -> tuple[Any, Any]: ...
+
+    def weighted_grad(self, weights: Any) -> Any:
+        """``J^T w = sum_n w_n grad l_n``, flat ``(P,)`` (one reverse pass)."""
+        ...
+
+    def tap_inputs(self) -> list[Any]:
+        """Inputs ``a`` of the trainable tapped layers, ``ParamLayout.tapped`` order, each in the
+        layer's own layout (``(B, d_in)``, ``(B, T, d_in)``, NCHW for Conv2d); needs ``taps=True``."""
+        ...
+
+    def tap_grads(self) -> list[Any]:
+        """Pre-activation gradients ``e = dl_n/ds`` of the per-sample losses (true labels), shaped
+        as the layer's output; the reverse pass of :meth:`grad` (shared with it)."""
+        ...
+
+    def tap_grads_for(self, cotangent: Any, *, kind: str = "backward") -> list[Any]:
+        """Pre-activation cotangents for a logit cotangent ``(B, C)`` (e.g. sampled labels); one
+        reverse pass without the parameter gradient."""
+        ...
+
+    def per_sample_grads(self) -> Any:
+        """``J``, ``(B, P)`` (one vectorised per-sample pass)."""
+        ...
+
+    def jvp(self, v: Any) -> Any:
+        """``Jz v``: output tangents ``(B, C)`` for a flat parameter tangent ``v`` (forward mode)."""
+        ...
+
+    def vjp(self, u: Any) -> Any:
+        """``sum_n Jz_n^T u_n`` for output cotangents ``u`` ``(B, C)``: flat ``(P,)``."""
+        ...
+
+    def output_hessian_apply(self, u: Any) -> Any:
+        """``Q_n u_n`` for every sample, ``(B, C)``; closed form, no pass."""
+        ...
+
+    def ggn_vp(self, v: Any) -> Any:
+        """``G v`` (one JVP and one VJP)."""
+        ...
+
+    def ggn_quad(self, v: Any) -> Any:
+        """``v^T G v`` (0-d, one JVP)."""
+        ...
+
+    def output_jacobian(self) -> Any:
+        """Dense ``Jz``, ``(B, C, P)`` (small problems only: references and EGN)."""
+        ...
+
+    def sample_targets(self, k: int = 1) -> Any:
+        """``k`` targets per sample drawn from the model with the batch noise, ``(k, B, ...)``."""
+        ...
+
+    def sampled_logit_grads(self, k: int = 1) -> Any:
+        """``dl(y^_n, z_n)/dz_n`` for ``k`` sampled targets, ``(k, B, C)``."""
+        ...
+
+
 class Problem(typing.Protocol):
     """What the harness and adapters may rely on in a backend's built suite.
 
@@ -404,8 +549,11 @@ class Problem(typing.Protocol):
     n_train: int
     num_params: int
     step_budget: int
-    layout: Any
-    counters: Any
+    #: The working dtype and device (``torch.dtype``/``torch.device``; ``jnp.dtype``, a device name).
+    dtype: Any
+    device: Any
+    layout: ParamLayout
+    counters: PassCounters
 
     @property
     def params0(self) -> Any: ...
@@ -414,7 +562,10 @@ class Problem(typing.Protocol):
 
     def device_batch(self, step: int) -> Batch[Any]: ...
 
-    def oracle(self, params: Any, batch: Batch[Any], *, taps: bool = False) -> Any: ...
+    def oracle(self, params: Any, batch: Batch[Any], *, taps: bool = False) -> Oracle:
+        """The :class:`Oracle` at ``params`` on ``batch``; ``taps=True`` records the tapped
+        layers' inputs and pre-activation cotangents (:meth:`Oracle.tap_inputs`)."""
+        ...
 
     def evaluate(self, params: Any) -> dict[str, float]: ...
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from backends import sample_space as shared_sample_space
 from backends.torch import build_problem
 from backends.torch import sample_space as ss
 from suites import get_suite
@@ -61,10 +62,17 @@ def test_tap_jacobian_ops_match_the_dense_jacobian(suite, rng: np.random.Generat
 def test_both_gram_paths_of_position_layers_agree(suite, path: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     p, b, o = problem_oracle(suite)
     J = dense_jacobian(p, b)
-    monkeypatch.setattr(ss, "positions_gram_path", lambda *args: path)
+    chosen: list[str] = []
+
+    def forced(*args: int) -> str:
+        chosen.append(path)
+        return path
+
+    monkeypatch.setattr(shared_sample_space, "positions_gram_path", forced)  # where the maths decides
     jac = ss.true_jacobian(o)
     torch.testing.assert_close(jac.gram(), J @ J.T, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(jac.group_grams().sum(0), J @ J.T, rtol=RTOL, atol=ATOL)
+    assert chosen  # the layer with positions consulted the (patched) cost rule
 
 
 def test_positions_gram_path_is_chosen_by_cost() -> None:

@@ -8,14 +8,14 @@ passes of the exact factor estimator) and EGN (the ``C`` backward passes of the 
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
+
+from backends.spec import Oracle, Problem
 
 Array = jax.Array
 
 
-def output_tangents(problem: Any, oracle: Any, vectors: list[Array]) -> list[Array]:
+def output_tangents(problem: Problem, oracle: Oracle, vectors: list[Array]) -> list[Array]:
     """``Jz v`` (each ``(B, C)``) for every ``v`` in ``vectors``: one vmapped forward-mode pass."""
     if len(vectors) == 1:
         return [oracle.jvp(vectors[0])]
@@ -24,7 +24,7 @@ def output_tangents(problem: Any, oracle: Any, vectors: list[Array]) -> list[Arr
     return list(tangents)
 
 
-def tap_grads_many(problem: Any, oracle: Any, cotangents: Array) -> list[Array]:
+def tap_grads_many(problem: Problem, oracle: Oracle, cotangents: Array) -> list[Array]:
     """Tap cotangents for ``k`` logit cotangents ``(k, B, C)``: per tapped layer a ``(k, B, ...)`` array.
 
     One vmapped reverse pass through the oracle's linearised forward (which is recorded outside

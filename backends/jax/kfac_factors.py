@@ -33,15 +33,14 @@ Python int derived from the model spec (:func:`layer_locations`).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from backends import kfac_maths, layer_kinds
+from backends.jax.ops import JAX_OPS
 from backends.layout import ParamLayout, TappedLayer
-from suites.layers import Conv2d
 
 Array = jax.Array
 
@@ -71,9 +70,7 @@ class LayerInverse(NamedTuple):
 
 def layer_locations(layout: ParamLayout, layer: TappedLayer) -> int:
     """``T``: the locations a tapped layer is applied at, per sample (from the spec's shapes)."""
-    out_shape = layout.spec.shapes[layer.layer_index + 1]
-    spatial = out_shape[1:] if layer.kind == "conv2d" else out_shape[:-1]
-    return math.prod(spatial)
+    return layer_kinds.rule(layer).positions(tuple(layout.spec.shapes[layer.layer_index + 1]))
 
 
 def factor_dims(layer: TappedLayer) -> tuple[int, int]:
@@ -106,28 +103,16 @@ def zero_inverses(layout: ParamLayout, dtype: jnp.dtype, form: str) -> tuple[Lay
 
 
 def _input_rows(layer: TappedLayer, a: Array) -> Array:
-    """Rows ``a_{n,t}`` (``N x k``, ``N = B T``) without the bias column."""
-    if layer.kind == "conv2d":
-        spec = layer.layer
-        assert isinstance(spec, Conv2d)
-        pad = (spec.padding, spec.padding)
-        # (B, C kh kw, H_out, W_out); the feature axis is channel-major, as the weight's (in, kh, kw).
-        patches = jax.lax.conv_general_dilated_patches(
-            a,
-            (spec.kernel_size, spec.kernel_size),
-            (spec.stride, spec.stride),
-            (pad, pad),
-            dimension_numbers=("NCHW", "OIHW", "NCHW"),
-        )
-        return jnp.moveaxis(patches, 1, -1).reshape(-1, patches.shape[1])
-    return a.reshape(-1, a.shape[-1])
+    """Rows ``a_{n,t}`` (``N x k``, ``N = B T``) without the bias column (the kind's rule,
+    ``backends.layer_kinds``: a Conv2d's im2col patches, channel-major as the weight)."""
+    rows = layer_kinds.rule(layer).inputs(JAX_OPS, layer, a)
+    return rows.reshape(-1, rows.shape[-1])
 
 
 def _output_rows(layer: TappedLayer, e: Array) -> Array:
     """Rows ``e_{n,t}`` (``N x out``)."""
-    if layer.kind == "conv2d":
-        return jnp.moveaxis(e, 1, -1).reshape(-1, e.shape[1])
-    return e.reshape(-1, e.shape[-1])
+    rows = layer_kinds.rule(layer).outputs(JAX_OPS, layer, e)
+    return rows.reshape(-1, rows.shape[-1])
 
 
 def input_factor(layer: TappedLayer, a: Array) -> Array:
@@ -157,20 +142,8 @@ def layer_stats(layout: ParamLayout, inputs: list[Array], grads: list[Array]) ->
 
 
 def pi_damped_factors(A: Array, G: Array, identity_weight: Array) -> tuple[Array, Array]:
-    """``(A + c pi I, G + (c / pi) I)`` with ``c = sqrt(identity_weight)`` (Sec. 6.3).
-
-    When a trace vanishes both become ``c I`` (kfac-jax's zero case).
-    """
-    norm_a = jnp.mean(jnp.diagonal(A))
-    norm_g = jnp.mean(jnp.diagonal(G))
-    ok = (norm_a > 0) & (norm_g > 0)
-    pi = jnp.sqrt(jnp.where(ok, norm_a, 1.0) / jnp.where(ok, norm_g, 1.0))
-    c = jnp.sqrt(identity_weight)
-    eye_a = jnp.eye(A.shape[0], dtype=A.dtype)
-    eye_g = jnp.eye(G.shape[0], dtype=G.dtype)
-    A_hat = jnp.where(ok, A + (c * pi) * eye_a, c * eye_a)
-    G_hat = jnp.where(ok, G + (c / pi) * eye_g, c * eye_g)
-    return A_hat, G_hat
+    """Factored Tikhonov damping, Sec. 6.3 (``backends.kfac_maths.pi_damped_factors``)."""
+    return kfac_maths.pi_damped_factors(JAX_OPS, A, G, identity_weight)
 
 
 def spd_inverse(M: Array) -> Array:
@@ -191,14 +164,11 @@ def layer_inverse(stats: LayerStats, damping: Array, locations: int, form: str =
         return LayerInverse((spd_inverse(G_hat) / T).astype(dtype), spd_inverse(A_hat).astype(dtype))
     s_a, U_a = jnp.linalg.eigh(stats.A.astype(jnp.float64))
     s_g, U_g = jnp.linalg.eigh(stats.G.astype(jnp.float64))
-    scale = 1.0 / (T * (jnp.maximum(s_g, 0.0)[:, None] * jnp.maximum(s_a, 0.0)[None, :] + weight))
+    scale = kfac_maths.exact_eigen_scale(JAX_OPS, s_g, s_a, T, weight)
     return LayerInverse(U_g.astype(dtype), U_a.astype(dtype), scale.astype(dtype))
 
 
-def apply_inverse(inv: LayerInverse, X: Array) -> Array:
-    if inv.eigen_scale is None:
-        return inv.left @ X @ inv.right
-    return inv.left @ ((inv.left.T @ X @ inv.right) * inv.eigen_scale) @ inv.right.T
+apply_inverse = kfac_maths.apply_inverse
 
 
 # --------------------------------------------------------------------------- flat vectors
@@ -246,15 +216,7 @@ def precondition(
 # --------------------------------------------------------------------------- dense references
 
 
-def canonical_index(layer: TappedLayer) -> np.ndarray:
-    """Positions (relative to the layer's first parameter) of ``vec_row_major(Wb)`` entries in the flat layout."""
-    out_dim = layer.weight.shape[0]
-    k = layer.weight.size // out_dim
-    cols = k + (1 if layer.bias is not None else 0)
-    o, i = np.meshgrid(np.arange(out_dim), np.arange(cols), indexing="ij")
-    bias_offset = layer.bias.offset if layer.bias is not None else 0
-    idx = np.where(i < k, layer.weight.offset + o * k + i, bias_offset + o)
-    return (idx - layer.weight.offset).reshape(-1)
+canonical_index = kfac_maths.canonical_index
 
 
 def densify_kron(layer: TappedLayer, left: Array, right: Array) -> Array:

@@ -135,6 +135,16 @@ class JaxOracle:
         """Mean batch loss (0-d array)."""
         return jnp.mean(self.per_sample_losses())
 
+    def loss_value(self) -> Array:
+        """Mean batch loss where no reverse pass follows (a line search's or an LM ratio's trial
+        point): one forward without linearising, counted as ``forward``; reuses the linearised
+        forward if one already ran (the torch oracle's ``loss_value``)."""
+        if self._lin is None and self._losses is None:
+            z = self._model.apply(self.params, self.batch.x, self._frozen)
+            self._losses = likelihoods.per_sample_loss(self.likelihood, z, self.batch.y)
+            self._counters.add("forward")
+        return jnp.mean(self.per_sample_losses())
+
     def logit_grads(self) -> Array:
         """``r_n = dl_n/dz_n``, shape ``(B, C)``; closed form, no pass."""
         if self._r is None:
@@ -142,13 +152,24 @@ class JaxOracle:
         return self._r
 
     # ------------------------------------------------------------------ reverse passes
-    def reverse(self, cotangent: Array, *, kind: str = "backward") -> Reverse:
-        """One reverse pass of ``sum_n R_n^T z_n`` through the linearised forward."""
+    def reverse(self, cotangent: Array, *, kind: str = "backward", param_grad: bool = True) -> Reverse:
+        """One reverse pass of ``sum_n R_n^T z_n`` through the linearised forward.
+
+        With ``param_grad=False`` only the tap cotangents are returned (``Reverse.param_grad``
+        is empty; under ``jit`` XLA removes the unused parameter-gradient products), as the
+        torch oracle's ``reverse``: it needs ``taps=True``, and without tapped layers no pass runs.
+        """
+        if not param_grad and not self._want_taps:
+            raise RuntimeError("param_grad=False needs an oracle created with taps=True")
         lin = self._forward()
+        if not param_grad and not lin.perturbations:
+            return Reverse(jnp.zeros(0, dtype=self.params.dtype), [])  # no tapped layers: no pass
         if self._vjp_fn is None:
             self._vjp_fn = jax.linear_transpose(lin.jvp_fn, self.params, lin.perturbations)
         grads, tap_grads = self._vjp_fn(jnp.asarray(cotangent, dtype=lin.logits.dtype))
         self._counters.add(kind)
+        if not param_grad:
+            return Reverse(jnp.zeros(0, dtype=self.params.dtype), list(tap_grads))
         return Reverse(grads, list(tap_grads))
 
     def grad(self) -> Array:
@@ -188,7 +209,7 @@ class JaxOracle:
     def tap_grads_for(self, cotangent: Array, *, kind: str = "backward") -> list[Array]:
         """Pre-activation cotangents for an arbitrary logit cotangent (e.g. sampled labels)."""
         self._require_taps()
-        return self.reverse(cotangent, kind=kind).tap_grads
+        return self.reverse(cotangent, kind=kind, param_grad=False).tap_grads
 
     # ------------------------------------------------------------------ per-sample gradients
     def _single_loss(self, flat: Array, x: Array, y: Array) -> Array:

@@ -7,13 +7,13 @@ passes of the exact factor estimator) and EGN (the ``C`` backward passes of the 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
+from backends.spec import Oracle, Problem
 
-def output_tangents(problem: Any, oracle: Any, vectors: list[Tensor]) -> list[Tensor]:
+
+def output_tangents(problem: Problem, oracle: Oracle, vectors: list[Tensor]) -> list[Tensor]:
     """``Jz v`` (each ``(B, C)``) for every ``v`` in ``vectors``: one vmapped forward-mode pass."""
     if len(vectors) == 1:
         return [oracle.jvp(vectors[0])]
@@ -22,7 +22,7 @@ def output_tangents(problem: Any, oracle: Any, vectors: list[Tensor]) -> list[Te
     return list(tangents)
 
 
-def tap_grads_many(problem: Any, oracle: Any, cotangents: Tensor) -> list[Tensor]:
+def tap_grads_many(problem: Problem, oracle: Oracle, cotangents: Tensor) -> list[Tensor]:
     """Tap cotangents for ``k`` logit cotangents ``(k, B, C)``: per tapped layer a ``(k, B, ...)`` tensor.
 
     One vmapped reverse pass through the oracle's recorded forward (which must run outside the

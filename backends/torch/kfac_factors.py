@@ -33,11 +33,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from backends import kfac_maths, layer_kinds
 from backends.layout import ParamLayout, TappedLayer
-from suites.layers import Conv2d
+from backends.torch.ops import TORCH_OPS
 
 
 class LayerStats(NamedTuple):
@@ -65,20 +65,16 @@ class LayerInverse(NamedTuple):
 
 
 def _flatten_inputs(layer: TappedLayer, a: Tensor) -> Tensor:
-    """Rows ``a_{n,t}`` (``N x k``, ``N = B T``) without the bias column."""
-    if layer.kind == "conv2d":
-        spec = layer.layer
-        assert isinstance(spec, Conv2d)
-        patches = F.unfold(a, spec.kernel_size, padding=spec.padding, stride=spec.stride)  # (B, k, T)
-        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
-    return a.reshape(-1, a.shape[-1])
+    """Rows ``a_{n,t}`` (``N x k``, ``N = B T``) without the bias column (the kind's rule,
+    ``backends.layer_kinds``: a Conv2d's im2col patches)."""
+    rows = layer_kinds.rule(layer).inputs(TORCH_OPS, layer, a)
+    return rows.reshape(-1, rows.shape[-1])
 
 
 def _flatten_outputs(layer: TappedLayer, e: Tensor) -> Tensor:
     """Rows ``e_{n,t}`` (``N x out``)."""
-    if layer.kind == "conv2d":
-        return e.flatten(2).transpose(1, 2).reshape(-1, e.shape[1])
-    return e.reshape(-1, e.shape[-1])
+    rows = layer_kinds.rule(layer).outputs(TORCH_OPS, layer, e)
+    return rows.reshape(-1, rows.shape[-1])
 
 
 def input_factor(layer: TappedLayer, a: Tensor) -> tuple[Tensor, int]:
@@ -110,23 +106,6 @@ def layer_stats(layout: ParamLayout, inputs: list[Tensor], grads: list[list[Tens
 # --------------------------------------------------------------------------- damping and inverses
 
 
-def pi_damped_factors(A: Tensor, G: Tensor, identity_weight: Tensor) -> tuple[Tensor, Tensor]:
-    """``(A + c pi I, G + (c / pi) I)`` with ``c = sqrt(identity_weight)`` (Sec. 6.3).
-
-    When a trace vanishes both become ``c I`` (kfac-jax's zero case).
-    """
-    norm_a = torch.diagonal(A).mean()
-    norm_g = torch.diagonal(G).mean()
-    ok = (norm_a > 0) & (norm_g > 0)
-    pi = torch.sqrt(torch.where(ok, norm_a, 1.0) / torch.where(ok, norm_g, 1.0))
-    c = torch.sqrt(identity_weight)
-    eye_a = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-    eye_g = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
-    A_hat = torch.where(ok, A + (c * pi) * eye_a, c * eye_a)
-    G_hat = torch.where(ok, G + (c / pi) * eye_g, c * eye_g)
-    return A_hat, G_hat
-
-
 def _spd_inverse(M: Tensor) -> Tensor:
     """Inverse of a symmetric positive-definite matrix by Cholesky (float64 inside)."""
     M64 = M.to(torch.float64)
@@ -139,20 +118,19 @@ def layer_inverse(stats: LayerStats, damping: Tensor, form: str = "pi") -> Layer
     T = float(stats.locations)
     weight = damping.to(torch.float64) / T
     if form == "pi":
-        A_hat, G_hat = pi_damped_factors(stats.A.to(torch.float64), stats.G.to(torch.float64), weight)
+        A_hat, G_hat = kfac_maths.pi_damped_factors(
+            TORCH_OPS, stats.A.to(torch.float64), stats.G.to(torch.float64), weight
+        )
         dtype = stats.A.dtype
         return LayerInverse((_spd_inverse(G_hat) / T).to(dtype), _spd_inverse(A_hat).to(dtype))
     s_a, U_a = torch.linalg.eigh(stats.A.to(torch.float64))
     s_g, U_g = torch.linalg.eigh(stats.G.to(torch.float64))
-    scale = 1.0 / (T * (s_g.clamp_min(0).unsqueeze(1) * s_a.clamp_min(0).unsqueeze(0) + weight))
+    scale = kfac_maths.exact_eigen_scale(TORCH_OPS, s_g, s_a, T, weight)
     dtype = stats.A.dtype
     return LayerInverse(U_g.to(dtype), U_a.to(dtype), scale.to(dtype))
 
 
-def apply_inverse(inv: LayerInverse, X: Tensor) -> Tensor:
-    if inv.eigen_scale is None:
-        return inv.left @ X @ inv.right
-    return inv.left @ ((inv.left.T @ X @ inv.right) * inv.eigen_scale) @ inv.right.T
+apply_inverse = kfac_maths.apply_inverse
 
 
 # --------------------------------------------------------------------------- flat vectors
@@ -190,15 +168,8 @@ def precondition(
 
 
 def canonical_index(layer: TappedLayer) -> Tensor:
-    """Positions (relative to the layer's first parameter) of ``vec_row_major(Wb)`` entries in the flat layout."""
-    out_dim = layer.weight.shape[0]
-    k = layer.weight.size // out_dim
-    cols = k + (1 if layer.bias is not None else 0)
-    o = torch.arange(out_dim).unsqueeze(1).expand(out_dim, cols)
-    i = torch.arange(cols).unsqueeze(0).expand(out_dim, cols)
-    base = layer.weight.offset
-    idx = torch.where(i < k, layer.weight.offset + o * k + i, (layer.bias.offset if layer.bias else 0) + o)
-    return (idx - base).reshape(-1)
+    """Positions of ``vec_row_major(Wb)`` entries in the layer's flat layout (``backends.kfac_maths``)."""
+    return torch.as_tensor(kfac_maths.canonical_index(layer))
 
 
 def dense_block(layer: TappedLayer, stats: LayerStats) -> Tensor:

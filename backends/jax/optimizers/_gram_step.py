@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from backends import schedules
 from backends.jax import sample_space
 from backends.jax.static import StaticInt
-from backends.spec import Batch
+from backends.spec import Batch, Problem
 
 Array = jax.Array
 
@@ -30,7 +30,7 @@ class ScheduledState(NamedTuple):
     total_steps: StaticInt
 
 
-def init_state(problem: Any, hparams: Any) -> ScheduledState:
+def init_state(problem: Problem, hparams: Any) -> ScheduledState:
     return ScheduledState(hparams, jnp.zeros((), dtype=jnp.int32), StaticInt(int(problem.step_budget)))
 
 
@@ -55,7 +55,7 @@ def scheduled_update(
 
 
 def gram_method_direction(
-    problem: Any, params: Array, batch: Batch[Array], hp: Any, *, ief_targets: bool
+    problem: Problem, params: Array, batch: Batch[Array], hp: Any, *, ief_targets: bool
 ) -> tuple[Array, sample_space.GramDirection]:
     """Mean loss and ``J^T (K + B lambda I)^{-1} t`` with ``t = 1`` (EF, iEF paper Eqn 5) or
     ``t_n = ||r_n||^2`` (iEF, Eqn 8). Passes: one forward (taps), one backward."""
@@ -67,7 +67,7 @@ def gram_method_direction(
 
 
 def gram_method_step(
-    problem: Any, params: Array, state: ScheduledState, batch: Batch[Array], *, ief_targets: bool
+    problem: Problem, params: Array, state: ScheduledState, batch: Batch[Array], *, ief_targets: bool
 ) -> tuple[Array, ScheduledState, dict[str, Any]]:
     """One EF/iEF step: :func:`gram_method_direction` then :func:`scheduled_update`."""
     hp = state.hparams

@@ -12,7 +12,7 @@ problem's dtype (float32 runs round lambda between steps; the torch twin keeps f
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,9 @@ from backends import damping as lm
 from backends.jax import likelihoods
 from backends.methods import adamqlr
 from backends.spec import Batch, adapter_class
+
+if TYPE_CHECKING:
+    from backends.jax.problem import JaxProblem
 
 Array = jax.Array
 F64 = jnp.float64
@@ -40,7 +43,7 @@ def adam(hp: adamqlr.AdamQLRHyperparams) -> optax.GradientTransformation:
     return optax.scale_by_adam(b1=hp.b1, b2=hp.b2, eps=hp.eps)
 
 
-def hessian_quadratic(problem: Any, params: Array, batch: Batch[Array], v: Array) -> Array:
+def hessian_quadratic(problem: JaxProblem, params: Array, batch: Batch[Array], v: Array) -> Array:
     """``v^T H v`` for the Hessian ``H`` of the mean batch loss, by forward-over-reverse.
 
     The oracle has no Hessian-vector product; this is ``jax.jvp(jax.grad(L))``, booked as one
@@ -57,15 +60,15 @@ def hessian_quadratic(problem: Any, params: Array, batch: Batch[Array], v: Array
 
 
 class AdamQLR(adapter_class(adamqlr.CARD, "jax")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: adamqlr.AdamQLRHyperparams) -> AdamQLRState:
+    def init(self, problem: JaxProblem, hparams: adamqlr.AdamQLRHyperparams) -> AdamQLRState:
         return AdamQLRState(hparams, adam(hparams).init(problem.params0), jnp.asarray(hparams.damping, problem.dtype))
 
-    def direction(self, problem: Any, params: Array, state: AdamQLRState, batch: Batch[Array]) -> Array:
+    def direction(self, problem: JaxProblem, params: Array, state: AdamQLRState, batch: Batch[Array]) -> Array:
         g = problem.oracle(params, batch).grad()
         return adam(state.hparams).update(g, state.adam)[0]
 
     def step(
-        self, problem: Any, params: Array, state: AdamQLRState, batch: Batch[Array]
+        self, problem: JaxProblem, params: Array, state: AdamQLRState, batch: Batch[Array]
     ) -> tuple[Array, AdamQLRState, dict[str, Any]]:
         hp = state.hparams
         dtype = params.dtype

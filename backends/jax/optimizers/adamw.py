@@ -15,7 +15,7 @@ import jax
 import optax
 
 from backends.methods import adamw
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 
 class AdamWState(NamedTuple):
@@ -33,16 +33,16 @@ def _adam(hp: adamw.AdamWHyperparams) -> optax.GradientTransformation:
 
 
 class AdamW(adapter_class(adamw.CARD, "jax")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: adamw.AdamWHyperparams) -> AdamWState:
+    def init(self, problem: Problem, hparams: adamw.AdamWHyperparams) -> AdamWState:
         return AdamWState(hparams, transformation(hparams).init(problem.params0))
 
-    def direction(self, problem: Any, params: jax.Array, state: AdamWState, batch: Batch[jax.Array]) -> jax.Array:
+    def direction(self, problem: Problem, params: jax.Array, state: AdamWState, batch: Batch[jax.Array]) -> jax.Array:
         g = problem.oracle(params, batch).grad()
         adam_state = state.opt_state[0]  # optax.adamw = chain(scale_by_adam, decay, -lr)
         return _adam(state.hparams).update(g, adam_state, params)[0]
 
     def step(
-        self, problem: Any, params: jax.Array, state: AdamWState, batch: Batch[jax.Array]
+        self, problem: Problem, params: jax.Array, state: AdamWState, batch: Batch[jax.Array]
     ) -> tuple[jax.Array, AdamWState, dict[str, Any]]:
         hp = state.hparams
         loss, g = problem.oracle(params, batch).loss_and_grad()

@@ -13,18 +13,20 @@ import jax
 
 from backends.jax.optimizers._gram_step import ScheduledState, gram_method_direction, gram_method_step, init_state
 from backends.methods import ef
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 
 class EF(adapter_class(ef.CARD, "jax")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: ef.EFHyperparams) -> ScheduledState:
+    def init(self, problem: Problem, hparams: ef.EFHyperparams) -> ScheduledState:
         return init_state(problem, hparams)
 
-    def direction(self, problem: Any, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]) -> jax.Array:
+    def direction(
+        self, problem: Problem, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]
+    ) -> jax.Array:
         return gram_method_direction(problem, params, batch, state.hparams, ief_targets=False)[1].direction
 
     def step(
-        self, problem: Any, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]
+        self, problem: Problem, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]
     ) -> tuple[jax.Array, ScheduledState, dict[str, Any]]:
         return gram_method_step(problem, params, state, batch, ief_targets=False)
 

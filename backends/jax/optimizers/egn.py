@@ -25,14 +25,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from backends import blocks, egn_gram
 from backends import damping as lm
-from backends.jax import kfac_factors as kf
 from backends.jax.batched_passes import tap_grads_many
 from backends.jax.control_flow import counted_while_loop
+from backends.jax.ops import JAX_OPS
 from backends.jax.output_hessian import hessian_factor
 from backends.jax.sample_space import damped_solve
 from backends.methods import egn
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Oracle, Problem, adapter_class
 
 Array = jax.Array
 F64 = jnp.float64
@@ -80,11 +81,9 @@ def output_factor(likelihood: str, logits: Array, r: Array, jitter: float) -> tu
     return L, jax.scipy.linalg.solve_triangular(L, r64[..., None], lower=True)[..., 0]
 
 
-def taps_gram_applicable(problem: Any) -> bool:
-    """Every trainable parameter sits in a Linear layer fed 2-D inputs (so grad_W l = e a^T)."""
-    layout = problem.layout
-    shapes = layout.spec.shapes
-    return layout.all_tapped and all(t.kind == "linear" and len(shapes[t.layer_index]) == 1 for t in layout.tapped)
+def taps_gram_applicable(problem: Problem) -> bool:
+    """Every trainable parameter sits in a Linear layer fed 2-D inputs (``backends.blocks``)."""
+    return blocks.linear_on_vectors_only(problem.layout)
 
 
 def _solve(gram: Array, s: Array, batch_size: int, lam: Array) -> Array:
@@ -94,42 +93,30 @@ def _solve(gram: Array, s: Array, batch_size: int, lam: Array) -> Array:
     return damped_solve(gram, s, batch_size * lam).x
 
 
-def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Array, mode: str) -> Solve:
+def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Array, mode: str) -> Solve:
     """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
     z, r = oracle.logits, oracle.logit_grads()
     B, C = z.shape
     S, s = output_factor(problem.likelihood, z, r, hp.q_jitter)
     s = s.reshape(-1)
     if mode == "taps":
-        # Row (n, k) of Jt is the flat gradient of S_n[:, k] . z_n; per Linear layer it is
-        # e_nk abar_n^T, so Jt Jt^T = sum_layers (E E^T) * (Abar Abar^T) over rows (n, k), and
-        # Jt^T v is, per layer, (sum_k v_nk e_nk)^T Abar: no per-sample Jacobian, no extra pass.
+        # Jt Jt^T and Jt^T v from the taps (backends.egn_gram): no per-sample Jacobian, no extra pass.
         a = oracle.tap_inputs()
         if S is None:
             columns = jnp.broadcast_to(jnp.eye(C, dtype=z.dtype)[:, None, :], (C, B, C))
         else:
             columns = jnp.transpose(S, (2, 0, 1)).astype(z.dtype)
         E = tap_grads_many(problem, oracle, columns)  # per layer (C, B, out)
-        # The Gram in the working dtype (docs/methods.md, "Where the speed is"); only the solve in float64.
-        gram = jnp.zeros((B, C, B, C), z.dtype)
-        abars = []
-        for i, layer in enumerate(problem.layout.tapped):
-            rows = jnp.swapaxes(E[i], 0, 1).reshape(B * C, -1)
-            abar = a[i] if layer.bias is None else jnp.concatenate([a[i], jnp.ones((B, 1), a[i].dtype)], axis=1)
-            abars.append(abar)
-            gram = gram + (rows @ rows.T).reshape(B, C, B, C) * (abar @ abar.T).reshape(B, 1, B, 1)
-        v = _solve(gram.reshape(B * C, B * C).astype(F64), s, B, lam)
-        vm = v.reshape(B, C).astype(z.dtype)
-        matrices = [jnp.einsum("knl,nk->nl", E[i], vm).T @ abars[i] for i in range(len(abars))]
-        return Solve(kf.flat_from_layers(problem.layout, matrices), s, v)
-    Jz = oracle.output_jacobian()  # (B, C, P), working dtype
-    Jt = Jz if S is None else jnp.einsum("nck,ncp->nkp", S.astype(Jz.dtype), Jz)
-    Jt = Jt.reshape(B * C, -1)
+        gram, abars = egn_gram.tap_gram(JAX_OPS, problem.layout, a, E)
+        v = _solve(gram.astype(F64), s, B, lam)
+        d = egn_gram.tap_direction(JAX_OPS, problem.layout, E, abars, v.reshape(B, C).astype(z.dtype))
+        return Solve(d, s, v)
+    Jt = egn_gram.dense_rows(JAX_OPS, S, oracle.output_jacobian())  # (B C, P), working dtype
     v = _solve((Jt @ Jt.T).astype(F64), s, B, lam)
     return Solve(Jt.T @ v.astype(Jt.dtype), s, v)
 
 
-def gram_mode(problem: Any, hp: egn.EGNHyperparams) -> str:
+def gram_mode(problem: Problem, hp: egn.EGNHyperparams) -> str:
     if hp.gram == "auto":
         return "taps" if taps_gram_applicable(problem) else "dense"
     if hp.gram == "taps" and not taps_gram_applicable(problem):
@@ -150,7 +137,7 @@ def _lerp(start: Array, end: Array, weight: float) -> Array:
 
 
 class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: egn.EGNHyperparams) -> EGNState:
+    def init(self, problem: Problem, hparams: egn.EGNHyperparams) -> EGNState:
         dtype = problem.dtype
         momentum = jnp.zeros(problem.num_params, dtype) if hparams.momentum != 0.0 else None
         return EGNState(
@@ -162,7 +149,7 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         )
 
     def _direction(
-        self, problem: Any, params: Array, state: EGNState, batch: Batch[Array]
+        self, problem: Problem, params: Array, state: EGNState, batch: Batch[Array]
     ) -> tuple[Any, Solve, Array, Array | None]:
         hp = state.hparams
         mode = gram_mode(problem, hp)
@@ -174,11 +161,11 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         correction = (1.0 - hp.momentum ** (state.steps + 1).astype(F64)).astype(m.dtype)
         return oracle, sol, m / correction, m
 
-    def direction(self, problem: Any, params: Array, state: EGNState, batch: Batch[Array]) -> Array:
+    def direction(self, problem: Problem, params: Array, state: EGNState, batch: Batch[Array]) -> Array:
         return self._direction(problem, params, state, batch)[2]
 
     def step(
-        self, problem: Any, params: Array, state: EGNState, batch: Batch[Array]
+        self, problem: Problem, params: Array, state: EGNState, batch: Batch[Array]
     ) -> tuple[Array, EGNState, dict[str, Any]]:
         hp = state.hparams
         dtype = params.dtype

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from backends.jax import sample_space
 from backends.jax.static import StaticInt
 from backends.methods import fngd
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 Array = jax.Array
 
@@ -69,7 +69,7 @@ class _Direction(NamedTuple):
     solve_residual: Array  # float64; NaN where nothing was solved
 
 
-def _num_blocks(problem: Any, hp: fngd.FNGDHyperparams) -> int:
+def _num_blocks(problem: Problem, hp: fngd.FNGDHyperparams) -> int:
     return 1 if hp.coefficients == "shared" else len(sample_space.block_spans(problem.layout))
 
 
@@ -90,7 +90,7 @@ def _lookup(state: FNGDState, batch: Batch[Array]) -> Array:
     return jnp.where(seen, rows, fill).T
 
 
-def _solve_direction(problem: Any, params: Array, batch: Batch[Array], hp: fngd.FNGDHyperparams) -> _Direction:
+def _solve_direction(problem: Problem, params: Array, batch: Batch[Array], hp: fngd.FNGDHyperparams) -> _Direction:
     """Solve steps: ``c_l = (K_l + B lambda I)^{-1} 1`` and ``d = sum_l J_l^T c_l``."""
     oracle = problem.oracle(params, batch, taps=sample_space.uses_taps(problem.layout))
     jac = sample_space.true_jacobian(oracle)
@@ -102,7 +102,7 @@ def _solve_direction(problem: Any, params: Array, batch: Batch[Array], hp: fngd.
     return _Direction(oracle.loss(), d, sol.x, sol.residual)
 
 
-def _reuse_direction(problem: Any, params: Array, state: FNGDState, batch: Batch[Array]) -> _Direction:
+def _reuse_direction(problem: Problem, params: Array, state: FNGDState, batch: Batch[Array]) -> _Direction:
     """Later steps: ``d = sum_l J_l^T c_l`` with the stored ``c_l``; no Gram, no solve."""
     c = _lookup(state, batch)
     nan = jnp.full((), jnp.nan, dtype=jnp.float64)
@@ -114,7 +114,7 @@ def _reuse_direction(problem: Any, params: Array, state: FNGDState, batch: Batch
     return _Direction(oracle.loss(), jac.rmatvec_groups(c), c, nan)
 
 
-def _direction(problem: Any, params: Array, state: FNGDState, batch: Batch[Array]) -> tuple[_Direction, Array]:
+def _direction(problem: Problem, params: Array, state: FNGDState, batch: Batch[Array]) -> tuple[_Direction, Array]:
     """The direction of this step and the traced ``solving`` predicate (``lax.cond``: only the
     taken branch runs; its passes are booked by the predicate)."""
     solving = _solving(state)
@@ -161,7 +161,7 @@ def _store(state: FNGDState, batch: Batch[Array], c: Array, solving: Array) -> F
 
 
 class FNGD(adapter_class(fngd.CARD, "jax")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: fngd.FNGDHyperparams) -> FNGDState:
+    def init(self, problem: Problem, hparams: fngd.FNGDHyperparams) -> FNGDState:
         blocks = _num_blocks(problem, hparams)
         per_epoch = problem.n_train // problem.batch_size
         if hparams.indexing == "sample":
@@ -182,11 +182,11 @@ class FNGD(adapter_class(fngd.CARD, "jax")):  # type: ignore[misc]
             jnp.zeros_like(problem.params0),
         )
 
-    def direction(self, problem: Any, params: Array, state: FNGDState, batch: Batch[Array]) -> Array:
+    def direction(self, problem: Problem, params: Array, state: FNGDState, batch: Batch[Array]) -> Array:
         return _direction(problem, params, state, batch)[0].direction
 
     def step(
-        self, problem: Any, params: Array, state: FNGDState, batch: Batch[Array]
+        self, problem: Problem, params: Array, state: FNGDState, batch: Batch[Array]
     ) -> tuple[Array, FNGDState, dict[str, Any]]:
         hp = state.hparams
         res, solving = _direction(problem, params, state, batch)

@@ -37,7 +37,7 @@ from backends.jax.batched_passes import output_tangents, tap_grads_many
 from backends.jax.control_flow import counted_switch
 from backends.jax.output_hessian import apply_factor, factor_columns
 from backends.methods import kfac
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Oracle, Problem, adapter_class
 
 Array = jax.Array
 F64 = jnp.float64
@@ -79,7 +79,7 @@ def refresh_inverses(t: Array, hp: kfac.KFACHyperparams) -> Array:
 # --------------------------------------------------------------------------- factors
 
 
-def batch_factors(problem: Any, oracle: Any, batch: Batch[Array], estimator: str) -> list[kf.LayerStats]:
+def batch_factors(problem: Problem, oracle: Oracle, batch: Batch[Array], estimator: str) -> list[kf.LayerStats]:
     """This batch's ``A_i``, ``G_i`` for every tapped layer (see ``backends.jax.kfac_factors``)."""
     inputs = oracle.tap_inputs()
     if estimator == "fisher_exact":
@@ -104,7 +104,7 @@ def fold(previous: tuple[kf.LayerStats, ...], new: list[kf.LayerStats], weight: 
     return tuple(out)
 
 
-def locations(problem: Any) -> list[int]:
+def locations(problem: Problem) -> list[int]:
     return [kf.layer_locations(problem.layout, layer) for layer in problem.layout.tapped]
 
 
@@ -112,7 +112,7 @@ def locations(problem: Any) -> list[int]:
 
 
 class _Proposal(NamedTuple):
-    oracle: Any
+    oracle: Oracle
     loss: Array
     grad_h: Array
     factors: tuple[kf.LayerStats, ...]
@@ -121,7 +121,7 @@ class _Proposal(NamedTuple):
     direction: Array
 
 
-def _output_inner(oracle: Any, u: Array, w: Array) -> Array:
+def _output_inner(oracle: Oracle, u: Array, w: Array) -> Array:
     """``(1/B) sum_n u_n^T Q_n w_n`` (float64)."""
     return jnp.mean(jnp.sum(u * oracle.output_hessian_apply(w), axis=-1)).astype(F64)
 
@@ -131,7 +131,7 @@ def _dot(x: Array, y: Array) -> Array:
 
 
 def _quadratic_step(
-    problem: Any, hp: kfac.KFACHyperparams, prop: _Proposal, lam: Array, vel: Array | None
+    problem: Problem, hp: kfac.KFACHyperparams, prop: _Proposal, lam: Array, vel: Array | None
 ) -> tuple[Array, Array, Array]:
     """``(w1, w2, M(delta))`` from the exact quadratic model over ``span{p, vel}`` (Sec. 7)."""
     oracle, p, grad_h = prop.oracle, prop.direction, prop.grad_h
@@ -167,7 +167,7 @@ def _fixed_step(hp: kfac.KFACHyperparams) -> tuple[Array, Array, Array]:
 
 
 class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: kfac.KFACHyperparams) -> KFACState:
+    def init(self, problem: Problem, hparams: kfac.KFACHyperparams) -> KFACState:
         dtype = problem.dtype
         return KFACState(
             hparams,
@@ -178,7 +178,7 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
             jnp.asarray(hparams.damping, dtype),
         )
 
-    def _propose(self, problem: Any, params: Array, state: KFACState, batch: Batch[Array]) -> _Proposal:
+    def _propose(self, problem: Problem, params: Array, state: KFACState, batch: Batch[Array]) -> _Proposal:
         hp = state.hparams
         oracle = problem.oracle(params, batch, taps=True)
         loss, g = oracle.loss_and_grad()
@@ -197,11 +197,11 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
         p = kf.precondition(problem.layout, inverses, grad_h, untapped)
         return _Proposal(oracle, loss, grad_h, factors, inverses, p)
 
-    def direction(self, problem: Any, params: Array, state: KFACState, batch: Batch[Array]) -> Array:
+    def direction(self, problem: Problem, params: Array, state: KFACState, batch: Batch[Array]) -> Array:
         return self._propose(problem, params, state, batch).direction
 
     def step(
-        self, problem: Any, params: Array, state: KFACState, batch: Batch[Array]
+        self, problem: Problem, params: Array, state: KFACState, batch: Batch[Array]
     ) -> tuple[Array, KFACState, dict[str, Any]]:
         hp = state.hparams
         dtype = params.dtype

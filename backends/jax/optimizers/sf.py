@@ -16,11 +16,11 @@ import jax
 from backends.jax import sample_space
 from backends.jax.optimizers._gram_step import ScheduledState, init_state, scheduled_update
 from backends.methods import sf
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 
 def sf_direction(
-    problem: Any, params: jax.Array, batch: Batch[jax.Array], hp: sf.SFHyperparams
+    problem: Problem, params: jax.Array, batch: Batch[jax.Array], hp: sf.SFHyperparams
 ) -> tuple[jax.Array, sample_space.WoodburyApply]:
     """Mean loss and ``(F^ + lambda I)^{-1} g`` (Woodbury, iEF paper Eqn 49)."""
     oracle = problem.oracle(params, batch, taps=sample_space.uses_taps(problem.layout))
@@ -30,14 +30,16 @@ def sf_direction(
 
 
 class SF(adapter_class(sf.CARD, "jax")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: sf.SFHyperparams) -> ScheduledState:
+    def init(self, problem: Problem, hparams: sf.SFHyperparams) -> ScheduledState:
         return init_state(problem, hparams)
 
-    def direction(self, problem: Any, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]) -> jax.Array:
+    def direction(
+        self, problem: Problem, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]
+    ) -> jax.Array:
         return sf_direction(problem, params, batch, state.hparams)[1].x
 
     def step(
-        self, problem: Any, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]
+        self, problem: Problem, params: jax.Array, state: ScheduledState, batch: Batch[jax.Array]
     ) -> tuple[jax.Array, ScheduledState, dict[str, Any]]:
         hp = state.hparams
         loss, res = sf_direction(problem, params, batch, hp)

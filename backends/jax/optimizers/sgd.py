@@ -15,7 +15,7 @@ import jax
 import optax
 
 from backends.methods import sgd
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 
 class SGDState(NamedTuple):
@@ -32,14 +32,14 @@ def transformation(hp: sgd.SGDHyperparams) -> optax.GradientTransformation:
 
 
 class SGD(adapter_class(sgd.CARD, "jax")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: sgd.SGDHyperparams) -> SGDState:
+    def init(self, problem: Problem, hparams: sgd.SGDHyperparams) -> SGDState:
         return SGDState(hparams, transformation(hparams).init(problem.params0))
 
-    def direction(self, problem: Any, params: jax.Array, state: SGDState, batch: Batch[jax.Array]) -> jax.Array:
+    def direction(self, problem: Problem, params: jax.Array, state: SGDState, batch: Batch[jax.Array]) -> jax.Array:
         return problem.oracle(params, batch).grad()
 
     def step(
-        self, problem: Any, params: jax.Array, state: SGDState, batch: Batch[jax.Array]
+        self, problem: Problem, params: jax.Array, state: SGDState, batch: Batch[jax.Array]
     ) -> tuple[jax.Array, SGDState, dict[str, Any]]:
         hp = state.hparams
         loss, g = problem.oracle(params, batch).loss_and_grad()

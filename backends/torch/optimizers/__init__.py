@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-
-from backends.methods import BUILTIN_METHODS
+from backends import methods
 from backends.spec import Adapter
 
 
 def builtin_adapters() -> dict[str, type[Adapter]]:
-    """Name -> adapter class for every built-in method implemented in this backend."""
-    out: dict[str, type[Adapter]] = {}
-    for name in BUILTIN_METHODS:
-        try:
-            module = importlib.import_module(f"backends.torch.optimizers.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"backends.torch.optimizers.{name}":
-                continue
-            raise
-        out[name] = module.ADAPTER
-    return out
+    """Name -> adapter class for every built-in method whose card declares this backend
+    (``backends.methods.builtin_adapters``: a declared method without its module is an error)."""
+    return methods.builtin_adapters("torch")

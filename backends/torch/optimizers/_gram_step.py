@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from backends import schedules
-from backends.spec import Batch
+from backends.spec import Batch, Problem
 from backends.torch import sample_space
 
 
@@ -24,7 +24,7 @@ class ScheduledState(NamedTuple):
     total_steps: int
 
 
-def init_state(problem: Any, hparams: Any) -> ScheduledState:
+def init_state(problem: Problem, hparams: Any) -> ScheduledState:
     return ScheduledState(hparams, 0, int(problem.step_budget))
 
 
@@ -47,7 +47,7 @@ def scheduled_update(
 
 
 def gram_method_direction(
-    problem: Any, params: Tensor, batch: Batch[Tensor], hp: Any, *, ief_targets: bool
+    problem: Problem, params: Tensor, batch: Batch[Tensor], hp: Any, *, ief_targets: bool
 ) -> tuple[Tensor, sample_space.GramDirection]:
     """Mean loss and ``J^T (K + B lambda I)^{-1} t`` with ``t = 1`` (EF, iEF paper Eqn 5) or
     ``t_n = ||r_n||^2`` (iEF, Eqn 8). Passes: one forward (taps), one backward."""
@@ -62,7 +62,7 @@ def gram_method_direction(
 
 
 def gram_method_step(
-    problem: Any, params: Tensor, state: ScheduledState, batch: Batch[Tensor], *, ief_targets: bool
+    problem: Problem, params: Tensor, state: ScheduledState, batch: Batch[Tensor], *, ief_targets: bool
 ) -> tuple[Tensor, ScheduledState, dict[str, Any]]:
     """One EF/iEF step: :func:`gram_method_direction` then :func:`scheduled_update`."""
     hp = state.hparams

@@ -7,7 +7,7 @@ when the damping adapts. Scalars stay 0-d float64 tensors on the device: no host
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -16,6 +16,9 @@ from backends import damping as lm
 from backends.methods import adamqlr
 from backends.spec import Batch, adapter_class
 from backends.torch import likelihoods
+
+if TYPE_CHECKING:
+    from backends.torch.problem import TorchProblem
 
 
 class AdamQLRState(NamedTuple):
@@ -36,7 +39,7 @@ def adam_direction(hp: adamqlr.AdamQLRHyperparams, state: AdamQLRState, g: Tenso
     return mu, nu, d
 
 
-def hessian_quadratic(problem: Any, params: Tensor, batch: Batch[Tensor], v: Tensor) -> Tensor:
+def hessian_quadratic(problem: TorchProblem, params: Tensor, batch: Batch[Tensor], v: Tensor) -> Tensor:
     """``v^T H v`` for the Hessian ``H`` of the mean batch loss, by forward-over-reverse.
 
     The oracle has no Hessian-vector product; this is ``torch.func.jvp(torch.func.grad(L))``,
@@ -54,16 +57,16 @@ def hessian_quadratic(problem: Any, params: Tensor, batch: Batch[Tensor], v: Ten
 
 
 class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: adamqlr.AdamQLRHyperparams) -> AdamQLRState:
+    def init(self, problem: TorchProblem, hparams: adamqlr.AdamQLRHyperparams) -> AdamQLRState:
         zeros = torch.zeros(problem.num_params, dtype=problem.dtype, device=problem.device)
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return AdamQLRState(hparams, 0, zeros, zeros.clone(), lam)
 
-    def direction(self, problem: Any, params: Tensor, state: AdamQLRState, batch: Batch[Tensor]) -> Tensor:
+    def direction(self, problem: TorchProblem, params: Tensor, state: AdamQLRState, batch: Batch[Tensor]) -> Tensor:
         return adam_direction(state.hparams, state, problem.oracle(params, batch).grad())[2]
 
     def step(
-        self, problem: Any, params: Tensor, state: AdamQLRState, batch: Batch[Tensor]
+        self, problem: TorchProblem, params: Tensor, state: AdamQLRState, batch: Batch[Tensor]
     ) -> tuple[Tensor, AdamQLRState, dict[str, Any]]:
         hp = state.hparams
         oracle = problem.oracle(params, batch)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from backends.methods import adamw
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 
 class AdamWState(NamedTuple):
@@ -28,15 +28,15 @@ def _moments(hp: adamw.AdamWHyperparams, state: AdamWState, g: Tensor) -> tuple[
 
 
 class AdamW(adapter_class(adamw.CARD, "torch")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: adamw.AdamWHyperparams) -> AdamWState:
+    def init(self, problem: Problem, hparams: adamw.AdamWHyperparams) -> AdamWState:
         zeros = torch.zeros(problem.num_params, dtype=problem.dtype, device=problem.device)
         return AdamWState(hparams, 0, zeros, zeros.clone())
 
-    def direction(self, problem: Any, params: Tensor, state: AdamWState, batch: Batch[Tensor]) -> Tensor:
+    def direction(self, problem: Problem, params: Tensor, state: AdamWState, batch: Batch[Tensor]) -> Tensor:
         return _moments(state.hparams, state, problem.oracle(params, batch).grad())[2]
 
     def step(
-        self, problem: Any, params: Tensor, state: AdamWState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: AdamWState, batch: Batch[Tensor]
     ) -> tuple[Tensor, AdamWState, dict[str, Any]]:
         hp = state.hparams
         loss, g = problem.oracle(params, batch).loss_and_grad()

@@ -15,11 +15,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from backends import blocks, egn_gram
 from backends import damping as lm
 from backends.methods import egn
-from backends.spec import Batch, adapter_class
-from backends.torch import kfac_factors as kf
+from backends.spec import Batch, Oracle, Problem, adapter_class
 from backends.torch.batched_passes import tap_grads_many
+from backends.torch.ops import TORCH_OPS
 from backends.torch.output_hessian import hessian_factor
 from backends.torch.sample_space import damped_solve
 
@@ -65,11 +66,9 @@ def output_factor(likelihood: str, logits: Tensor, r: Tensor, jitter: float) -> 
     return L, torch.linalg.solve_triangular(L, r64.unsqueeze(-1), upper=False).squeeze(-1)
 
 
-def taps_gram_applicable(problem: Any) -> bool:
-    """Every trainable parameter sits in a Linear layer fed 2-D inputs (so grad_W l = e a^T)."""
-    layout = problem.layout
-    shapes = layout.spec.shapes
-    return layout.all_tapped and all(t.kind == "linear" and len(shapes[t.layer_index]) == 1 for t in layout.tapped)
+def taps_gram_applicable(problem: Problem) -> bool:
+    """Every trainable parameter sits in a Linear layer fed 2-D inputs (``backends.blocks``)."""
+    return blocks.linear_on_vectors_only(problem.layout)
 
 
 def _solve(gram: Tensor, s: Tensor, batch_size: int, lam: Tensor) -> Tensor:
@@ -80,45 +79,29 @@ def _solve(gram: Tensor, s: Tensor, batch_size: int, lam: Tensor) -> Tensor:
     return damped_solve(gram, s, batch_size * lam).x
 
 
-def egn_solve(problem: Any, oracle: Any, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> Solve:
+def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> Solve:
     """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
     z, r = oracle.logits, oracle.logit_grads()
     B, C = z.shape
     S, s = output_factor(problem.likelihood, z, r, hp.q_jitter)
     if mode == "taps":
-        # Row (n, k) of Jt is the flat gradient of S_n[:, k] . z_n; per Linear layer it is
-        # e_nk abar_n^T, so Jt Jt^T = sum_layers (E E^T) * (Abar Abar^T) over rows (n, k), and
-        # Jt^T v is, per layer, (sum_k v_nk e_nk)^T Abar: no per-sample Jacobian, no extra pass.
+        # Jt Jt^T and Jt^T v from the taps (backends.egn_gram): no per-sample Jacobian, no extra pass.
         a = oracle.tap_inputs()
         if S is None:
             columns = torch.eye(C, dtype=z.dtype, device=z.device).unsqueeze(1).expand(C, B, C)
         else:
             columns = S.permute(2, 0, 1).to(z.dtype)
         E = tap_grads_many(problem, oracle, columns)  # per layer (C, B, out)
-        # The Gram in the working dtype (docs/methods.md, "Where the speed is"); only the solve in float64.
-        gram = torch.zeros(B, C, B, C, dtype=z.dtype, device=z.device)
-        abars = []
-        for i, layer in enumerate(problem.layout.tapped):
-            rows = E[i].transpose(0, 1).reshape(B * C, -1)
-            abar = a[i] if layer.bias is None else torch.cat([a[i], a[i].new_ones(B, 1)], dim=1)
-            abars.append(abar)
-            gram += (rows @ rows.T).view(B, C, B, C) * (abar @ abar.T).view(B, 1, B, 1)
-        gram = gram.reshape(B * C, B * C).to(torch.float64)
-        v = _solve(gram, s.reshape(-1), B, lam)
-        vm = v.reshape(B, C).to(z.dtype)
-        d = torch.empty(problem.num_params, dtype=z.dtype, device=z.device)
-        for i, layer in enumerate(problem.layout.tapped):
-            combined = torch.einsum("knl,nk->nl", E[i], vm)
-            kf.write_layer_matrix(layer, d, combined.T @ abars[i])
+        gram, abars = egn_gram.tap_gram(TORCH_OPS, problem.layout, a, E)
+        v = _solve(gram.to(torch.float64), s.reshape(-1), B, lam)
+        d = egn_gram.tap_direction(TORCH_OPS, problem.layout, E, abars, v.reshape(B, C).to(z.dtype))
         return Solve(d, s.reshape(-1), v)
-    Jz = oracle.output_jacobian()  # (B, C, P), working dtype
-    Jt = Jz if S is None else torch.einsum("nck,ncp->nkp", S.to(Jz.dtype), Jz)
-    Jt = Jt.reshape(B * C, -1)
+    Jt = egn_gram.dense_rows(TORCH_OPS, S, oracle.output_jacobian())  # (B C, P), working dtype
     v = _solve((Jt @ Jt.T).to(torch.float64), s.reshape(-1), B, lam)
     return Solve(Jt.T @ v.to(Jt.dtype), s.reshape(-1), v)
 
 
-def _mode(problem: Any, hp: egn.EGNHyperparams) -> str:
+def _mode(problem: Problem, hp: egn.EGNHyperparams) -> str:
     if hp.gram == "auto":
         return "taps" if taps_gram_applicable(problem) else "dense"
     if hp.gram == "taps" and not taps_gram_applicable(problem):
@@ -127,12 +110,12 @@ def _mode(problem: Any, hp: egn.EGNHyperparams) -> str:
 
 
 class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: egn.EGNHyperparams) -> EGNState:
+    def init(self, problem: Problem, hparams: egn.EGNHyperparams) -> EGNState:
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return EGNState(hparams, 0, None, hparams.lr, lam)
 
     def _direction(
-        self, problem: Any, params: Tensor, state: EGNState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: EGNState, batch: Batch[Tensor]
     ) -> tuple[Any, Solve, Tensor, Tensor | None]:
         hp = state.hparams
         mode = _mode(problem, hp)
@@ -144,11 +127,11 @@ class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
         m = torch.lerp(prev, sol.d, 1.0 - hp.momentum)
         return oracle, sol, m / (1.0 - hp.momentum ** (state.steps + 1)), m
 
-    def direction(self, problem: Any, params: Tensor, state: EGNState, batch: Batch[Tensor]) -> Tensor:
+    def direction(self, problem: Problem, params: Tensor, state: EGNState, batch: Batch[Tensor]) -> Tensor:
         return self._direction(problem, params, state, batch)[2]
 
     def step(
-        self, problem: Any, params: Tensor, state: EGNState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: EGNState, batch: Batch[Tensor]
     ) -> tuple[Tensor, EGNState, dict[str, Any]]:
         hp = state.hparams
         lam = state.damping

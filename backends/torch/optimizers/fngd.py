@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from backends.methods import fngd
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 from backends.torch import sample_space
 
 
@@ -45,7 +45,7 @@ class _Direction(NamedTuple):
     solve: sample_space.DampedSolve | None
 
 
-def _num_blocks(problem: Any, hp: fngd.FNGDHyperparams) -> int:
+def _num_blocks(problem: Problem, hp: fngd.FNGDHyperparams) -> int:
     return 1 if hp.coefficients == "shared" else len(sample_space.block_spans(problem.layout))
 
 
@@ -67,7 +67,7 @@ def _lookup(state: FNGDState, batch: Batch[Tensor]) -> Tensor:
     return table[batch.index].T
 
 
-def _direction(problem: Any, params: Tensor, state: FNGDState, batch: Batch[Tensor]) -> _Direction:
+def _direction(problem: Problem, params: Tensor, state: FNGDState, batch: Batch[Tensor]) -> _Direction:
     hp = state.hparams
     shared = hp.coefficients == "shared"
     if not _solving(state):
@@ -104,7 +104,7 @@ def _store(state: FNGDState, batch: Batch[Tensor], c: Tensor) -> FNGDState:
 
 
 class FNGD(adapter_class(fngd.CARD, "torch")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: fngd.FNGDHyperparams) -> FNGDState:
+    def init(self, problem: Problem, hparams: fngd.FNGDHyperparams) -> FNGDState:
         blocks = _num_blocks(problem, hparams)
         per_epoch = problem.n_train // problem.batch_size
         shape = (problem.n_train, blocks) if hparams.indexing == "sample" else (per_epoch, problem.batch_size, blocks)
@@ -112,11 +112,11 @@ class FNGD(adapter_class(fngd.CARD, "torch")):  # type: ignore[misc]
         zeros = torch.zeros(blocks, dtype=problem.dtype, device=problem.device)
         return FNGDState(hparams, 0, per_epoch, table, zeros, 0, False, 0, None)
 
-    def direction(self, problem: Any, params: Tensor, state: FNGDState, batch: Batch[Tensor]) -> Tensor:
+    def direction(self, problem: Problem, params: Tensor, state: FNGDState, batch: Batch[Tensor]) -> Tensor:
         return _direction(problem, params, state, batch).direction
 
     def step(
-        self, problem: Any, params: Tensor, state: FNGDState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: FNGDState, batch: Batch[Tensor]
     ) -> tuple[Tensor, FNGDState, dict[str, Any]]:
         hp = state.hparams
         res = _direction(problem, params, state, batch)

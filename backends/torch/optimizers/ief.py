@@ -12,19 +12,19 @@ from typing import Any
 from torch import Tensor
 
 from backends.methods import ief
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 from backends.torch.optimizers._gram_step import ScheduledState, gram_method_direction, gram_method_step, init_state
 
 
 class IEF(adapter_class(ief.CARD, "torch")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: ief.IEFHyperparams) -> ScheduledState:
+    def init(self, problem: Problem, hparams: ief.IEFHyperparams) -> ScheduledState:
         return init_state(problem, hparams)
 
-    def direction(self, problem: Any, params: Tensor, state: ScheduledState, batch: Batch[Tensor]) -> Tensor:
+    def direction(self, problem: Problem, params: Tensor, state: ScheduledState, batch: Batch[Tensor]) -> Tensor:
         return gram_method_direction(problem, params, batch, state.hparams, ief_targets=True)[1].direction
 
     def step(
-        self, problem: Any, params: Tensor, state: ScheduledState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: ScheduledState, batch: Batch[Tensor]
     ) -> tuple[Tensor, ScheduledState, dict[str, Any]]:
         return gram_method_step(problem, params, state, batch, ief_targets=True)
 

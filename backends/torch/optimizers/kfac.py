@@ -19,7 +19,7 @@ from torch import Tensor
 
 from backends import damping as lm
 from backends.methods import kfac
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Oracle, Problem, adapter_class
 from backends.torch import kfac_factors as kf
 from backends.torch.batched_passes import output_tangents, tap_grads_many
 from backends.torch.output_hessian import apply_factor, factor_columns
@@ -39,7 +39,7 @@ class KFACState(NamedTuple):
     damping: Tensor
 
 
-def batch_factors(problem: Any, oracle: Any, batch: Batch[Tensor], estimator: str) -> list[kf.LayerStats]:
+def batch_factors(problem: Problem, oracle: Oracle, batch: Batch[Tensor], estimator: str) -> list[kf.LayerStats]:
     """This batch's ``A_i``, ``G_i`` for every tapped layer (see ``backends.torch.kfac_factors``)."""
     inputs = oracle.tap_inputs()
     if estimator == "fisher_gradients":
@@ -69,7 +69,7 @@ def fold(
 
 
 class _Proposal(NamedTuple):
-    oracle: Any
+    oracle: Oracle
     loss: Tensor
     grad_h: Tensor
     factors: tuple[kf.LayerStats, ...]
@@ -78,7 +78,7 @@ class _Proposal(NamedTuple):
     direction: Tensor
 
 
-def _output_inner(oracle: Any, u: Tensor, w: Tensor) -> Tensor:
+def _output_inner(oracle: Oracle, u: Tensor, w: Tensor) -> Tensor:
     """``(1/B) sum_n u_n^T Q_n w_n`` (float64)."""
     return (u * oracle.output_hessian_apply(w)).sum(-1).mean().to(torch.float64)
 
@@ -88,11 +88,11 @@ def _dot(x: Tensor, y: Tensor) -> Tensor:
 
 
 class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: kfac.KFACHyperparams) -> KFACState:
+    def init(self, problem: Problem, hparams: kfac.KFACHyperparams) -> KFACState:
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return KFACState(hparams, 0, None, None, None, lam)
 
-    def _propose(self, problem: Any, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> _Proposal:
+    def _propose(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> _Proposal:
         hp = state.hparams
         oracle = problem.oracle(params, batch, taps=True)
         loss, g = oracle.loss_and_grad()
@@ -109,11 +109,11 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
         p = kf.precondition(problem.layout, list(inverses), grad_h, untapped)
         return _Proposal(oracle, loss, grad_h, factors, inverses, p)
 
-    def direction(self, problem: Any, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> Tensor:
+    def direction(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> Tensor:
         return self._propose(problem, params, state, batch).direction
 
     def step(
-        self, problem: Any, params: Tensor, state: KFACState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]
     ) -> tuple[Tensor, KFACState, dict[str, Any]]:
         hp = state.hparams
         lam = state.damping

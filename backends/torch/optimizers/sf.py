@@ -12,13 +12,13 @@ from typing import Any
 from torch import Tensor
 
 from backends.methods import sf
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 from backends.torch import sample_space
 from backends.torch.optimizers._gram_step import ScheduledState, init_state, scheduled_update
 
 
 def sf_direction(
-    problem: Any, params: Tensor, batch: Batch[Tensor], hp: sf.SFHyperparams
+    problem: Problem, params: Tensor, batch: Batch[Tensor], hp: sf.SFHyperparams
 ) -> tuple[Tensor, sample_space.WoodburyApply]:
     """Mean loss and ``(F^ + lambda I)^{-1} g`` (Woodbury, iEF paper Eqn 49)."""
     oracle = problem.oracle(params, batch, taps=sample_space.uses_taps(problem.layout))
@@ -28,14 +28,14 @@ def sf_direction(
 
 
 class SF(adapter_class(sf.CARD, "torch")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: sf.SFHyperparams) -> ScheduledState:
+    def init(self, problem: Problem, hparams: sf.SFHyperparams) -> ScheduledState:
         return init_state(problem, hparams)
 
-    def direction(self, problem: Any, params: Tensor, state: ScheduledState, batch: Batch[Tensor]) -> Tensor:
+    def direction(self, problem: Problem, params: Tensor, state: ScheduledState, batch: Batch[Tensor]) -> Tensor:
         return sf_direction(problem, params, batch, state.hparams)[1].x
 
     def step(
-        self, problem: Any, params: Tensor, state: ScheduledState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: ScheduledState, batch: Batch[Tensor]
     ) -> tuple[Tensor, ScheduledState, dict[str, Any]]:
         hp = state.hparams
         loss, res = sf_direction(problem, params, batch, hp)

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 from torch import Tensor
 
 from backends.methods import sgd
-from backends.spec import Batch, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 
 class SGDState(NamedTuple):
@@ -16,14 +16,14 @@ class SGDState(NamedTuple):
 
 
 class SGD(adapter_class(sgd.CARD, "torch")):  # type: ignore[misc]
-    def init(self, problem: Any, hparams: sgd.SGDHyperparams) -> SGDState:
+    def init(self, problem: Problem, hparams: sgd.SGDHyperparams) -> SGDState:
         return SGDState(hparams, None)
 
-    def direction(self, problem: Any, params: Tensor, state: SGDState, batch: Batch[Tensor]) -> Tensor:
+    def direction(self, problem: Problem, params: Tensor, state: SGDState, batch: Batch[Tensor]) -> Tensor:
         return problem.oracle(params, batch).grad()
 
     def step(
-        self, problem: Any, params: Tensor, state: SGDState, batch: Batch[Tensor]
+        self, problem: Problem, params: Tensor, state: SGDState, batch: Batch[Tensor]
     ) -> tuple[Tensor, SGDState, dict[str, Any]]:
         hp = state.hparams
         oracle = problem.oracle(params, batch)

@@ -1,0 +1,429 @@
+"""Sample-space (Woodbury) maths of EF, iEF, SF and FNGD, written once for both backends.
+
+Every exact empirical/sampled Fisher method of this benchmark lives on the per-sample gradient
+matrix ``J`` (rows ``J[n] = grad l_n``, mean-loss convention, *not* divided by ``B``) through
+four operations, none of which needs ``J`` itself for the tapped layers:
+
+* the Gram ``K = J J^T`` (``R x R``): for a Linear layer with pre-activation gradients ``E``
+  and inputs ``A`` (the oracle's taps), ``grad_W l_n = e_n a_n^T`` and ``grad_b l_n = e_n``, so
+
+      K_layer = (E E^T) * (A_bar A_bar^T),     A_bar = [A, 1]  =>  A_bar A_bar^T = A A^T + 1
+
+  (``*`` elementwise; the Hadamard "Gram trick", ASDL's ``OP_GRAM_HADAMARD``, used by FNGD,
+  Ou et al. 2024), ``O(B^2 (d_in + d_out))`` per layer; ``K = sum_layers K_layer``;
+* ``J^T w = sum_n w_n grad l_n``, per layer ``E^T diag(w) A_bar``: a weighted gradient;
+* ``J v`` (per-sample inner products ``<grad l_n, v>``), per layer ``sum_o E * (A W_v^T + b_v)``;
+* per-layer Grams ``K_layer`` (FNGD's layer-wise coefficients).
+
+Layers with positions (Conv2d, a Linear applied to ``(B, T, d)`` inputs) have per-sample
+gradients ``sum_t e_nt a_nt^T``; their Gram is either summed over position pairs inside the
+Gram, ``K_ij = sum_{t,s} (e_it . e_js)(a_bar_it . a_bar_js)`` (cost ``B^2 T^2 (d_in + d_out)``),
+or formed from the per-layer per-sample gradients (cost ``B T d_in d_out + B^2 d_in d_out``),
+whichever is cheaper (:func:`positions_gram_path`, decided from static shapes, so at trace
+time in JAX). How each tapped layer kind turns its raw taps into the factors ``(E, A)`` (conv
+inputs unfolded into channel-major patches) is the kind's rule in ``backends.layer_kinds``.
+
+Rows may stack several sets of cotangents over the same inputs: SF's ``k`` sampled-label draws
+give ``R = k B`` rows (draw-major), each from one extra reverse pass through the same forward.
+
+Where some trainable parameter is not in a tapped layer (:func:`uses_taps` is false) every
+operation falls back to the dense ``J`` (:class:`DenseJacobian`).
+
+All of ``J``'s factors and ``K`` stay in the working dtype; only the ``R x R`` damped solve runs
+in float64 (:func:`damped_solve`), the cost structure docs/methods.md ("Where the speed is")
+asks for.
+
+Framework-neutral: the array operations come from an :class:`backends.array_ops.ArrayOps`
+(``backends/torch/ops.py``, ``backends/jax/ops.py``); each backend's ``sample_space`` module
+binds them and keeps only the oracle plumbing (which passes give the taps or the dense ``J``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+from backends import layer_kinds
+from backends.array_ops import Array, ArrayOps
+from backends.blocks import block_spans, positions_gram_path, uses_taps
+from backends.layout import ParamLayout, TappedLayer
+
+__all__ = [
+    "DampedSolve",
+    "DenseJacobian",
+    "GramDirection",
+    "SampleJacobian",
+    "TapJacobian",
+    "WoodburyApply",
+    "block_spans",
+    "damped_solve",
+    "gram_direction",
+    "near_duplicate_keep",
+    "positions_gram_path",
+    "uses_taps",
+    "woodbury_inverse_apply",
+]
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+class SampleJacobian(Protocol):
+    """The per-sample gradient matrix ``J`` (``rows x P``) seen through its sample-space ops.
+
+    ``groups`` are the contiguous parameter ranges ``[start, stop)`` of the blocks FNGD gives
+    their own coefficients (:func:`block_spans`): each tapped layer (weight and bias) and each
+    untapped parameter, in canonical order. ``ops`` is the framework's array operations.
+    """
+
+    ops: ArrayOps
+    rows: int
+    groups: tuple[tuple[int, int], ...]
+
+    def gram(self) -> Array:
+        """``K = J J^T`` (``rows x rows``), working dtype."""
+        ...
+
+    def group_grams(self) -> Array:
+        """``K_l = J_l J_l^T`` per group, shape ``(groups, rows, rows)``; ``sum_l K_l = K``."""
+        ...
+
+    def rmatvec(self, w: Array) -> Array:
+        """``J^T w`` for ``w`` of shape ``(rows,)``: flat ``(P,)``."""
+        ...
+
+    def rmatvec_groups(self, w: Array) -> Array:
+        """``[J_l^T w_l]_l`` for ``w`` of shape ``(groups, rows)``: flat ``(P,)``."""
+        ...
+
+    def matvec(self, v: Array) -> Array:
+        """``J v`` for a flat ``v``: shape ``(rows,)``."""
+        ...
+
+    def dense(self) -> Array:
+        """``J`` itself, ``(rows, P)`` (tests and small problems only)."""
+        ...
+
+
+# --------------------------------------------------------------------------- taps
+
+
+class _LayerFactors(NamedTuple):
+    """One tapped layer as per-sample gradient factors.
+
+    ``e``: ``(D, B, d_out)`` or ``(D, B, T, d_out)`` cotangents of the pre-activation for ``D``
+    stacked draws; ``a``: ``(B, d_in)`` or ``(B, T, d_in)`` inputs (conv: unfolded patches).
+    The layer's flat weight is ``(d_out, d_in)`` in C order; the bias (if any) follows it.
+    """
+
+    layer: TappedLayer
+    e: Array
+    a: Array
+
+    @property
+    def has_positions(self) -> bool:
+        return self.a.ndim == 3
+
+    @property
+    def bias(self) -> bool:
+        return self.layer.bias is not None
+
+
+def _factors(ops: ArrayOps, layer: TappedLayer, a: Array, e: Array, draws: int) -> _LayerFactors:
+    """A layer's raw taps (``a`` from the forward, ``e`` stacked over draws) in factor form, by the
+    rule of its kind (``backends.layer_kinds``)."""
+    kind = layer_kinds.rule(layer)
+    a_f = kind.inputs(ops, layer, a)
+    e_f = kind.outputs(ops, layer, e)
+    return _LayerFactors(layer, e_f.reshape(draws, a_f.shape[0], *e_f.shape[1:]), a_f)
+
+
+def _layer_gram(ops: ArrayOps, f: _LayerFactors) -> Array:
+    """``K_layer`` of shape ``(R, R)``, ``R = D B``."""
+    draws, batch = f.e.shape[0], f.e.shape[1]
+    rows = draws * batch
+    if not f.has_positions:
+        e = f.e.reshape(rows, -1)
+        aa = f.a @ f.a.T
+        if f.bias:
+            aa = aa + 1.0
+        if draws > 1:
+            aa = ops.tile(aa, (draws, draws))
+        return (e @ e.T) * aa
+    positions, d_out, d_in = f.a.shape[1], f.e.shape[-1], f.a.shape[-1]
+    if positions_gram_path(batch, positions, d_in, d_out) == "positions":
+        e2 = f.e.reshape(rows * positions, d_out)
+        a2 = f.a.reshape(batch * positions, d_in)
+        ee = (e2 @ e2.T).reshape(draws, batch, positions, draws, batch, positions)
+        aa = (a2 @ a2.T).reshape(batch, positions, batch, positions)
+        if f.bias:
+            aa = aa + 1.0
+        return ops.einsum("pitqjs,itjs->piqj", ee, aa).reshape(rows, rows)
+    g = ops.einsum("pbto,bti->pboi", f.e, f.a).reshape(rows, d_out * d_in)
+    k = g @ g.T
+    if f.bias:
+        gb = ops.sum(f.e, axis=2).reshape(rows, d_out)
+        k = k + gb @ gb.T
+    return k
+
+
+def _layer_rmatvec(ops: ArrayOps, f: _LayerFactors, w: Array) -> list[Array]:
+    """``[vec(E^T diag(w) A), E^T w]`` (weight, then bias) for ``w`` of shape ``(R,)``."""
+    draws, batch = f.e.shape[0], f.e.shape[1]
+    tail = (1,) * (f.e.ndim - 2)
+    # Draws share the inputs: weight the cotangents, then sum the draws.
+    weighted = f.e * w.reshape(draws, batch, *tail)
+    ew = weighted[0] if draws == 1 else ops.sum(weighted, axis=0)
+    d_out = ew.shape[-1]
+    ew2 = ew.reshape(-1, d_out)
+    parts = [(ew2.T @ f.a.reshape(-1, f.a.shape[-1])).reshape(-1)]
+    if f.bias:
+        parts.append(ops.sum(ew2, axis=0))
+    return parts
+
+
+def _layer_matvec(ops: ArrayOps, f: _LayerFactors, v: Array) -> Array:
+    """``<grad_layer l_r, v_layer>`` for every row ``r``: ``sum e . (W_v a + b_v)``."""
+    layer = f.layer
+    d_out = f.e.shape[-1]
+    w_v = v[layer.weight.offset : layer.weight.stop].reshape(d_out, -1)
+    u = f.a.reshape(-1, w_v.shape[1]) @ w_v.T  # the pre-activation tangent W_v a (+ b_v)
+    if layer.bias is not None:
+        u = u + v[layer.bias.offset : layer.bias.stop]
+    prod = f.e * u.reshape(f.e.shape[1:])
+    return ops.sum(prod.reshape(prod.shape[0] * prod.shape[1], -1), axis=-1)
+
+
+class TapJacobian:
+    """``J`` of an all-tapped model from its taps, never materialised (see module docstring).
+
+    A backend subclass sets :attr:`ops`.
+    """
+
+    ops: ClassVar[ArrayOps]
+
+    def __init__(self, layout: ParamLayout, inputs: Sequence[Array], cotangents: Sequence[Array], draws: int = 1):
+        """``inputs[k]``: tapped layer ``k``'s input ``a``; ``cotangents[k]``: its pre-activation
+        cotangents, ``draws`` sets stacked along the batch axis (``(draws * B, ...)``)."""
+        if not uses_taps(layout):
+            raise ValueError("TapJacobian needs every trainable parameter in a Linear or Conv2d layer")
+        self.layout = layout
+        self.draws = draws
+        self.factors = [
+            _factors(self.ops, layer, a, e, draws)
+            for layer, a, e in zip(layout.tapped, inputs, cotangents, strict=True)
+        ]
+        self.rows = draws * int(inputs[0].shape[0])
+        # All parameters are tapped, so the spans are the tapped layers in spec (= flat) order.
+        self.groups = block_spans(layout)
+
+    def gram(self) -> Array:
+        k = _layer_gram(self.ops, self.factors[0])
+        for f in self.factors[1:]:
+            k = k + _layer_gram(self.ops, f)
+        return k
+
+    def group_grams(self) -> Array:
+        return self.ops.stack([_layer_gram(self.ops, f) for f in self.factors])
+
+    def rmatvec(self, w: Array) -> Array:
+        return self.ops.concat([p for f in self.factors for p in _layer_rmatvec(self.ops, f, w)])
+
+    def rmatvec_groups(self, w: Array) -> Array:
+        return self.ops.concat([p for i, f in enumerate(self.factors) for p in _layer_rmatvec(self.ops, f, w[i])])
+
+    def matvec(self, v: Array) -> Array:
+        out = _layer_matvec(self.ops, self.factors[0], v)
+        for f in self.factors[1:]:
+            out = out + _layer_matvec(self.ops, f, v)
+        return out
+
+    def dense(self) -> Array:
+        a = self.factors[0].a
+        return self.ops.map_rows(self.rmatvec, self.ops.eye(self.rows, a.dtype, a))
+
+
+# --------------------------------------------------------------------------- dense fallback
+
+
+class DenseJacobian:
+    """``J`` (``rows x P``) held explicitly: models with untapped trainable parameters.
+
+    A backend subclass sets :attr:`ops`.
+    """
+
+    ops: ClassVar[ArrayOps]
+
+    def __init__(self, layout: ParamLayout, jacobian: Array):
+        self.layout = layout
+        self.jacobian = jacobian
+        self.rows = int(jacobian.shape[0])
+        self.groups = block_spans(layout)
+
+    def gram(self) -> Array:
+        return self.jacobian @ self.jacobian.T
+
+    def group_grams(self) -> Array:
+        return self.ops.stack([self.jacobian[:, a:b] @ self.jacobian[:, a:b].T for a, b in self.groups])
+
+    def rmatvec(self, w: Array) -> Array:
+        return self.jacobian.T @ w
+
+    def rmatvec_groups(self, w: Array) -> Array:
+        return self.ops.concat([self.jacobian[:, a:b].T @ w[i] for i, (a, b) in enumerate(self.groups)])
+
+    def matvec(self, v: Array) -> Array:
+        return self.jacobian @ v
+
+    def dense(self) -> Array:
+        return self.jacobian
+
+
+# --------------------------------------------------------------------------- solves
+
+
+class DampedSolve(NamedTuple):
+    """Solution of ``(K + shift I) x = b`` and how well it holds.
+
+    ``x`` is in ``K``'s dtype; ``residual`` is ``max ||(K + shift I) x - b|| / ||b||`` over the
+    batch of systems, in float64 (0-d); ``fallback`` is true when Cholesky failed and the
+    eigendecomposition path solved the system (a Python ``bool`` in torch, a 0-d bool array in
+    JAX: see :meth:`backends.array_ops.ArrayOps.cholesky`).
+    """
+
+    x: Array
+    residual: Array
+    fallback: Any
+
+
+def damped_solve(ops: ArrayOps, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
+    """Solve ``(K + shift I) x = rhs`` in float64 for a (batch of) small SPD Gram matrices.
+
+    ``k``: ``(..., n, n)`` in the working dtype; ``rhs``: ``(..., n)``; ``shift``: the
+    sample-space damping ``B * damping`` (a number, or an array broadcasting to ``(...,)``).
+    ``keep`` (``(n,)`` bool): samples outside it are removed from the system (their rows and
+    columns replaced by the identity, their right-hand side by 0), so their ``x`` is exactly 0
+    and the kept block is solved as if they were absent; shapes stay static.
+
+    Only the ``n x n`` system is promoted to float64. Cholesky first (``K`` is PSD in exact
+    arithmetic, but a Gram accumulated in float32 can have eigenvalues a little below zero,
+    more negative than a tiny ``shift``, and the factorisation then fails). Fallback: a
+    symmetric eigendecomposition of ``K``, eigenvalues clamped at 0 (the nearest PSD matrix),
+    then ``shift`` added; eigenvalues of the damped matrix at or below ``n * eps(dtype) * max
+    eigenvalue`` (the rounding floor of ``K``) are treated as zero, i.e. a pseudo-inverse there
+    (only reachable with ``shift`` that small, e.g. ``damping = 0``). One failed system sends
+    the whole batch of systems down the fallback.
+
+    The choice between the two paths is ``ops.cond`` on Cholesky's failure flag: in torch a
+    host read of ``cholesky_ex``'s status (one synchronisation per solve), in JAX a
+    ``lax.cond`` on "any NaN in the factor" (no synchronisation; the eigendecomposition only
+    runs where a factorisation failed).
+    """
+    f64 = ops.float64
+    n = k.shape[-1]
+    k64 = ops.astype(k, f64)
+    b64 = ops.astype(rhs, f64)
+    if keep is not None:
+        pair = keep[..., :, None] & keep[..., None, :]
+        k64 = ops.where(pair, k64, ops.eye(n, f64, k64))
+        b64 = ops.where(keep, b64, ops.zeros_like(b64))
+    shift64 = ops.asarray(shift, f64, k64)[..., None]  # (..., 1): one shift per system
+    damped = ops.add_to_diagonal(k64, shift64)
+    chol, failed = ops.cholesky(damped)
+    eps = float(ops.finfo(k.dtype).eps)
+    x = ops.cond(
+        failed,
+        lambda: _eig_solve(ops, k64, b64, shift64, eps),
+        lambda: ops.cho_solve(chol, b64),
+    )
+    resid = ops.norm((damped @ x[..., None])[..., 0] - b64, axis=-1)
+    scale = ops.maximum(ops.norm(b64, axis=-1), float(ops.finfo(f64).tiny))
+    return DampedSolve(ops.astype(x, k.dtype), ops.amax((resid / scale).reshape(-1), axis=0), failed)
+
+
+def _eig_solve(ops: ArrayOps, k64: Array, b64: Array, shift64: Array, eps: float) -> Array:
+    """``(K_+ + shift I)^+ b`` with ``K_+`` the PSD projection of ``K`` (see :func:`damped_solve`)."""
+    evals, vecs = ops.eigh(0.5 * (k64 + ops.swap_last(k64)))
+    damped = ops.maximum(evals, 0.0) + shift64
+    floor = k64.shape[-1] * eps * ops.amax(ops.abs(evals), axis=-1, keepdims=True)
+    usable = damped > floor
+    inv = ops.where(usable, 1.0 / ops.where(usable, damped, 1.0), 0.0)
+    coeff = (ops.swap_last(vecs) @ b64[..., None])[..., 0] * inv
+    return (vecs @ coeff[..., None])[..., 0]
+
+
+class GramDirection(NamedTuple):
+    """``d = J^T x`` with ``x = (K + R lambda I)^{-1} t`` over the kept samples.
+
+    ``kept``: number of samples in the system (0-d); ``target_residual``: ``||K x - t|| /
+    ||t||`` over the kept samples, how far the damped solution is from meeting the per-sample
+    targets exactly (the iEF code's ``rel_err`` up to normalisation). Up to the solve residual
+    it equals ``R lambda ||x|| / ||t||``, which is how it is computed.
+    """
+
+    direction: Array
+    coefficients: Array
+    solve: DampedSolve
+    kept: Array | int
+    target_residual: Array
+
+
+def gram_direction(jac: SampleJacobian, rhs: Array, damping: float, dedup_threshold: float | None) -> GramDirection:
+    """``J^T (J J^T + R lambda I)^{-1} t`` (``R = jac.rows``): EF (``t = 1``, iEF paper
+    Eqn 5) and iEF (``t = s``, Eqn 8); with ``dedup_threshold`` the near-duplicate filter of
+    :func:`near_duplicate_keep` removes samples from the system first (the shift stays
+    ``R lambda`` of the full batch, as in the iEF code, whose damping ignores the filter)."""
+    ops = jac.ops
+    k = jac.gram()
+    shift = jac.rows * damping
+    kept: Array | int
+    if dedup_threshold is None:
+        keep, target, kept = None, rhs, jac.rows
+    else:
+        keep = near_duplicate_keep(ops, k, dedup_threshold)
+        target, kept = ops.where(keep, rhs, ops.zeros_like(rhs)), ops.sum(keep)
+    sol = damped_solve(ops, k, rhs, shift, keep)
+    t_res = shift * ops.norm(sol.x) / ops.maximum(ops.norm(target), float(ops.finfo(target.dtype).tiny))
+    return GramDirection(jac.rmatvec(sol.x), sol.x, sol, kept, t_res)
+
+
+class WoodburyApply(NamedTuple):
+    """``x = ((1/R) J^T J + lambda I)^{-1} v`` and the ``R x R`` solve behind it."""
+
+    x: Array
+    solve: DampedSolve
+
+
+def woodbury_inverse_apply(jac: SampleJacobian, v: Array, damping: float) -> WoodburyApply:
+    """``((1/R) J^T J + lambda I)^{-1} v = (1/lambda) [v - J^T (J J^T + R lambda I)^{-1} J v]``.
+
+    Sherman-Morrison-Woodbury with ``R = jac.rows``: SF's ``(F^ + lambda I)^{-1} g`` for the
+    sampled ``J^`` (iEF paper Eqn 49, ``R = B k``); needs ``lambda > 0`` (a hyperparameter,
+    checked in Python).
+    """
+    if not damping > 0:
+        raise ValueError("the Woodbury form needs a positive damping")
+    sol = damped_solve(jac.ops, jac.gram(), jac.matvec(v), jac.rows * damping)
+    return WoodburyApply((v - jac.rmatvec(sol.x)) / damping, sol)
+
+
+def near_duplicate_keep(ops: ArrayOps, k: Array, threshold: float) -> Array:
+    """Samples kept by the iEF code's near-duplicate gradient filter (``(n,)`` bool mask).
+
+    Wu et al.'s released optimiser (``iEFOptimizer_GP.py``, ``step``: ``SIM_THRESH = 0.99``)
+    sorts the per-sample gradients by decreasing norm and, for every pair with
+    ``|cos| > threshold`` (cosines from the Gram ``K``), drops the later (smaller-norm) one,
+    before solving the Gram system. Vectorised, with a fixed shape: a sample is dropped when a
+    sample ranked before it (larger norm; equal norms ranked by index) is a near-duplicate of
+    it. Zero gradients have no direction and are never dropped.
+    """
+    k64 = ops.astype(k, ops.float64)
+    norm = ops.sqrt(ops.maximum(ops.diagonal(k64), 0.0))
+    positive = norm > 0
+    inv = ops.where(positive, 1.0 / ops.where(positive, norm, 1.0), 0.0)
+    dup = ops.abs(k64 * inv[..., :, None] * inv[..., None, :]) > threshold
+    # Rank by decreasing norm, ties by index: a stable ascending sort of -norm; the rank of each
+    # sample is the inverse permutation of that order, itself a sort of the order.
+    rank = ops.argsort(ops.argsort(-norm))
+    before = rank[..., :, None] < rank[..., None, :]  # strict: excludes the diagonal
+    return ~ops.any(dup & before, axis=-2)
