@@ -578,6 +578,18 @@ class _Writer:
             )
             listing.append({"name": opt, "info": info, "runs": len(runs), "results": results})
         self.render("optimizers.html", "optimizers.html", optimizers=listing)
+        # Every default with where it comes from (docs/defaults.md): paper, library or held-out.
+        cards = {
+            opt: {
+                h.name: {"default": h.default, "provenance": h.provenance or None, "source": h.source or None}
+                for h in info.hyperparams
+            }
+            for opt in self.optimizers
+            if (info := data.methods.get(opt)) is not None
+        }
+        (self.out / "data").mkdir(parents=True, exist_ok=True)
+        text = json.dumps(cards, indent=1, sort_keys=True, default=str, allow_nan=False)
+        (self.out / "data" / "optimizers.json").write_text(text + "\n", encoding="utf-8")
 
     # ----------------------------------------------------------------- approximation quality
     def write_approx(self) -> None:

@@ -27,7 +27,15 @@ def _method_info(info: Any, versions: dict[str, str]) -> Any:
         paper=info.paper,
         description=info.description,
         hyperparams=tuple(
-            HyperparamInfo(name=h.name, type=h.type, default=h.default, doc=h.doc, range=h.range)
+            HyperparamInfo(
+                name=h.name,
+                type=h.type,
+                default=h.default,
+                doc=h.doc,
+                range=h.range,
+                provenance=h.provenance,
+                source=h.source,
+            )
             for h in info.hyperparams
         ),
         search_space=dict(info.search_space),
