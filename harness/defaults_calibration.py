@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backends.spec import HeldOutEvidence
+from backends.spec import HeldOutEvidence, hparams_dict
+from harness import registry
 from harness.errors import ConfigError
 from harness.progress import OK_STATUSES
 from harness.runner import RunResult, RunSpec, execute, metric_mode
@@ -127,6 +128,12 @@ def calibrate_default(
     base = dict(fixed or {})
     if hparam in base:
         raise ConfigError(f"{hparam!r} is the calibrated hyperparameter; it cannot also be fixed")
+    # Validate the whole grid up front (a bad name or value is a user error, not a failed run)
+    # and record the fixed values typed as the card declares them.
+    adapter = registry.get_adapter(method, backend)
+    for value in grid:
+        resolved = hparams_dict(adapter.resolve({**base, hparam: value}))  # type: ignore[attr-defined]
+    base = {k: resolved[k] for k in base}
     runs: dict[tuple[str, float], list[RunResult]] = {}
     if steps < 1:
         raise ConfigError("--steps must be at least 1")

@@ -185,6 +185,8 @@ def test_the_cli_runs_the_calibration_and_prints_the_evidence(capsys: pytest.Cap
     assert "chosen lr = " in out and "HeldOutEvidence(" in out and "--set momentum=0.5" in out
     assert main(["calibrate-defaults", "sgd", "--hparam", "lr", "--grid", "0.1", "--suite", "digits-mlp"]) == 2
     assert "on a board" in capsys.readouterr().err
+    assert main([*args, "--set", "momentum=2"]) == 2  # validated before any run
+    assert "momentum" in capsys.readouterr().err
 
 
 def test_the_site_exports_every_default_with_its_provenance(tmp_path: Path) -> None:
