@@ -129,9 +129,11 @@ def test_held_out_suites_are_on_no_board() -> None:
         assert suite.target is None and suite.calibration is None and suite.val_metric == "val_loss"
 
 
-def test_one_cell_of_the_stored_evidence_reproduces() -> None:
-    """EF's damping on the biomass suite at the chosen value: the stored median, rerun."""
-    method, name, evidence, default = next(e for e in held_out_defaults() if e[:2] == ("ef", "damping"))
+@pytest.mark.parametrize(("method", "name", "evidence", "default"), held_out_defaults())
+def test_one_cell_of_the_stored_evidence_reproduces(
+    method: str, name: str, evidence: HeldOutEvidence, default: object
+) -> None:
+    """Each held-out default on the biomass suite (the cheapest): the stored median, rerun."""
     suite = evidence.suites.index("heldout-biomass-mlp")
     stored = evidence.medians[suite][evidence.grid.index(default)]
     runs = [
@@ -150,8 +152,8 @@ def test_one_cell_of_the_stored_evidence_reproduces() -> None:
         )
         for seed in range(evidence.seeds)
     ]
-    assert all(r.status == "done" for r in runs)
-    assert median_best(runs, "min") == pytest.approx(stored, rel=2e-2)
+    assert all(r.status in ("done", "diverged") for r in runs), [r.error for r in runs]
+    assert median_best(runs, "min") == pytest.approx(stored, rel=2e-2)  # inf (diverged) matches inf
 
 
 @pytest.mark.slow
