@@ -52,8 +52,8 @@ and ``lr`` calibrated on the held-out suites (docs/defaults.md; :data:`DAMPING_E
 the former ``lr = 0.03``, then the learning rate at the chosen damping. The damping bounds the
 coefficients (``||c_l|| <= sqrt(B) / (B lambda)``), so stale coefficients cannot blow up a step:
 at ``damping <= 0.01`` the layer-wise EF step diverges on the biomass regression (at 1e-3 also
-on the shapes ConvNet) and trains badly on the other held-out suites, ``0.1`` has the best median rank, and ``10`` is close
-to SGD with momentum.
+on the shapes ConvNet) and trains badly on the other held-out suites, ``0.1`` has the best
+median rank, and ``10`` is close to SGD with momentum.
 """
 
 from __future__ import annotations
