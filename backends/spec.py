@@ -63,6 +63,53 @@ class HyperparameterError(ValueError):
 # --------------------------------------------------------------------------- hyperparameters
 
 
+#: Where a default value comes from (docs/defaults.md): the method's ``paper`` (cited in
+#: ``source``), a reference implementation's default (``library``), or ``held-out``: measured
+#: by ``ngbench calibrate-defaults`` on suites that are on no board (``source`` is a
+#: :class:`HeldOutEvidence`).
+PROVENANCES: tuple[str, ...] = ("paper", "library", "held-out")
+
+
+@dataclass(frozen=True)
+class HeldOutEvidence:
+    """How a ``held-out`` default was chosen (``harness/defaults_calibration.py``).
+
+    Each value of ``grid`` was run with the method's other defaults on every suite of ``suites``
+    (all of size ``heldout``, on no board) with seeds ``0 .. seeds-1`` for ``steps`` steps;
+    ``medians[i][j]`` is the median over seeds of the best validation metric on ``suites[i]`` at
+    ``grid[j]``. ``chosen`` is the grid value with the best median rank across the suites.
+    """
+
+    method: str
+    hparam: str
+    grid: tuple[float, ...]
+    suites: tuple[str, ...]
+    medians: tuple[tuple[float, ...], ...]
+    seeds: int
+    steps: int
+    chosen: float
+    backend: str = "torch"
+    dtype: str = "float32"
+    #: Other hyperparameters set away from the card's defaults during the calibration.
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+    def command(self) -> str:
+        grid = ",".join(f"{v:g}" for v in self.grid)
+        sets = "".join(f" --set {k}={v}" for k, v in self.fixed)
+        return (
+            f"ngbench calibrate-defaults {self.method} --hparam {self.hparam} --grid {grid} "
+            f"--seeds {self.seeds} --steps {self.steps} --backend {self.backend} --dtype {self.dtype}{sets}"
+        )
+
+    def describe(self) -> str:
+        """One line: the command, every suite's per-value medians, and the value chosen."""
+        per_suite = "; ".join(
+            f"{suite}: " + ", ".join(f"{v:g}->{m:.4g}" for v, m in zip(self.grid, row, strict=True))
+            for suite, row in zip(self.suites, self.medians, strict=True)
+        )
+        return f"`{self.command()}`; median best validation metric per value: {per_suite}; chosen {self.chosen:g}"
+
+
 def hparam(
     default: Any,
     *,
@@ -72,11 +119,21 @@ def hparam(
     low_inclusive: bool = True,
     high_inclusive: bool = True,
     choices: tuple[Any, ...] | None = None,
+    provenance: str | None = None,
+    source: str | HeldOutEvidence = "",
 ) -> Any:
     """A typed hyperparameter field with its documentation and admissible range.
 
     Use inside a frozen dataclass: ``lr: float = hparam(0.1, doc="learning rate", low=0)``.
+    ``provenance`` (one of :data:`PROVENANCES`) and ``source`` say where the default comes from:
+    a citation for ``paper``, the library and its setting for ``library``, the
+    :class:`HeldOutEvidence` for ``held-out``. Built-in cards give both for every field
+    (tests/test_defaults_provenance.py); third-party adapters may leave them out.
     """
+    if provenance is not None and provenance not in PROVENANCES:
+        raise ValueError(f"provenance must be one of {', '.join(PROVENANCES)}, got {provenance!r}")
+    if (provenance == "held-out") != isinstance(source, HeldOutEvidence):
+        raise ValueError("a held-out default needs its HeldOutEvidence as source, and only a held-out one")
     meta = {
         "doc": doc,
         "low": low,
@@ -84,6 +141,9 @@ def hparam(
         "low_inclusive": low_inclusive,
         "high_inclusive": high_inclusive,
         "choices": choices,
+        "provenance": provenance,
+        "source": source.describe() if isinstance(source, HeldOutEvidence) else source,
+        "evidence": source if isinstance(source, HeldOutEvidence) else None,
     }
     return field(default=default, metadata=meta)
 

@@ -23,7 +23,7 @@ from suites import list_suites as _list_suites
 
 
 def list_suites(size: str | None = None) -> list[str]:
-    """Names of the registered suites (optionally one size: ``test``, ``ci``, ``gpu``)."""
+    """Names of the registered suites (optionally one size: ``test``, ``ci``, ``gpu``, ``heldout``)."""
     return [s.name for s in _list_suites(size)]
 
 

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.commands.db",
     "harness.commands.methods",
     "harness.commands.suites",
+    "harness.commands.defaults",
     "harness.commands.approx",
     "harness.commands.sweep",
     "harness.commands.site",

@@ -44,6 +44,9 @@ class HyperparamDoc:
     default: Any
     doc: str
     range: str
+    #: Where the default comes from (``backends.spec.PROVENANCES``; "" when the card does not say).
+    provenance: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ def describe_class(cls: type, points: Iterable[tuple[Mapping[str, Any], str | No
                 default=_jsonable(default),
                 doc=str(f.metadata.get("doc", "")),
                 range=describe_range(dict(f.metadata)),
+                provenance=str(f.metadata.get("provenance") or ""),
+                source=str(f.metadata.get("source") or ""),
             )
         )
     caps = dataclasses.asdict(cls.capabilities)  # type: ignore[attr-defined]

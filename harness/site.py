@@ -30,7 +30,15 @@ def _method_info(info: external.AdapterInfo, versions: dict[str, str]) -> Method
         paper=info.paper,
         description=info.description,
         hyperparams=tuple(
-            HyperparamInfo(name=h.name, type=h.type, default=h.default, doc=h.doc, range=h.range)
+            HyperparamInfo(
+                name=h.name,
+                type=h.type,
+                default=h.default,
+                doc=h.doc,
+                range=h.range,
+                provenance=getattr(h, "provenance", ""),
+                source=getattr(h, "source", ""),
+            )
             for h in info.hyperparams
         ),
         search_space=dict(info.search_space),

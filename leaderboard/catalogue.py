@@ -53,6 +53,9 @@ class HyperparamInfo:
     default: Any
     doc: str = ""
     range: str = ""
+    #: ``paper``, ``library`` or ``held-out`` (docs/defaults.md) and its citation or evidence.
+    provenance: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)

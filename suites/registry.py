@@ -23,6 +23,7 @@ CATALOGUE_MODULES: tuple[str, ...] = (
     "suites.minilm",
     "suites.fashion_mnist",
     "suites.cifar",
+    "suites.heldout",
 )
 
 _SUITES: dict[str, Suite] = {}
@@ -62,6 +63,6 @@ def get_suite(name: str) -> Suite:
 
 
 def list_suites(size: str | None = None) -> list[Suite]:
-    """Registered suites in name order, optionally only one size (``test``, ``ci``, ``gpu``)."""
+    """Registered suites in name order, optionally only one size (``test``, ``ci``, ``gpu``, ``heldout``)."""
     _load_catalogue()
     return [s for _, s in sorted(_SUITES.items()) if size is None or s.size == size]

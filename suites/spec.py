@@ -55,6 +55,8 @@ EVAL_CHUNK = 4096
 #: runtime 1/3 longer than its target-setting runs (``docs/DOCUMENTATION.md``, "Defining target
 #: performance"), i.e. the target-setting runs use 3/4 of the budget.
 CALIBRATION_FRACTION = 0.75
+#: Suite sizes that are scored on a board; ``test`` and ``heldout`` suites never are.
+SCORED_SIZES: tuple[str, ...] = ("ci", "gpu")
 
 
 class DataUnavailableError(RuntimeError):
@@ -191,8 +193,9 @@ class Suite:
     target: Target | None = None
     #: Metric the harness reports as "best validation metric" and ranks on.
     val_metric: str = "val_accuracy"
-    #: ``ci`` (runs on two CPU cores), ``test`` (tiny, for dense references), ``gpu`` (nightly).
-    size: Literal["test", "ci", "gpu"] = "ci"
+    #: ``ci`` (runs on two CPU cores), ``test`` (tiny, for dense references), ``gpu`` (nightly),
+    #: ``heldout`` (calibrates method defaults, ``ngbench calibrate-defaults``; on no board).
+    size: Literal["test", "ci", "gpu", "heldout"] = "ci"
     #: Loss above ``divergence_factor * max(initial loss, 1e-3)`` (or non-finite) is divergence.
     divergence_factor: float = 100.0
     #: Files the suite needs under the data directory (``ngbench data check``).

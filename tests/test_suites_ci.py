@@ -27,6 +27,8 @@ from harness import api
 from suites import get_suite, list_suites
 
 CI_SUITES = [s.name for s in list_suites("ci")]
+#: The held-out calibration suites (docs/defaults.md) get the same data and parity checks.
+HELDOUT_SUITES = [s.name for s in list_suites("heldout")]
 
 #: ``Dataset.fingerprint()`` (SHA-256 over dtype, shape and bytes of the four arrays).
 FINGERPRINTS: dict[str, str] = {
@@ -38,6 +40,10 @@ FINGERPRINTS: dict[str, str] = {
     "minilm-lora": "d7cad5e4ab13b3766de5a7161b72f83e4fae7e2715611d1c772416dd07b1455c",
     "rosenbrock": "c2e1d05744d23aaa6985f468c061285d7f501fa24b8d37c4e00b2f990e87fd85",
 }
+HELDOUT_FINGERPRINTS: dict[str, str] = {
+    "heldout-biomass-mlp": "9906ae4ebc841f5dfa9b5b6fcde2ce3e989b7212459ca658a7c3d2f9e9197fde",
+    "heldout-wine-mlp": "f14b9b0b2138ed4fa5b02aa3d773376b113d1b3b50fcabf8211cce5265d311f5",
+}
 
 #: Suites generated in floating point (see ``test_data_is_deterministic_and_pinned``): SHA-256 of
 #: the label bytes (train then validation) and (sum, L2 norm) of the train and validation inputs.
@@ -45,6 +51,10 @@ GENERATED_IN_FLOATING_POINT: dict[str, tuple[str, list[tuple[float, float]]]] = 
     "mnist1d-mlp": (
         "6feec4a017698c7fe237c8854cbd2e338c6dd5c16240f6fa79daefaaa129e169",
         [(-51.78746787509556, 399.05921097670284), (51.78746787509186, 201.87061731379174)],
+    ),
+    "heldout-shapes-cnn": (
+        "9b68a1690fe9a46b271b22f1696126021f8e7e1f20e0487b2fbdc500d8c9ac5a",
+        [(7448.167113895693, 123.8003042432912), (1875.855738878338, 61.64325537548868)],
     ),
 }
 
@@ -90,11 +100,14 @@ def problems(name: str) -> tuple[Any, Any]:
 
 
 def test_the_catalogue_covers_the_papers_problems() -> None:
-    assert set(CI_SUITES) == set(FINGERPRINTS) | set(GENERATED_IN_FLOATING_POINT)
+    assert set(CI_SUITES) | set(HELDOUT_SUITES) == set(FINGERPRINTS) | set(HELDOUT_FINGERPRINTS) | set(
+        GENERATED_IN_FLOATING_POINT
+    )
+    assert not set(CI_SUITES) & set(HELDOUT_SUITES)
     assert {s.name for s in list_suites("gpu")} >= {"fashion-mnist-mlp", "cifar10-resnet18", "cifar100-vit-lora"}
 
 
-@pytest.mark.parametrize("name", CI_SUITES)
+@pytest.mark.parametrize("name", CI_SUITES + HELDOUT_SUITES)
 def test_both_backends_start_from_the_same_parameters_and_loss(name: str) -> None:
     tp, jp = problems(name)
     np.testing.assert_array_equal(jp.to_numpy(jp.params0), tp.to_numpy(tp.params0))
@@ -112,7 +125,7 @@ def test_both_backends_start_from_the_same_parameters_and_loss(name: str) -> Non
         np.testing.assert_allclose(j_metrics[metric], value, rtol=1e-10, err_msg=metric)
 
 
-@pytest.mark.parametrize("name", CI_SUITES)
+@pytest.mark.parametrize("name", CI_SUITES + HELDOUT_SUITES)
 def test_data_is_deterministic_and_pinned(name: str) -> None:
     suite = get_suite(name)
     data = suite.data
@@ -128,7 +141,7 @@ def test_data_is_deterministic_and_pinned(name: str) -> None:
         moments = [(float(x.sum()), float(np.linalg.norm(x))) for x in (data.x_train, data.x_val)]
         np.testing.assert_allclose(moments, expected_moments, rtol=1e-6)
     else:
-        assert data.fingerprint() == FINGERPRINTS[name]
+        assert data.fingerprint() == {**FINGERPRINTS, **HELDOUT_FINGERPRINTS}[name]
     for x in (data.x_train, data.x_val):
         assert x.shape[1:] == suite.model.input_shape
     assert data.n_train >= suite.batch_size

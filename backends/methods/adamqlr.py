@@ -44,32 +44,94 @@ from dataclasses import dataclass
 from backends.damping import LMRule
 from backends.spec import Capabilities, LogUniform, MethodCard, hparam
 
+#: Where AdamQLR's defaults come from (docs/methods.md, "AdamQLR").
+UNTUNED = "Clarke & Hernandez-Lobato (2024), camera-ready 'AdamQLR (Untuned)' (configs/AdamQLR_NoHPO_NoLRClipping.yaml)"
+OPTAX_ADAM = "optax.scale_by_adam defaults b1 = 0.9, b2 = 0.999, eps = 1e-8 (AdamQLR's Adam direction)"
+
 
 @dataclass(frozen=True)
 class AdamQLRHyperparams:
-    b1: float = hparam(0.9, doc="Adam first-moment decay beta1", low=0.0, high=1.0, high_inclusive=False)
-    b2: float = hparam(0.999, doc="Adam second-moment decay beta2", low=0.0, high=1.0, high_inclusive=False)
-    eps: float = hparam(1e-8, doc="Adam denominator epsilon", low=0.0)
+    b1: float = hparam(
+        0.9,
+        doc="Adam first-moment decay beta1",
+        low=0.0,
+        high=1.0,
+        high_inclusive=False,
+        provenance="library",
+        source=OPTAX_ADAM,
+    )
+    b2: float = hparam(
+        0.999,
+        doc="Adam second-moment decay beta2",
+        low=0.0,
+        high=1.0,
+        high_inclusive=False,
+        provenance="library",
+        source=OPTAX_ADAM,
+    )
+    eps: float = hparam(1e-8, doc="Adam denominator epsilon", low=0.0, provenance="library", source=OPTAX_ADAM)
     damping: float = hparam(
-        1e-3, doc="initial Tikhonov damping lambda_0 of the quadratic model (mean-loss convention)", low=0.0
+        1e-3,
+        doc="initial Tikhonov damping lambda_0 of the quadratic model (mean-loss convention)",
+        low=0.0,
+        provenance="paper",
+        source=UNTUNED + ": lam0 = 1e-3",
     )
-    adaptive_damping: bool = hparam(True, doc="adapt lambda every step by the Levenberg-Marquardt rule")
+    adaptive_damping: bool = hparam(
+        True,
+        doc="adapt lambda every step by the Levenberg-Marquardt rule",
+        provenance="paper",
+        source="Clarke & Hernandez-Lobato (2024), Algorithm 1: LM damping adapted every step",
+    )
     damping_decrease: float = hparam(
-        0.5, doc="omega_dec: lambda multiplier when rho > 3/4", low=0.0, high=1.0, low_inclusive=False
+        0.5,
+        doc="omega_dec: lambda multiplier when rho > 3/4",
+        low=0.0,
+        high=1.0,
+        low_inclusive=False,
+        provenance="paper",
+        source=UNTUNED + ": omega_dec = 0.5",
     )
-    damping_increase: float = hparam(2.0, doc="omega_inc: lambda multiplier when rho < 1/4", low=1.0)
-    min_damping: float = hparam(1e-8, doc="lower clip of lambda", low=0.0)
-    max_damping: float | None = hparam(None, doc="upper clip of lambda (None: no upper clip)", low=0.0)
+    damping_increase: float = hparam(
+        2.0,
+        doc="omega_inc: lambda multiplier when rho < 1/4",
+        low=1.0,
+        provenance="paper",
+        source=UNTUNED + ": omega_inc = 2",
+    )
+    min_damping: float = hparam(
+        1e-8,
+        doc="lower clip of lambda",
+        low=0.0,
+        provenance="library",
+        source="AdamQLR code (rmclarke/AdamThroughASecondOrderLens, optimisers.py): max(lambda, 1e-8)",
+    )
+    max_damping: float | None = hparam(
+        None,
+        doc="upper clip of lambda (None: no upper clip)",
+        low=0.0,
+        provenance="library",
+        source="AdamQLR code (optimisers.py): no upper clip of lambda",
+    )
     curvature: str = hparam(
         "fisher",
         doc="curvature of the quadratic model: 'fisher' (GGN, one JVP) or 'hessian' (forward-over-reverse HVP)",
         choices=("fisher", "hessian"),
+        provenance="paper",
+        source=UNTUNED + ": Fisher (GGN) curvature",
     )
     saddle_free: bool = hparam(
-        False, doc="use |q + lambda ||d||^2| in the step size (the code's saddle_free_lr_curvature)"
+        False,
+        doc="use |q + lambda ||d||^2| in the step size (the code's saddle_free_lr_curvature)",
+        provenance="library",
+        source="AdamQLR code (optimisers.py): saddle_free_lr_curvature off",
     )
     lr_clipping: float | None = hparam(
-        None, doc="clip the step size s to [-lr_clipping, lr_clipping] (arXiv v1); None = off", low=0.0
+        None,
+        doc="clip the step size s to [-lr_clipping, lr_clipping] (arXiv v1); None = off",
+        low=0.0,
+        provenance="paper",
+        source=UNTUNED + ": no LR clipping (camera-ready)",
     )
 
 

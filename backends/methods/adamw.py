@@ -18,14 +18,44 @@ from dataclasses import dataclass
 
 from backends.spec import Capabilities, LogUniform, MethodCard, OneMinusLogUniform, hparam
 
+#: Where Adam's defaults come from.
+ADAM_DEFAULTS = (
+    "Kingma & Ba (2015), ICLR, Algorithm 1 (good default settings): alpha = 0.001, beta1 = 0.9, beta2 = 0.999, "
+    "eps = 1e-8"
+)
+
 
 @dataclass(frozen=True)
 class AdamWHyperparams:
-    lr: float = hparam(1e-3, doc="learning rate", low=0.0, low_inclusive=False)
-    b1: float = hparam(0.9, doc="first-moment decay beta1", low=0.0, high=1.0, high_inclusive=False)
-    b2: float = hparam(0.999, doc="second-moment decay beta2", low=0.0, high=1.0, high_inclusive=False)
-    eps: float = hparam(1e-8, doc="denominator epsilon", low=0.0)
-    weight_decay: float = hparam(1e-2, doc="decoupled weight decay", low=0.0)
+    lr: float = hparam(
+        1e-3, doc="learning rate", low=0.0, low_inclusive=False, provenance="paper", source=ADAM_DEFAULTS
+    )
+    b1: float = hparam(
+        0.9,
+        doc="first-moment decay beta1",
+        low=0.0,
+        high=1.0,
+        high_inclusive=False,
+        provenance="paper",
+        source=ADAM_DEFAULTS,
+    )
+    b2: float = hparam(
+        0.999,
+        doc="second-moment decay beta2",
+        low=0.0,
+        high=1.0,
+        high_inclusive=False,
+        provenance="paper",
+        source=ADAM_DEFAULTS,
+    )
+    eps: float = hparam(1e-8, doc="denominator epsilon", low=0.0, provenance="paper", source=ADAM_DEFAULTS)
+    weight_decay: float = hparam(
+        1e-2,
+        doc="decoupled weight decay",
+        low=0.0,
+        provenance="library",
+        source="torch.optim.AdamW default weight_decay=1e-2",
+    )
 
 
 CARD = MethodCard(

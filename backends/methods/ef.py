@@ -28,14 +28,15 @@ Mapping to the paper's conventions
   absorbed by the normalised update. The paper's LoRA damping ``lambda_c = 1e-7`` (App. H.2)
   at its batch size 32 is ``3.2e-6`` here. The sample-space system solved is ``K + B lambda I``
   in float64.
-* Defaults (``lr = 0.1``, ``damping = 32 * 1e-4 = 3.2e-3``, normalised update, linear decay):
-  the paper's setup with its values for a small MLP trained from scratch (App. H.7 uses start
-  LR 0.1 for the normalised SF update and 1e-4 for EF; 0.01 is its PEFT value) and a damping
-  from its damping sweep (Sec. 7 E3; the released sweep covers ``lambda_c`` in [1e-5, 1]).
-  With the paper's training damping (preset ``paper``: ``lr = 0.01``, ``damping = 3.2e-6``)
-  EF barely trains on digits-mlp / diabetes-mlp in 300 steps (0.5x / 0.8x the initial
-  loss even at ``lr = 0.1``), which is the paper's finding about EF (Table 5);
-  ``damping = 3.2e-3`` makes it train (0.2x / 0.4x) while staying near-EF.
+* Defaults (``lr = 0.1``, normalised update, linear decay): the paper's setup with its values
+  for a small MLP trained from scratch (App. H.7 uses start LR 0.1 for the normalised SF update
+  and 1e-4 for EF; 0.01 is its PEFT value). ``damping = 1`` is calibrated on the held-out
+  suites (docs/defaults.md; evidence in :data:`DAMPING_EVIDENCE`): over the grid 1e-5 .. 1 the
+  best validation loss improves with the damping on every held-out suite up to 0.01-1, and 1
+  has the best median rank. It lies inside the paper's damping sweep (Sec. 7 E3; ``lambda_c`` in
+  [1e-5, 1], i.e. ``lambda`` in [3.2e-4, 32] here). With the paper's training damping (preset
+  ``paper``: ``lr = 0.01``, ``damping = 3.2e-6``) EF barely trains, which is the paper's
+  finding about EF (Table 5).
 * Near-duplicate filter: the released optimiser drops, before every Gram solve (EF, iEF alike),
   the smaller-norm gradient of each pair with ``|cos| > 0.99`` (``SIM_THRESH``); the paper's
   evaluation script uses 0.95. ``dedup_threshold`` reproduces it (``None`` switches it off; the
@@ -49,14 +50,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from backends.spec import Capabilities, LogUniform, MethodCard, hparam
+from backends.spec import Capabilities, HeldOutEvidence, LogUniform, MethodCard, hparam
 
 #: Paper batch size: converts the released code's damping to this convention (lambda = B lambda_c).
 PAPER_BATCH = 32
 #: The paper's LoRA damping (App. H.2) in the code's convention.
 PAPER_LORA_DAMPING = 1e-7
-#: A damping of the paper's damping sweep (Sec. 7 E3), code convention: the EF/SF default.
-SWEEP_DAMPING = 1e-4
+#: ``ngbench calibrate-defaults ef --hparam damping`` on the held-out suites (docs/defaults.md).
+DAMPING_EVIDENCE = HeldOutEvidence(
+    method="ef",
+    hparam="damping",
+    grid=(1e-05, 0.0001, 0.001, 0.01, 0.1, 1.0),
+    suites=("heldout-biomass-mlp", "heldout-shapes-cnn", "heldout-wine-mlp"),
+    medians=(
+        (0.489606, 0.419019, 0.250742, 0.125533, 0.058693, 0.053931),
+        (1.261386, 1.261982, 1.255583, 1.240086, 1.206485, 1.157614),
+        (0.277474, 0.177547, 0.170343, 0.137444, 0.150353, 0.157929),
+    ),
+    seeds=2,
+    steps=200,
+    chosen=1.0,
+)
 
 
 @dataclass(frozen=True)
@@ -66,21 +80,39 @@ class EFHyperparams:
         doc="learning rate; with normalise_update the step length ||theta_{t+1} - theta_t|| at step 0",
         low=0.0,
         low_inclusive=False,
+        provenance="paper",
+        source=(
+            "Wu et al. (2024), App. H.7: start LR 0.1 of the normalised SF update on the from-scratch MLP "
+            "(EF's own there is 1e-4: preset paper-mlp)"
+        ),
     )
     damping: float = hparam(
-        PAPER_BATCH * SWEEP_DAMPING,
+        DAMPING_EVIDENCE.chosen,
         doc="Tikhonov damping lambda on the mean-convention EF (B * lambda in the Gram system)",
         low=0.0,
+        provenance="held-out",
+        source=DAMPING_EVIDENCE,
     )
-    normalise_update: bool = hparam(True, doc="divide the direction by its norm (paper's EF/SF setup)")
+    normalise_update: bool = hparam(
+        True,
+        doc="divide the direction by its norm (paper's EF/SF setup)",
+        provenance="paper",
+        source="Wu et al. (2024), Sec. 7 and App. H.2: the normalised EF/SF update",
+    )
     lr_decay: Literal["constant", "linear"] = hparam(
-        "linear", doc="learning-rate schedule over the run's step budget", choices=("constant", "linear")
+        "linear",
+        doc="learning-rate schedule over the run's step budget",
+        choices=("constant", "linear"),
+        provenance="paper",
+        source="Wu et al. (2024), App. H.2: linearly decaying learning rate for EF/SF",
     )
     dedup_threshold: float | None = hparam(
         0.99,
         doc="drop the smaller of two per-sample gradients with |cos| above this (iEF code); None = off",
         low=0.0,
         high=1.0,
+        provenance="library",
+        source="released iEF optimiser (improved-empirical-fisher, iEFOptimizer_GP.py): SIM_THRESH = 0.99",
     )
 
 

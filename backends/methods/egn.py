@@ -57,22 +57,43 @@ from dataclasses import dataclass
 from backends.damping import LMRule
 from backends.spec import Capabilities, LogUniform, MethodCard, OneMinusLogUniform, hparam
 
+#: The paper's released runner (somax @ 9721b86, ``somax/egn.py``): where most defaults come from.
+EGN_CODE = "paper-era EGN runner (cor3bit/somax @ 9721b86, somax/egn.py)"
+
 
 @dataclass(frozen=True)
 class EGNHyperparams:
     lr: float = hparam(
-        0.1, doc="step size alpha (the maximum step alpha_max under line search)", low=0.0, low_inclusive=False
+        0.1,
+        doc="step size alpha (the maximum step alpha_max under line search)",
+        low=0.0,
+        low_inclusive=False,
+        provenance="library",
+        source=EGN_CODE + ": learning_rate = 0.1",
     )
     damping: float = hparam(
         1.0,
         doc="Tikhonov damping lambda added to the mean-loss GGN (B*lambda in the BC x BC system)",
         low=0.0,
         low_inclusive=False,
+        provenance="library",
+        source=EGN_CODE + ": regularizer lambda = 1",
     )
     momentum: float = hparam(
-        0.0, doc="beta of the bias-corrected EMA of the direction (0 = off)", low=0.0, high=1.0, high_inclusive=False
+        0.0,
+        doc="beta of the bias-corrected EMA of the direction (0 = off)",
+        low=0.0,
+        high=1.0,
+        high_inclusive=False,
+        provenance="library",
+        source=EGN_CODE + ": no momentum",
     )
-    line_search: bool = hparam(False, doc="Armijo backtracking line search on the batch loss")
+    line_search: bool = hparam(
+        False,
+        doc="Armijo backtracking line search on the batch loss",
+        provenance="library",
+        source=EGN_CODE + ": fixed step, no line search",
+    )
     armijo_c: float = hparam(
         0.1,
         doc="Armijo sufficient-decrease constant c (1 - aggressiveness)",
@@ -80,29 +101,84 @@ class EGNHyperparams:
         high=1.0,
         low_inclusive=False,
         high_inclusive=False,
+        provenance="library",
+        source=EGN_CODE + ": Armijo constant 1 - aggressiveness = 0.1",
     )
     ls_decrease: float = hparam(
-        0.8, doc="backtracking factor", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False
+        0.8,
+        doc="backtracking factor",
+        low=0.0,
+        high=1.0,
+        low_inclusive=False,
+        high_inclusive=False,
+        provenance="library",
+        source=EGN_CODE + ": backtracking factor 0.8",
     )
-    ls_increase: float = hparam(1.5, doc="reset: alpha_init = min(ls_increase * alpha_prev, lr)", low=1.0)
-    ls_max_steps: int = hparam(15, doc="maximum number of backtracking steps (maxls)", low=0)
-    adaptive_damping: bool = hparam(False, doc="adapt lambda by the Levenberg-Marquardt rule every step")
+    ls_increase: float = hparam(
+        1.5,
+        doc="reset: alpha_init = min(ls_increase * alpha_prev, lr)",
+        low=1.0,
+        provenance="paper",
+        source="Vaswani et al. (2019), Sec. 3: reset alpha_init = min(1.5 alpha_prev, alpha_max) (the EGN code's)",
+    )
+    ls_max_steps: int = hparam(
+        15,
+        doc="maximum number of backtracking steps (maxls)",
+        low=0,
+        provenance="library",
+        source=EGN_CODE + ": maxls = 15",
+    )
+    adaptive_damping: bool = hparam(
+        False,
+        doc="adapt lambda by the Levenberg-Marquardt rule every step",
+        provenance="library",
+        source=EGN_CODE + ": constant lambda (the adaptive branch is commented out)",
+    )
     damping_decrease: float = hparam(
-        0.99, doc="lambda multiplier when rho > 3/4", low=0.0, high=1.0, low_inclusive=False
+        0.99,
+        doc="lambda multiplier when rho > 3/4",
+        low=0.0,
+        high=1.0,
+        low_inclusive=False,
+        provenance="library",
+        source=EGN_CODE + ": commented-out adaptive branch, x0.99 ('recommended by Kiros')",
     )
-    damping_increase: float = hparam(1.01, doc="lambda multiplier when rho < 1/4", low=1.0)
-    min_damping: float = hparam(1e-12, doc="lower clip of lambda", low=0.0, low_inclusive=False)
-    max_damping: float | None = hparam(None, doc="upper clip of lambda (None: no upper clip)", low=0.0)
+    damping_increase: float = hparam(
+        1.01,
+        doc="lambda multiplier when rho < 1/4",
+        low=1.0,
+        provenance="library",
+        source=EGN_CODE + ": commented-out adaptive branch, x1.01",
+    )
+    min_damping: float = hparam(
+        1e-12,
+        doc="lower clip of lambda",
+        low=0.0,
+        low_inclusive=False,
+        provenance="library",
+        source=EGN_CODE + ": no floor on lambda (1e-12 only keeps lambda > 0, the admissible range)",
+    )
+    max_damping: float | None = hparam(
+        None,
+        doc="upper clip of lambda (None: no upper clip)",
+        low=0.0,
+        provenance="library",
+        source=EGN_CODE + ": no upper clip of lambda",
+    )
     q_jitter: float = hparam(
         0.0,
         doc="eps of the somax-v1 Cholesky factor of Q + eps I for cross-entropy; 0 = the exact closed-form factor",
         low=0.0,
+        provenance="paper",
+        source="Korbit et al. (2024), Sec. 3: the exact Gauss-Newton matrix (no jitter on Q)",
     )
     gram: str = hparam(
         "auto",
         doc="how J J^T is formed: 'dense' (output Jacobian), 'taps' (Linear-layer taps), "
         "'auto' (taps when every parameter is in a 2-D Linear layer)",
         choices=("auto", "dense", "taps"),
+        provenance="paper",
+        source="Korbit et al. (2024), Sec. 3: every choice forms the same J J^T; auto picks the cheaper exact form",
     )
 
 

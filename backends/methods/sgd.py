@@ -23,10 +23,33 @@ from backends.spec import Capabilities, Choice, LogUniform, MethodCard, OneMinus
 
 @dataclass(frozen=True)
 class SGDHyperparams:
-    lr: float = hparam(0.01, doc="learning rate", low=0.0, low_inclusive=False)
-    momentum: float = hparam(0.9, doc="momentum coefficient mu", low=0.0, high=1.0, high_inclusive=False)
-    nesterov: bool = hparam(False, doc="Nesterov momentum")
-    weight_decay: float = hparam(0.0, doc="L2 coefficient added to the gradient", low=0.0)
+    lr: float = hparam(
+        0.01,
+        doc="learning rate",
+        low=0.0,
+        low_inclusive=False,
+        provenance="library",
+        source="Keras tf.keras.optimizers.SGD default learning_rate=0.01",
+    )
+    momentum: float = hparam(
+        0.9,
+        doc="momentum coefficient mu",
+        low=0.0,
+        high=1.0,
+        high_inclusive=False,
+        provenance="library",
+        source="torchvision classification reference recipe (references/classification/train.py) --momentum 0.9",
+    )
+    nesterov: bool = hparam(
+        False, doc="Nesterov momentum", provenance="library", source="torch.optim.SGD default nesterov=False"
+    )
+    weight_decay: float = hparam(
+        0.0,
+        doc="L2 coefficient added to the gradient",
+        low=0.0,
+        provenance="library",
+        source="torch.optim.SGD default weight_decay=0",
+    )
 
 
 CARD = MethodCard(

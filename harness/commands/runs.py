@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
     def list_(
         what: Annotated[str, typer.Argument(help="What to list: suites or optimizers.")],
         backend: Annotated[str | None, typer.Option(help="Only this backend (optimizers).")] = None,
-        size: Annotated[str | None, typer.Option(help="Only suites of this size: test, ci, gpu.")] = None,
+        size: Annotated[str | None, typer.Option(help="Only suites of this size: test, ci, gpu, heldout.")] = None,
     ) -> None:
         """List the registered suites or the available optimizers."""
         out = make_console()

@@ -3,6 +3,8 @@ per board and suite, configurations run, and its approximation-quality rows."""
 
 from __future__ import annotations
 
+import json
+
 from leaderboard import format as fmt
 from leaderboard.pages.context import BuildContext
 from leaderboard.views import optimizer_results
@@ -39,3 +41,15 @@ def write(ctx: BuildContext) -> None:
         )
         listing.append({"name": opt, "info": info, "runs": len(runs), "results": results})
     ctx.render("optimizers.html", "optimizers.html", optimizers=listing)
+    # Every default with where it comes from (docs/defaults.md): paper, library or held-out.
+    cards = {
+        opt: {
+            h.name: {"default": h.default, "provenance": h.provenance or None, "source": h.source or None}
+            for h in info.hyperparams
+        }
+        for opt in ctx.optimizers
+        if (info := data.methods.get(opt)) is not None
+    }
+    (ctx.out / "data").mkdir(parents=True, exist_ok=True)
+    text = json.dumps(cards, indent=1, sort_keys=True, default=str, allow_nan=False)
+    (ctx.out / "data" / "optimizers.json").write_text(text + "\n", encoding="utf-8")
