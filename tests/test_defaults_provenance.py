@@ -194,8 +194,8 @@ def test_the_cli_runs_the_calibration_and_prints_the_evidence(capsys: pytest.Cap
 def test_the_site_exports_every_default_with_its_provenance(tmp_path: Path) -> None:
     """The cards as the site command describes them (through the worker's JSON form), exported."""
     from harness import registry
-    from harness.commands.site import _method_info
     from harness.external import AdapterInfo, describe_class
+    from harness.site import _method_info
     from leaderboard.site import build
     from tests.test_site_build import make_results_db
 

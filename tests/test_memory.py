@@ -31,7 +31,9 @@ def test_a_step_that_allocates_raises_the_peak_above_baseline() -> None:
     plain, alloc = _run("Plain"), _run("Allocating")
     assert plain.status == alloc.status == "budget_exhausted", (plain.error, alloc.error)
     assert plain.memory_kind == alloc.memory_kind == "cpu_process_peak_rss"
-    assert alloc.peak_memory_above_baseline_bytes >= ALLOC_MIB * MiB
+    # Up to a MiB of the temporary may land on pages already resident at the baseline (the
+    # allocator reuses freed pages; seen: 64 MiB - 100 KiB), never more.
+    assert alloc.peak_memory_above_baseline_bytes >= (ALLOC_MIB - 1) * MiB
     assert plain.peak_memory_above_baseline_bytes < ALLOC_MIB * MiB // 4
     # the absolute peak is the whole process's: interpreter, torch and data included
     assert alloc.peak_memory_bytes >= alloc.peak_memory_above_baseline_bytes + 50 * MiB

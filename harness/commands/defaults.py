@@ -9,6 +9,7 @@ from rich.text import Text
 
 from harness.commands.runs import make_console
 from harness.commands.suites import _floats
+from harness.defaults_calibration import calibrate_default
 from harness.errors import ConfigError
 
 
@@ -49,8 +50,6 @@ def register(app: typer.Typer) -> None:
         then the first in the grid). Prints the evidence to freeze beside the default in the
         method card (it edits nothing). See harness/defaults_calibration.py and docs/defaults.md.
         """
-        from harness.defaults_calibration import calibrate_default
-
         if dtype not in ("float32", "float64"):
             raise ConfigError(f"unknown dtype {dtype!r} (known: float32, float64)")
         values = _floats(grid, "--grid") or []

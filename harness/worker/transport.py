@@ -135,9 +135,21 @@ def _preload(backends: list[str], suites: list[str] | None = None) -> None:
             import torch.fx.experimental.symbolic_shapes  # noqa: F401  (lazy import of the first backward)
 
             adapters("torch")
+            _warm_flop_counter()
     torch_module = sys.modules.get("torch")
     if torch_module is not None and torch_module.cuda.is_initialized():  # pragma: no cover - a bug in an import
         raise RuntimeError("CUDA was initialised while preloading: forked workers would share its context")
+
+
+def _warm_flop_counter() -> None:
+    """The first use of torch's FLOP counter (after every run's loop) loads its operator tables:
+    about 1-3 s that every forked child would otherwise pay. Done once here, on the CPU."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.ones(2, 2, requires_grad=True)
+    with FlopCounterMode(display=False):
+        (x @ x).sum().backward()
 
 
 def serve(parent_pid: int, preload: list[str], suites: list[str] | None = None) -> int:
