@@ -55,6 +55,7 @@ def ngbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 # --------------------------------------------------------------------------- built-ins
 
 
+@pytest.mark.slow  # the battery of every built-in on both backends
 @pytest.mark.parametrize(("name", "backend"), CASES, ids=[f"{b}-{n}" for n, b in CASES])
 def test_builtin_adapter_conforms(name: str, backend: str) -> None:
     twin = "jax" if backend == "torch" else "torch"
@@ -244,6 +245,7 @@ def test_class_names() -> None:
 # --------------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_cli_new_adapter_then_check_adapter(tmp_path: Path) -> None:
     out = ngbench("new-adapter", "my-opt", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -264,6 +266,7 @@ def test_cli_new_adapter_then_check_adapter(tmp_path: Path) -> None:
     assert out.returncode == 0 and 'adapter_class(CARD, "jax")' in (tmp_path / "sub" / "jax_opt.py").read_text()
 
 
+@pytest.mark.slow
 def test_cli_reports_failures_with_reasons_and_exit_1(tmp_path: Path) -> None:
     out = ngbench("check-adapter", BROKEN + "MutatesParams", cwd=tmp_path)
     assert out.returncode == 1

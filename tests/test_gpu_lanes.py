@@ -20,6 +20,8 @@ from harness.orchestrator import run_sweep
 from harness.plans import expand
 from harness.sweep import load_config
 
+pytestmark = pytest.mark.slow  # lane retirement with real workers
+
 EXITING = "tests.faulty_adapters:Exiting"
 
 

@@ -56,7 +56,7 @@ from tests.second_order_dense import custom_problem
 Array = jax.Array
 
 
-pytestmark = pytest.mark.kfac_jax
+pytestmark = [pytest.mark.slow, pytest.mark.kfac_jax]  # kfac-jax compiles
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from db.store import Store, open_store
 from harness import nightly
 from harness.runner import RunResult, RunSpec
 
+pytestmark = pytest.mark.slow  # nightly end to end
+
 MACHINE = {"hostname": "gpu-01", "device_kind": "cuda", "device_name": "H100", "cpu": "EPYC"}
 
 

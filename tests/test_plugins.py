@@ -33,6 +33,8 @@ from backends.spec import ENTRY_POINT_GROUP
 from harness import api, conformance, keys, registry
 from harness.errors import UnknownOptimizerError
 
+pytestmark = pytest.mark.slow  # plug-in installs and CLI end to end
+
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_ROOT = Path(__file__).resolve().parent / "plugin_example"
 PLUGIN_PROJECT = tomllib.loads((PLUGIN_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]

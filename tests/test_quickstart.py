@@ -16,6 +16,8 @@ from harness.cli import main
 from harness.commands.quickstart import SLOW_SUITES, quickstart_config
 from suites import list_suites
 
+pytestmark = pytest.mark.slow  # quickstart end to end
+
 
 def test_default_plan_is_every_adapter_on_the_quick_ci_suites() -> None:
     names = [s.name for s in list_suites("ci") if s.name not in SLOW_SUITES]

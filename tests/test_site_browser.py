@@ -14,7 +14,7 @@ import pytest
 from tests.fixtures_browser import browser, page  # noqa: F401  (fixtures)
 from tests.test_site_build import EVIL_OPTIMIZER, IMG_ONERROR, SCRIPT_TAG, make_results_db, parse
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.slow, pytest.mark.browser]  # a headless browser over a built site
 
 #: Resolved URLs of every reference in the page, and whether each image decodes.
 _INSPECT = """async () => {

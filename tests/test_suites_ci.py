@@ -163,6 +163,7 @@ def _reach_cases() -> list[Any]:
     return cases
 
 
+@pytest.mark.slow  # full-budget training runs
 @pytest.mark.parametrize(("name", "optimizer"), _reach_cases())
 def test_sgd_and_adamw_reach_the_target_within_the_budget(name: str, optimizer: str) -> None:
     suite = get_suite(name)

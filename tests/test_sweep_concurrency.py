@@ -19,6 +19,8 @@ from harness.sweep import load_config
 from harness.worker.transport import _preload
 from tests.sweep_helpers import InlineExecutor
 
+pytestmark = pytest.mark.slow  # concurrency races: eight sweeps at once
+
 SWEEPS = 8
 SHARED = 3  # seeds every sweep races for
 

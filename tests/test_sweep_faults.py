@@ -27,6 +27,8 @@ from harness.worker import Job, Lane, grace_period, scrubbed_environ
 from tests.faulty_adapters import SECRET_MARK
 from tests.sweep_helpers import TOKEN_VAR, cli, processes_with, wait_until_gone
 
+pytestmark = pytest.mark.slow  # end-to-end fault injection in worker processes
+
 F = "tests.faulty_adapters:"
 TIMEOUT_S = 2.0
 STEPS = 6

@@ -16,6 +16,8 @@ from harness import external
 from harness.plans import expand
 from harness.sweep import load_config
 
+pytestmark = pytest.mark.slow  # third-party code in scrubbed workers, end to end
+
 PROBE = "tests.credential_probe:ProbeSGD"
 ROOT = Path(__file__).resolve().parent.parent
 

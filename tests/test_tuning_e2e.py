@@ -19,6 +19,8 @@ from harness.runner import metric_mode
 from leaderboard.scoring import choose_trial
 from suites import get_suite
 
+pytestmark = pytest.mark.slow  # tuned sweeps end to end
+
 
 def tune(db: Path, optimizer: str, *extra: str) -> list[str]:
     return [
