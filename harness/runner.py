@@ -389,7 +389,8 @@ def _step_flops(
         flops = backend_module(spec.backend).step_flops(step_fn, params, state, problem.device_batch(0))
     except Exception:
         return None
-    return float(flops) if flops is not None and math.isfinite(flops) and flops > 0 else None
+    # Zero is a count (a model without matrix products, e.g. Rosenbrock, under torch's counter).
+    return float(flops) if flops is not None and math.isfinite(flops) and flops >= 0 else None
 
 
 def _book_unbooked(result: RunResult, positions: list[int], median: float) -> None:

@@ -45,3 +45,9 @@ def test_the_count_is_outside_the_loop() -> None:
     result = api.run("tiny-ce", "sgd", steps=5, device="cpu")
     assert result.passes_per_step["forward"] == 1.0 and result.passes_per_step["backward"] == 1.0
     assert result.flops_per_step is not None and result.flops_per_step > 0
+
+
+def test_a_model_without_matrix_products_counts_zero_not_missing() -> None:
+    """Rosenbrock has no matrix product: torch's counter gives 0, a count (the FLOPs board needs
+    every reached run counted), not a missing figure."""
+    assert api.run("rosenbrock", "sgd", steps=2, device="cpu").flops_per_step == 0.0
