@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.spec import hparams_dict
 from db import queries
 from db.store import Store
 from harness.approx import REFERENCE_ROLE, ApproxSpec, evaluate, store_result
@@ -22,6 +23,7 @@ from harness.errors import ConfigError
 from harness.executors import make_executor
 from harness.orchestrator import run_sweep
 from harness.plans import expand
+from harness.registry import get_adapter
 from harness.sweep import load_config
 from leaderboard.claims import ApproxExperiment, Claim, Outcome, RunExperiment, claims, get_claim, outcome
 from leaderboard.claims.evidence import arm_hparams
@@ -151,7 +153,21 @@ def verdicts(store: Store, selected: Sequence[Claim]) -> list[Outcome]:
     out = []
     for claim in selected:
         older = [t for t in tags if t.startswith(f"claim:{claim.id}@v") and t != claim.tag]
-        out.append(outcome(claim, runs, specs, approx, older_tags=sorted(older)))
+        out.append(outcome(claim, runs, specs, approx, older_tags=sorted(older), defaults=card_defaults(claim)))
+    return out
+
+
+def card_defaults(claim: Claim) -> dict[str, dict[str, Any]]:
+    """Each arm's optimizer's resolved defaults (built-in adapters; others fall back to overrides)."""
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(claim.experiment, RunExperiment):
+        return out
+    for arm in claim.experiment.arms:
+        try:
+            cls = get_adapter(arm.optimizer, claim.experiment.backends[0])
+            out[arm.optimizer] = hparams_dict(cls.resolve())
+        except Exception:  # an optimizer not installed here: compare the spelled-out overrides
+            continue
     return out
 
 

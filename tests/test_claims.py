@@ -172,3 +172,37 @@ def test_the_claims_page_shows_every_claim_and_the_command_where_unmeasured(tmp_
     assert "ngbench claims run --only fngd-vs-kfac" in page  # not measured: the command is shown
     rows = {r["id"]: r for r in __import__("json").loads((tmp_path / "site" / "data" / "claims.json").read_text())}
     assert rows["fngd-vs-kfac"]["verdict"] == "not measured" and len(rows) == len(CLAIMS)
+
+
+def test_a_run_shared_by_dedup_counts_for_every_arm_with_the_same_resolved_hyperparameters() -> None:
+    """Run keys deduplicate identical runs: a default-AdamW run (overrides {}) is also the run of
+    an arm spelling out lr = the default, and must count for it."""
+    from leaderboard.claims.evidence import run_evidence
+
+    runs = pd.DataFrame(
+        [
+            {
+                "id": 1,
+                "suite": "digits-mlp",
+                "optimizer": "adamw",
+                "backend": "torch",
+                "seed": 0,
+                "status": "target_reached",
+                "role": "run",
+                "hparams": {"lr": 0.001, "b1": 0.9},
+                "steps_to_target": 100.0,
+                "time_to_target_s": 1.0,
+                "step_time_median_s": 0.01,
+                "best_val_metric": 0.99,
+                "device": "cpu",
+                "finished_at": None,
+            }
+        ]
+    )
+    specs = {1: {"hparams": {}, "preset": None, "dtype": "float32", "steps": None}}
+    experiment = RunExperiment(suites=("digits-mlp",), arms=(Arm("spelled", "adamw", (("lr", 0.001),)),), seeds=(0,))
+    assert run_evidence(experiment, runs, specs).empty  # without the card's defaults: overrides must match
+    found = run_evidence(experiment, runs, specs, {"adamw": {"lr": 0.001, "b1": 0.9}})
+    assert list(found["run_id"]) == [1]
+    other = RunExperiment(suites=("digits-mlp",), arms=(Arm("other", "adamw", (("lr", 0.01),)),), seeds=(0,))
+    assert run_evidence(other, runs, specs, {"adamw": {"lr": 0.001, "b1": 0.9}}).empty

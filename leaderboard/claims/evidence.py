@@ -45,16 +45,38 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _matches(spec: Mapping[str, Any], arm: Arm, hparams: Mapping[str, Any], budget: int, dtype: str) -> bool:
-    given = dict(spec.get("hparams") or {})
-    if set(given) != set(hparams) or not all(_same(given[k], hparams[k]) for k in hparams):
-        return False
+def _matches(
+    spec: Mapping[str, Any],
+    arm: Arm,
+    hparams: Mapping[str, Any],
+    budget: int,
+    dtype: str,
+    resolved: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether a stored run is the arm's. With the card's ``defaults`` the run's ``resolved``
+    hyperparameters are compared with the arm's (so a run stored with ``lr = 0.001`` spelled out
+    is the default arm's when 0.001 is the default: run keys deduplicate such runs); without
+    them the spelled-out overrides must be the arm's."""
+    if defaults and isinstance(resolved, Mapping) and resolved:
+        wanted = {**defaults, **hparams}
+        if not all(k in resolved and _same(resolved[k], v) for k, v in wanted.items()):
+            return False
+    else:
+        given = dict(spec.get("hparams") or {})
+        if set(given) != set(hparams) or not all(_same(given[k], hparams[k]) for k in hparams):
+            return False
     if (spec.get("preset") or None) != arm.preset or spec.get("dtype", "float32") != dtype:
         return False
     return spec.get("steps") in (None, budget)
 
 
-def run_evidence(experiment: RunExperiment, runs: pd.DataFrame, specs: Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
+def run_evidence(
+    experiment: RunExperiment,
+    runs: pd.DataFrame,
+    specs: Mapping[int, Mapping[str, Any]],
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
+) -> pd.DataFrame:
     """One row per (arm, suite, backend, seed) with the newest matching run's figures."""
     columns = ["arm", "suite", "backend", "seed", "run_id", "status", "steps_to_target", "time_to_target_s",
                "step_time_median_s", "best_val_metric", "device", "finished_at"]  # fmt: skip
@@ -73,7 +95,12 @@ def run_evidence(experiment: RunExperiment, runs: pd.DataFrame, specs: Mapping[i
         for suite in experiment.suites:
             hparams, budget = arm_hparams(arm, suite), get_suite(suite).budget.steps
             sel = pool[(pool["optimizer"] == arm.optimizer) & (pool["suite"] == suite)]
-            mask = [_matches(specs.get(int(i), {}), arm, hparams, budget, experiment.dtype) for i in sel["id"]]
+            card = (defaults or {}).get(arm.optimizer)
+            resolved = sel["hparams"] if "hparams" in sel else pd.Series([None] * len(sel), index=sel.index)
+            mask = [
+                _matches(specs.get(int(i), {}), arm, hparams, budget, experiment.dtype, r, card)
+                for i, r in zip(sel["id"], resolved, strict=True)
+            ]
             sel = sel.loc[np.asarray(mask, dtype=bool)] if len(sel) else sel
             for (backend, seed), group in sel.groupby(["backend", "seed"], sort=True):
                 row = group.sort_values("id").iloc[-1]
@@ -120,10 +147,11 @@ def decide(claim: Claim, evidence: pd.DataFrame) -> list[CellVerdict]:
 
 
 def outcome(claim: Claim, runs: pd.DataFrame, specs: Mapping[int, Mapping[str, Any]], approx: pd.DataFrame,
-            older_tags: Sequence[str] = ()) -> Outcome:  # fmt: skip
+            older_tags: Sequence[str] = (), defaults: Mapping[str, Mapping[str, Any]] | None = None,
+            ) -> Outcome:  # fmt: skip
     """The claim's verdict, evidence lines and provenance from the stored results."""
     if isinstance(claim.experiment, RunExperiment):
-        evidence = run_evidence(claim.experiment, runs, specs)
+        evidence = run_evidence(claim.experiment, runs, specs, defaults)
         seeds = evidence.groupby(["arm", "suite", "backend"]).size() if len(evidence) else pd.Series(dtype=int)
         seeds_line = f"seeds per arm: {int(seeds.min())}-{int(seeds.max())}" if len(seeds) else "no runs"
         used = runs[runs["id"].isin(evidence["run_id"])] if len(evidence) else runs.iloc[0:0]
