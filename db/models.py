@@ -178,3 +178,18 @@ class ApproxQuality(Base):
 APPROX_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in ApproxQuality.__table__.columns if c.name not in ("id", "run_id")
 )
+
+
+class RunLease(Base):
+    """A claim on one run by one running sweep (``db.leases``): while it is live, other sweeps
+    leave the run alone. ``lease_key`` is the run key (a plain sweep: results are shared by the
+    whole database) or ``<sweep id>:<run key>`` (a nightly re-measures within its own sweep)."""
+
+    __tablename__ = "run_leases"
+
+    lease_key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    sweep_id: Mapped[int | None] = mapped_column(Integer)
+    #: ``host:pid:token`` of the claiming process (the pid makes a dead owner visible on its host).
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    #: Unix seconds after which the claim is void unless renewed (a wall-clock deadline).
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -10,16 +10,23 @@ Semantics (what "nothing lost, nothing twice" means here):
   same sweep for a nightly (a nightly re-measures everything, but a resumed nightly does not
   redo what it already did). Runs with ``RETRY_STATUSES`` (error, crashed, interrupted) are
   run again; their earlier attempts stay stored.
-* **Concurrent sweeps** into one database may start the same key at the same time; the write
-  is an atomic check-and-insert under a per-key lock (:meth:`db.store.Store.save_run_once`),
-  so a finished key is stored once per scope and the later duplicate is discarded (and
-  reported). Every finished run is present exactly once.
+* **Concurrent sweeps** into one database split the work: a sweep claims each run right before
+  dispatching it (a lease per run key, :mod:`db.leases`) and skips runs another live sweep has
+  claimed or finished, so two sweeps of one file run each run once. The write itself is still
+  an atomic check-and-insert under a per-key lock (:meth:`db.store.Store.save_run_once`), so
+  a finished key is stored once per scope even if a lease was lost (and the later duplicate
+  is discarded and reported). A killed sweep's leases are void at once on its host (its pid
+  is gone) and elsewhere when they expire, so ``--resume`` takes its runs back.
 * **Failures are results.** The executor turns a diverging, raising, hanging, crashing or
   out-of-memory run into a result with its status and error text; other runs are unaffected.
-* **Ctrl-C / SIGTERM** stop dispatching, stop in-flight workers, store them as
-  ``interrupted`` and mark the sweep ``interrupted``; a second Ctrl-C is ignored until that
-  is written. A hard kill of the parent loses only the in-flight runs (workers die with it);
-  ``--resume`` redoes them.
+  The summary counts the runs that failed to give a result of the method
+  (:data:`RUN_FAILURE_STATUSES`); the CLI exits non-zero for them.
+* **Ctrl-C / SIGTERM** stop dispatching, stop in-flight workers (SIGINT, SIGKILL after 3 s),
+  store them as ``interrupted`` and mark the sweep ``interrupted``; a second Ctrl-C kills the
+  workers at once and stops within a second (the runs are still stored ``interrupted``). A
+  hard kill of the parent loses only the in-flight runs (workers die with it); ``--resume``
+  redoes them. A killed worker launcher (local executor) is restarted and its in-flight runs
+  start again: they are stored once, with the status of their second start.
 * Only this process writes to the database; workers never see its URL.
 * **Roles.** Each run is stored with its plan's role (:meth:`harness.sweep.SweepPlan.role_of`):
   ``run`` for an ordinary sweep, ``trial`` or ``rerun`` (with the trial index and the
@@ -38,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from db import leases
 from db.store import Store
 from harness.errors import DatabaseError
 from harness.executors.base import Executor
@@ -47,6 +55,10 @@ from harness.worker import Job, Outcome
 
 #: Attempts to store one result before the sweep gives up on an unreachable database.
 STORE_ATTEMPTS = 5
+#: Statuses of runs that failed to give a result of the method (the harness, the worker or the
+#: adapter broke, or the run hung): a sweep with any of them exits non-zero. ``diverged``,
+#: ``oom`` and a missed target are results of the method, not failures of the sweep.
+RUN_FAILURE_STATUSES: frozenset[str] = frozenset({"crashed", "error", "timeout"})
 
 
 @dataclass
@@ -71,22 +83,37 @@ class SweepSummary:
     executor: str = ""
     #: Expected key of every planned run, by its index in the plan (duplicates included).
     keys: dict[int, str] = field(default_factory=dict)
+    #: Runs left to another sweep that had claimed them (it runs them).
+    leased_elsewhere: int = 0
+    #: Runs started again because the worker launcher died under them (local executor).
+    relaunched: int = 0
 
     @property
     def ran(self) -> int:
         return sum(self.statuses.values())
 
+    @property
+    def failures(self) -> dict[str, int]:
+        """Runs by failure status (:data:`RUN_FAILURE_STATUSES`) among those that ran."""
+        return {s: n for s, n in sorted(self.statuses.items()) if s in RUN_FAILURE_STATUSES and n}
+
 
 class _StopFlag:
-    """SIGINT/SIGTERM become a flag checked between outcomes (never mid-write); a second one
-    raises ``KeyboardInterrupt`` at once (a start-up that takes too long)."""
+    """SIGINT/SIGTERM become a flag checked between outcomes (never mid-write). A second one
+    raises ``KeyboardInterrupt`` at once during start-up, and sets :attr:`hurry` while the
+    in-flight runs are being stopped (the executor then kills them instead of waiting)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.stopping = False
+        self.hurry = threading.Event()
         self.signal_name = ""
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, _frame: Any) -> None:
+        if self.stopping:
+            self.hurry.set()  # only an event: the main thread may hold the executor's locks
+            return
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
@@ -177,12 +204,21 @@ def run_sweep(
     scope = "sweep" if kind == "nightly" else "global"
     stop = _StopFlag()
     completed = False
+    owner = leases.new_owner()
+    held: dict[str, str] = {}  # run key -> lease key, for the runs this sweep claimed
+
+    def release(job: Job) -> None:
+        lease = held.pop(job.key, None) if job.key else None
+        if lease is not None:
+            with contextlib.suppress(DatabaseError):  # it expires anyway
+                leases.release(store, owner, [lease])
 
     def record(outcome: Outcome) -> None:
-        before = time.time()
+        before = time.monotonic()
         _, stored = _store(store, outcome, sweep_id=sweep_id, scope=scope, track=config.track, plan=plan)
+        release(outcome.job)
         outcome.timing["store_start"] = before
-        outcome.timing["stored"] = time.time()
+        outcome.timing["stored"] = time.monotonic()
         summary.statuses[outcome.result.status] += 1
         summary.stored += int(stored)
         summary.discarded += int(not stored)
@@ -222,35 +258,69 @@ def run_sweep(
 
             if progress is not None:
                 progress.start(plan.name, len(todo), skipped=summary.skipped_finished, slots=executor.slots)
-            for job in todo:
-                executor.submit(job)
+            queue = collections.deque(todo)
+            renewed = time.monotonic()
 
+            def dispatch() -> None:
+                """Claim and submit runs until the executor has one more than it can run."""
+                while queue and executor.pending <= executor.slots and not stop.requested:
+                    job = queue.popleft()
+                    verdict = leases.CLAIMED
+                    if job.key is not None:
+                        verdict = leases.claim(store, job.key, owner, sweep_id=sweep_id, scope=scope)
+                    if verdict == leases.CLAIMED:
+                        if job.key is not None:
+                            held[job.key] = leases.lease_key(job.key, sweep_id if scope == "sweep" else None)
+                        executor.submit(job)
+                        continue
+                    if verdict == leases.FINISHED:
+                        summary.skipped_finished += 1
+                    else:
+                        summary.leased_elsewhere += 1
+                    if progress is not None:
+                        progress.drop()
+
+            dispatch()
             while executor.pending > 0 and not stop.requested:
                 outcome = executor.next_outcome(timeout=0.5)
+                if time.monotonic() - renewed > leases.LEASE_TTL_S / 3:
+                    with contextlib.suppress(DatabaseError):  # a missed renewal only risks a duplicate
+                        leases.renew(store, owner, held.values())
+                    renewed = time.monotonic()
                 if outcome is None:
                     if progress is not None:
                         progress.tick()
                     continue
                 record(outcome)
+                dispatch()
             if stop.requested:
                 summary.interrupted = True
                 if progress is not None:
-                    progress.note(f"{stop.signal_name}: stopping {executor.in_flight} running run(s) ...")
-                with _ignoring_signals():  # the in-flight runs are stored as interrupted, whatever happens
-                    for outcome in executor.interrupt():
-                        record(outcome)
+                    progress.note(
+                        f"{stop.signal_name}: stopping {executor.in_flight} running run(s) "
+                        "(press Ctrl-C again to kill them now) ..."
+                    )
+                stop.stopping = True  # a second signal now hurries the stop instead of raising
+                for outcome in executor.interrupt(stop.hurry):
+                    record(outcome)
         completed = True
     except KeyboardInterrupt:  # a second Ctrl-C (e.g. during a slow start-up)
         summary.interrupted = True
+        stop.stopping = True
+        stop.hurry.set()
         with _ignoring_signals(), contextlib.suppress(Exception):
-            for outcome in executor.interrupt():
+            for outcome in executor.interrupt(stop.hurry):
                 record(outcome)
         completed = True
     finally:
         if progress is not None:
             progress.stop()
-        if close_executor or summary.interrupted or not completed:
-            executor.close()
+        summary.relaunched = sum(getattr(lane, "relaunched_runs", 0) for lane in getattr(executor, "lanes", ()))
+        with stop if stop.stopping else contextlib.nullcontext():  # a late Ctrl-C only hurries
+            if close_executor or summary.interrupted or not completed:
+                executor.close()
+        with contextlib.suppress(DatabaseError):
+            leases.release(store, owner)
         summary.wall_s = time.perf_counter() - t0
         with contextlib.suppress(DatabaseError):
             status = "interrupted" if summary.interrupted else "finished" if completed else "failed"

@@ -86,17 +86,24 @@ class SweepProgress:
         self.done += 1
         if result.status not in OK_STATUSES:
             self.failed += 1
-        seconds = outcome.timing.get("received", 0.0) - outcome.timing.get("dispatched", 0.0)
+        seconds = outcome.wall_seconds
+        took = f"{seconds:.1f} s" if seconds is not None else "-"
         note = "" if stored else "  (already finished by another sweep: not stored again)"
         error = ""
         if result.status not in OK_STATUSES and result.error:
             error = "  " + result.error.strip().splitlines()[-1][:160]
-        line = f"[{self.done}/{self.total}] {result.status:<16} {outcome.job.label}  {seconds:.1f} s{note}{error}"
+        line = f"[{self.done}/{self.total}] {result.status:<16} {outcome.job.label}  {took}{note}{error}"
         if self._progress is not None:
             self._progress.console.print(line, markup=False, highlight=False)
             self._progress.update(self._task, completed=self.done, stats=self._stats())
         else:
             print(line, flush=True)
+
+    def drop(self, count: int = 1) -> None:
+        """``count`` planned runs will not run here after all (finished or claimed by another sweep)."""
+        self.total = max(self.done, self.total - count)
+        if self._progress is not None:
+            self._progress.update(self._task, total=max(self.total, 1), stats=self._stats())
 
     def note(self, message: str) -> None:
         if self._progress is not None:

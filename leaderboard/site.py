@@ -20,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import socket
 import struct
 import time
 from collections.abc import Iterable, Mapping
@@ -90,7 +91,8 @@ def build(
         now=now,
     )
     timings["load"] = time.perf_counter() - tick
-    staging = out.parent / f".{out.name}.build-{os.getpid()}"
+    _remove_stale_staging(out)
+    staging = out.parent / f".{out.name}.build-{_HOST}-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -157,12 +159,43 @@ def _check_output(out: Path) -> None:
 
 
 def _swap(staging: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{_HOST}-{os.getpid()}"
     if out.exists():
         out.rename(old)
     staging.rename(out)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
+
+
+_HOST = socket.gethostname().replace("/", "_")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the ``.<site>.build-<host>-<pid>`` (and ``.old-``) folders that builds killed on
+    this host left next to ``out``; a killed swap's previous site is put back if ``out`` is gone.
+    Folders of builds still running, or of other hosts (a shared file system), are left alone."""
+    removed: list[Path] = []
+    for kind in ("build", "old"):
+        for path in sorted(out.parent.glob(f".{out.name}.{kind}-{_HOST}-*")):
+            pid_text = path.name.rsplit("-", 1)[1]
+            if not pid_text.isdigit() or int(pid_text) == os.getpid() or _process_exists(int(pid_text)):
+                continue
+            if kind == "old" and not out.exists() and (path / MARKER).exists():
+                path.rename(out)  # killed between the two renames of _swap: the old site is the site
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _favicon_ico(rgb: tuple[int, int, int] = (0x0B, 0x53, 0x94)) -> bytes:

@@ -110,7 +110,7 @@ class InlineExecutor(Executor):
             job, result, {"dispatched": t0, "exec_start": t0, "exec_end": time.time(), "received": time.time()}
         )
 
-    def interrupt(self) -> list[Outcome]:
+    def interrupt(self, hurry: Any = None) -> list[Outcome]:
         self._queue.clear()
         return []
 

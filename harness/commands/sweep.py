@@ -5,6 +5,11 @@ input gets one message and exit status 2. A sweep that was interrupted (Ctrl-C, 
 exits with 130 after storing the in-flight runs as ``interrupted``; ``--resume`` (or running
 the same file again) completes what is missing.
 
+Exit statuses (docs/cli.md): 0 every run gave a result of the method (a diverged run, one out
+of memory or one that missed its target is a result); 3 some run failed to give one
+(``crashed``, ``error``, ``timeout``: :data:`harness.orchestrator.RUN_FAILURE_STATUSES`), unless
+``--allow-failures``; 130 interrupted; 2 bad input; nightly also 1 for a flagged regression.
+
 A sweep file with ``trials`` runs the tuned track (:mod:`harness.tuning`): the trials of every
 study, the selection, then the re-runs of each chosen configuration, in one sweep row.
 """
@@ -24,6 +29,7 @@ from harness import nightly as nightly_mod
 from harness import plans
 from harness.commands.runs import DbOption, fmt_seconds, make_console
 from harness.errors import USER_ERRORS
+from harness.orchestrator import RUN_FAILURE_STATUSES
 from harness.sweep import load_config, parse_devices
 
 ExecutorOption = Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")]
@@ -45,6 +51,44 @@ IsolationOption = Annotated[
     str, typer.Option("--isolation", help="fork (warm launcher, fresh child per run) or spawn (new interpreter).")
 ]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs; run nothing.")]
+AllowFailuresOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-failures",
+        help="Exit 0 even when runs crashed, errored or timed out (they are stored as results).",
+    ),
+]
+
+#: Exit status of a sweep (or nightly) in which some run crashed, errored or timed out.
+EXIT_RUN_FAILURES = 3
+
+
+def failures_of(summary: Any) -> dict[str, int]:
+    """Failed runs by status (``crashed``, ``error``, ``timeout``) of a sweep, or of both phases
+    of a tuned one."""
+    parts = [summary.trials, summary.reruns] if hasattr(summary, "selections") else [summary]
+    out: dict[str, int] = {}
+    for part in parts:
+        if part is None:
+            continue
+        for status, n in part.statuses.items():
+            if status in RUN_FAILURE_STATUSES and n:
+                out[status] = out.get(status, 0) + n
+    return dict(sorted(out.items()))
+
+
+def failure_text(failures: dict[str, int], allowed: bool) -> str:
+    """The summary's verdict on failed runs (empty when there are none)."""
+    if not failures:
+        return ""
+    listed = ", ".join(f"{n} {status}" for status, n in failures.items())
+    total = sum(failures.values())
+    if allowed:
+        return f"{total} run(s) failed ({listed}); exit status 0 (--allow-failures)"
+    return (
+        f"FAILED: {total} run(s) failed ({listed}); exit status {EXIT_RUN_FAILURES} "
+        "(their errors: `ngbench runs --status STATUS`; --allow-failures exits 0)"
+    )
 
 
 def _plan(path: Path, tag: str | None, devices: str | None, workers: int | None) -> tuple[Any, Any, int | None]:
@@ -107,6 +151,13 @@ def _summary_text(summary: Any, store: Any) -> str:
     ]
     if summary.discarded:
         parts.append(f"  {summary.discarded} result(s) not stored: another sweep finished the same run first")
+    if summary.leased_elsewhere:
+        parts.append(f"  {summary.leased_elsewhere} run(s) left to another running sweep that had claimed them")
+    if summary.relaunched:
+        parts.append(
+            f"  the worker launcher died and was restarted; {summary.relaunched} in-flight run start(s) were "
+            "repeated (each run stored once)"
+        )
     if summary.duplicates_in_plan:
         parts.append(f"  {summary.duplicates_in_plan} duplicate run(s) in the plan were run once")
     if summary.key_mismatches:
@@ -207,6 +258,7 @@ def register(app: typer.Typer) -> None:
         isolation: IsolationOption = "fork",
         dry_run: DryRunOption = False,
         json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON at the end.")] = False,
+        allow_failures: AllowFailuresOption = False,
     ) -> None:
         """Run every (suite x optimizer x backend x hyperparameters x seed) of a sweep file, each in a
         fresh worker process; only runs not finished yet execute."""
@@ -216,10 +268,15 @@ def register(app: typer.Typer) -> None:
         if done is None:
             return
         summary, _ = done
+        failures = failures_of(summary)
+        if failures:
+            make_console().print(Text(failure_text(failures, allow_failures)))
         if json_out:
             print(json.dumps(summary_json(summary)))
         if summary.interrupted:
             raise typer.Exit(130)
+        if failures and not allow_failures:
+            raise typer.Exit(EXIT_RUN_FAILURES)
 
     @app.command("nightly")
     def nightly(
@@ -252,6 +309,7 @@ def register(app: typer.Typer) -> None:
             float, typer.Option("--min-effect", min=0.0, help="Smallest flagged change of time-to-target or loss.")
         ] = 0.02,
         alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Test level (convergence).")] = 0.05,
+        allow_failures: AllowFailuresOption = False,
     ) -> None:
         """Run a sweep as a new nightly, compare it with the previous nightly on this machine, store
         and print the regression report, and rebuild the site."""
@@ -271,6 +329,11 @@ def register(app: typer.Typer) -> None:
             report_json.parent.mkdir(parents=True, exist_ok=True)
             report_json.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
         code = 1 if fail_on_regression and nightly_mod.has_regressions(report) else 0
+        failures = failures_of(summary)
+        if failures:
+            make_console().print(Text(failure_text(failures, allow_failures)))
+            if not allow_failures:
+                code = EXIT_RUN_FAILURES
         if not no_site:
             try:
                 make_console().print(Text(nightly_mod.rebuild_site(store, str(site_dir))))
@@ -308,5 +371,8 @@ def _summary_json(summary: Any) -> dict[str, Any]:
         "discarded": summary.discarded,
         "statuses": dict(summary.statuses),
         "interrupted": summary.interrupted,
+        "failed": sum(summary.failures.values()),
+        "leased_elsewhere": summary.leased_elsewhere,
+        "relaunched": summary.relaunched,
         "wall_s": summary.wall_s,
     }

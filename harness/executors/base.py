@@ -16,6 +16,7 @@ Outcomes arrive in completion order, not submission order.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -67,9 +68,11 @@ class Executor(ABC):
         """The next finished job, or ``None`` if none finished within ``timeout`` seconds."""
 
     @abstractmethod
-    def interrupt(self) -> list[Outcome]:
+    def interrupt(self, hurry: threading.Event | None = None) -> list[Outcome]:
         """Stop: drop queued jobs, stop running ones; returns the running jobs' outcomes
-        (``interrupted`` unless they finished meanwhile)."""
+        (``interrupted`` unless they finished meanwhile). Once ``hurry`` is set (a second
+        Ctrl-C) nothing is waited for any more: workers are killed and the jobs still running
+        come back ``interrupted`` at once."""
 
     @abstractmethod
     def close(self) -> None: ...

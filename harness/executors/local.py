@@ -11,6 +11,12 @@
   fresh interpreter; a GPU that fails the check turns the run into ``crashed`` and retires the
   lane, and the sweep goes on on the other lanes (docs/gpu-host.md, "When a GPU dies").
 
+* The shared launcher is supervised: a thread of this executor restarts it the moment it dies
+  (``kill -9``, the OOM killer), and the runs that were in flight on it start again on their
+  lanes (they never ran to an end of their own, so they are neither results nor lost); a run
+  under which the launcher dies :data:`~harness.worker.lanes.LAUNCH_ATTEMPTS` times is stored
+  ``crashed``.
+
 The plan (which lanes, devices, threads) is :func:`harness.devices.plan_devices`'s.
 
 Each lane has one thread in the parent that takes jobs from a shared queue and blocks on its
@@ -28,7 +34,14 @@ from typing import Any
 from db.statuses import FINISHED_STATUSES
 from harness.devices import DevicePlan, LanePlan, device_healthy, plan_devices
 from harness.executors.base import Executor
-from harness.worker import Job, Lane, Launcher, Outcome, failed_result
+from harness.worker import Job, Lane, LaneError, Launcher, Outcome, failed_result
+from harness.worker.stale import remove_stale
+
+#: Seconds a lane waits for the supervisor to bring a dead launcher back (its imports included).
+RELAUNCH_WAIT_S = 600.0
+#: Least seconds between two launcher starts (a launcher that dies at once is not restarted in a
+#: tight loop; its runs use up their attempts and are stored ``crashed`` with its log).
+RELAUNCH_SPACING_S = 0.5
 
 #: Statuses after which a GPU lane checks that its GPU still works (a dead GPU retires the lane).
 SUSPECT_STATUSES = frozenset({"crashed", "error", "timeout", "oom"})
@@ -75,8 +88,11 @@ class LocalExecutor(Executor):
         self._current: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
         self._submitted = 0
         self._returned = 0
+        self._hurried = False
+        self._hurry_event: threading.Event | None = None
 
     @property
     def slots(self) -> int:
@@ -97,6 +113,7 @@ class LocalExecutor(Executor):
     def start(self) -> None:
         if self.lanes:
             return
+        remove_stale()  # lane folders and launcher logs of sweeps that were killed
         if self.isolation == "fork":
             # One launcher for all lanes: settings the lanes share go into its environment,
             # the rest (CUDA_VISIBLE_DEVICES per GPU) into each forked child's.
@@ -108,7 +125,14 @@ class LocalExecutor(Executor):
             self.launcher = Launcher(
                 env=common, preload=tuple(b for b in self.backends if b == "torch"), suites=tuple(self.suites)
             )
-            self.launcher.start()  # from this (long-lived) thread: see Launcher.start
+            # Started (and restarted) by a supervisor thread that lives until close(): the
+            # launcher's parent-death signal follows the thread that started it.
+            started = threading.Event()
+            self._supervisor = threading.Thread(
+                target=self._supervise, args=(self.launcher, started), name="ngbench-supervisor", daemon=True
+            )
+            self._supervisor.start()
+            started.wait()
         for p in self._plan:
             self.lanes.append(
                 Lane(
@@ -118,12 +142,50 @@ class LocalExecutor(Executor):
                     threads=p.threads,
                     isolation=self.isolation,
                     launcher=self.launcher,
+                    relaunch=self._await_launcher if self.launcher is not None else None,
                 )
             )
         for lane, p in zip(self.lanes, self._plan, strict=True):
             t = threading.Thread(target=self._serve, args=(lane, p), name=f"ngbench-{lane.name}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _supervise(self, launcher: Launcher, started: threading.Event) -> None:
+        """Start the launcher, then start it again each time it dies, until :meth:`close`."""
+        try:
+            launcher.start()
+        finally:
+            started.set()
+        last = time.monotonic()
+        while not self._stopping.is_set():
+            if not launcher.died.wait(0.2) or self._stopping.is_set():
+                continue
+            time.sleep(max(0.0, RELAUNCH_SPACING_S - (time.monotonic() - last)))
+            if self._stopping.is_set():
+                break
+            last = time.monotonic()
+            try:
+                launcher.start()
+            except OSError:  # cannot even exec Python: the waiting lanes give up in time
+                time.sleep(RELAUNCH_SPACING_S)
+
+    def _await_launcher(self) -> None:
+        """A lane's wait for the supervisor to restart the dead launcher (:class:`LaneError`
+        when the executor is stopping or the launcher does not come back)."""
+        launcher = self.launcher
+        deadline = time.monotonic() + RELAUNCH_WAIT_S
+        while launcher is not None and not launcher.alive:
+            if self._stopping.is_set():
+                raise LaneError("the executor is stopping; the dead worker launcher is not restarted")
+            if time.monotonic() > deadline:
+                raise LaneError(f"the worker launcher did not come back within {RELAUNCH_WAIT_S:g} s")
+            launcher.died.set()  # in case the supervisor has not heard of the death yet
+            time.sleep(0.02)
+
+    @property
+    def launcher_starts(self) -> int:
+        """Launcher processes started (1 + restarts; 0 with ``spawn`` isolation)."""
+        return self.launcher.starts if self.launcher is not None else 0
 
     def _serve(self, lane: Lane, plan: LanePlan) -> None:
         while True:
@@ -203,8 +265,9 @@ class LocalExecutor(Executor):
         self._returned += 1
         return outcome
 
-    def interrupt(self) -> list[Outcome]:
+    def interrupt(self, hurry: threading.Event | None = None) -> list[Outcome]:
         self._stopping.set()
+        self._hurry_event = hurry
         dropped = 0
         while True:
             try:
@@ -221,16 +284,31 @@ class LocalExecutor(Executor):
         outcomes: list[Outcome] = []
         deadline = time.monotonic() + 15.0
         while self.pending > 0 and time.monotonic() < deadline:
-            got = self.next_outcome(timeout=0.2)
+            if hurry is not None and hurry.is_set():  # a second Ctrl-C: no more waiting
+                self._hurry()
+                break
+            got = self.next_outcome(timeout=0.1)
             if got is not None:
                 got.result = _as_interrupted(got)
                 outcomes.append(got)
+        while (got := self.next_outcome(timeout=0)) is not None:  # answered meanwhile
+            got.result = _as_interrupted(got)
+            outcomes.append(got)
         with self._lock:
-            stuck = list(self._current.values())
+            stuck = [j for j in self._current.values() if all(o.job is not j for o in outcomes)]
+            self._current.clear()
         for job in stuck:  # a lane that did not answer: its worker was SIGKILLed; record the run
             outcomes.append(Outcome(job, failed_result(job, "interrupted", "interrupted by the user (Ctrl-C)"), {}))
             self._returned += 1
         return outcomes
+
+    def _hurry(self) -> None:
+        """Kill every worker now and make :meth:`close` quick (the second Ctrl-C)."""
+        self._hurried = True
+        for lane in self.lanes:
+            lane.kill()
+        if self.launcher is not None:
+            self.launcher.kill_children()
 
     def close(self) -> None:
         self._stopping.set()
@@ -239,10 +317,13 @@ class LocalExecutor(Executor):
         for lane in self.lanes:
             lane.close()
         if self.launcher is not None:
-            self.launcher.close()
-            self.launcher = None
+            self.launcher.close(wait_s=1.0 if self._hurried else 10.0, hurry=self._hurry_event)
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=1.0)
+            self._supervisor = None
+        self.launcher = None
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=0.2 if self._hurried else 5)
         self.lanes = []
         self._threads = []
 

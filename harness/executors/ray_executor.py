@@ -29,6 +29,7 @@ import collections
 import contextlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -213,7 +214,7 @@ class RayExecutor(Executor):
         while self._queue and len(self._running) < self._slots:
             job = self._queue.popleft()
             ref = self._remote_run.remote(job, opts)
-            self._running[ref] = (job, time.time())
+            self._running[ref] = (job, time.monotonic())
 
     def next_outcome(self, timeout: float | None = None) -> Outcome | None:
         import ray  # optional dependency (the "ray" extra), imported only when Ray is used
@@ -231,16 +232,17 @@ class RayExecutor(Executor):
         except ray.exceptions.RayError as exc:
             text = str(exc).strip().splitlines()
             result = failed_result(job, "crashed", f"Ray task failed ({type(exc).__name__}): {' '.join(text[:3])}")
-            outcome = Outcome(job, result, {"submitted": submitted, "received": time.time()}, "ray")
+            outcome = Outcome(job, result, {"submitted": submitted, "received": time.monotonic()}, "ray")
         else:
             timing = dict(payload.get("timing", {}))
             timing["submitted"] = submitted
-            timing["driver_received"] = time.time()
+            timing["driver_received"] = time.monotonic()
             outcome = Outcome(job, RunResult.from_dict(payload["result"]), timing, payload.get("lane", "ray"))
         self._fill()
         return outcome
 
-    def interrupt(self) -> list[Outcome]:
+    def interrupt(self, hurry: threading.Event | None = None) -> list[Outcome]:
+        """Ray's cancel is immediate (``force=True``), so a second Ctrl-C (``hurry``) changes nothing."""
         import ray  # optional dependency (the "ray" extra), imported only when Ray is used
 
         self._queue.clear()

@@ -36,7 +36,12 @@ Safety:
   ``exec`` (so the parent's memory, which holds the URL, is not inherited), and receive only a
   :class:`~harness.runner.RunSpec`, which holds no URL;
 * workers die with the parent: launchers and children set ``PR_SET_PDEATHSIG`` (Linux), so a
-  ``kill -9`` of the sweep leaves no orphan burning a GPU; the run is redone on resume.
+  ``kill -9`` of the sweep leaves no orphan burning a GPU; the run is redone on resume, and the
+  next executor removes the folders the killed one left (:mod:`~harness.worker.stale`);
+* a launcher that dies (``kill -9``, the OOM killer) takes its children with it, but not their
+  runs: the lanes see the death at once (:class:`LauncherDied`), the launcher is started again
+  and the runs that were in flight start again (:data:`~harness.worker.lanes.LAUNCH_ATTEMPTS`
+  times at most before they are stored ``crashed``).
 
 Results travel as JSON files in a private temporary directory (atomic rename), not pipes, so
 a large metric series can never dead-lock a pipe and a half-written result is never read.
@@ -49,7 +54,7 @@ and :mod:`~harness.worker.lanes` (the parent side).
 
 from harness.worker.jobs import Job, Outcome, failed_result, grace_period
 from harness.worker.lanes import Lane, request_in_worker
-from harness.worker.launcher import STDERR_TAIL, LaneError, Launcher
+from harness.worker.launcher import STDERR_TAIL, LaneError, Launcher, LauncherDied
 from harness.worker.processes import describe_exit, set_parent_death_signal
 from harness.worker.scrubbing import SECRET_ENV_NAMES, SECRET_ENV_PATTERN, WORKER_MARK, scrubbed_environ, worker_environ
 from harness.worker.transport import PROBE_HANDLER, RUN_HANDLER, execute_request, resolve_handler
@@ -65,6 +70,7 @@ __all__ = [
     "Lane",
     "LaneError",
     "Launcher",
+    "LauncherDied",
     "Outcome",
     "describe_exit",
     "execute_request",

@@ -23,7 +23,7 @@ def run_request(request: Mapping[str, Any]) -> dict[str, Any]:
         result = execute(spec)
     except USER_ERRORS as exc:  # validated up front; still a result, never a lost run
         result = RunResult(spec=spec, status="error", error=f"invalid run: {exc}")
-    return {"result": result.to_dict(), "timing": {"exec_end": time.time()}}
+    return {"result": result.to_dict(), "timing": {"exec_end": time.monotonic()}}
 
 
 def probe_request(request: Mapping[str, Any]) -> dict[str, Any]:

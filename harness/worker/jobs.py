@@ -42,12 +42,14 @@ class Job:
 
 @dataclass
 class Outcome:
-    """A finished job: the result and where the time went (seconds; wall clocks of this host)."""
+    """A finished job: the result and where the time went (seconds, monotonic clock)."""
 
     job: Job
     result: RunResult
     #: ``queued``/``dispatched``/``received`` (parent), ``child_start``/``exec_start``/
-    #: ``exec_end``/``written`` (worker), all ``time.time()`` values.
+    #: ``exec_end``/``written`` (worker), all ``time.monotonic()`` values: one clock for every
+    #: process of a host (Linux ``CLOCK_MONOTONIC``), so only differences of stamps taken on the
+    #: same host mean anything (a Ray task's stamps are compared with each other only).
     timing: dict[str, float] = field(default_factory=dict)
     lane: str = ""
 
@@ -55,6 +57,12 @@ class Outcome:
     def run_seconds(self) -> float | None:
         t = self.timing
         return t["exec_end"] - t["exec_start"] if "exec_end" in t and "exec_start" in t else None
+
+    @property
+    def wall_seconds(self) -> float | None:
+        """Seconds from dispatch to the result in the parent (``None`` if either is unknown)."""
+        t = self.timing
+        return t["received"] - t["dispatched"] if "received" in t and "dispatched" in t else None
 
     @property
     def overhead_seconds(self) -> float | None:

@@ -15,16 +15,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from harness.runner import RunResult
 from harness.worker.jobs import Job, Outcome, failed_result, grace_period
-from harness.worker.launcher import LaneError, Launcher, log_tail
+from harness.worker.launcher import LaneError, Launcher, LauncherDied, log_tail
 from harness.worker.processes import describe_exit, kill_group
 from harness.worker.scrubbing import worker_environ
 from harness.worker.transport import PROBE_HANDLER, RUN_HANDLER
+
+#: How often one run is started again after the launcher died under it, before it is stored
+#: ``crashed`` (a run that kills its own launcher every time must not loop forever).
+LAUNCH_ATTEMPTS = 3
+#: Prefix of a lane's private folder (``ngbench-lane-<pid>-…``: stale ones are removed by pid).
+LANE_DIR_PREFIX = "ngbench-lane-"
 
 
 def request_in_worker(request: dict[str, Any], *, timeout_s: float | None = 300.0) -> dict[str, Any]:
@@ -62,6 +68,7 @@ class Lane:
         threads: int | None = None,
         isolation: str = "fork",
         launcher: Launcher | None = None,
+        relaunch: Callable[[], None] | None = None,
         preload: tuple[str, ...] = ("torch",),
         suites: tuple[str, ...] = (),
         workdir: str | os.PathLike[str] | None = None,
@@ -79,7 +86,9 @@ class Lane:
         self.isolation = isolation
         self.cwd = os.fspath(cwd) if cwd is not None else os.getcwd()
         self._own_dir = workdir is None
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="ngbench-lane-"))
+        self.workdir = (
+            Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=f"{LANE_DIR_PREFIX}{os.getpid()}-"))
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._own_launcher = launcher is None and isolation == "fork"
         if self._own_launcher:
@@ -87,6 +96,11 @@ class Lane:
                 env=self.env, preload=preload, suites=suites, cwd=self.cwd, log=self.workdir / "launcher.log"
             )
         self.launcher = launcher
+        #: Called after a shared launcher died, to wait for its restart (the executor's
+        #: supervisor restarts it); an own launcher is restarted by the lane itself.
+        self._relaunch = relaunch
+        #: Runs started again because the launcher died under them.
+        self.relaunched_runs = 0
         self._lock = threading.Lock()
         self._child_pid: int | None = None
         self._interrupted = False
@@ -107,6 +121,14 @@ class Lane:
             self.launcher.close()
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL the running child at once (its job ends ``interrupted``)."""
+        with self._lock:
+            self._interrupted = True
+            pid = self._child_pid
+        if pid is not None:
+            kill_group(pid, signal.SIGKILL)
 
     def interrupt(self) -> None:
         """Ctrl-C: stop the running child (SIGINT, SIGKILL after 3 s); its job ends ``interrupted``."""
@@ -153,14 +175,16 @@ class Lane:
         """
         spec = dataclasses.replace(job.spec, device=self.device)
         job = dataclasses.replace(job, spec=spec)
-        dispatched = time.time()
+        dispatched = time.monotonic()
         hard = None if spec.timeout_s is None else spec.timeout_s + grace_period(spec.timeout_s)
+        request = {"op": "run", "handler": RUN_HANDLER, "spec": spec.to_dict(), "env": {**self.env, **(env or {})}}
         try:
-            request = {"op": "run", "handler": RUN_HANDLER, "spec": spec.to_dict(), "env": {**self.env, **(env or {})}}
-            envelope, exit_text, err = self._call(request, hard)
+            envelope, exit_text, err = self._call_relaunching(request, hard)
         except LaneError as exc:
-            return Outcome(job, failed_result(job, "crashed", str(exc)), {"dispatched": dispatched}, self.name)
-        timing = {"dispatched": dispatched, "received": time.time()}
+            status = "interrupted" if self._killed_why(False) == "interrupted" else "crashed"
+            timing = {"dispatched": dispatched, "received": time.monotonic()}
+            return Outcome(job, failed_result(job, status, str(exc)), timing, self.name)
+        timing = {"dispatched": dispatched, "received": time.monotonic()}
         if envelope is not None and "result" in envelope:
             result = RunResult.from_dict(envelope["result"])
             timing.update(envelope.get("timing", {}))
@@ -186,6 +210,29 @@ class Lane:
             msg += f"\n--- worker stderr (tail) ---\n{err}"
         return Outcome(job, failed_result(job, status, msg), timing, self.name)
 
+    def _call_relaunching(
+        self, request: dict[str, Any], hard_timeout: float | None
+    ) -> tuple[dict[str, Any] | None, str, str]:
+        """:meth:`_call`, started again (up to :data:`LAUNCH_ATTEMPTS` times) when the launcher
+        died under it: such a run never ran to an end of its own, so it is not a result."""
+        with self._lock:
+            self._interrupted = False
+        for attempt in range(1, LAUNCH_ATTEMPTS + 1):
+            try:
+                return self._call(request, hard_timeout)
+            except LauncherDied as exc:
+                if attempt == LAUNCH_ATTEMPTS or self._killed_why(False) == "interrupted":
+                    raise LaneError(f"{exc} (run started {attempt} time(s); the launcher died each time)") from None
+                self.relaunched_runs += 1
+                self._restart_launcher()
+        raise AssertionError("unreachable")
+
+    def _restart_launcher(self) -> None:
+        if self._relaunch is not None:
+            self._relaunch()
+        elif self.launcher is not None:
+            self.launcher.start()
+
     def _call(self, request: dict[str, Any], hard_timeout: float | None) -> tuple[dict[str, Any] | None, str, str]:
         """Run one request in a fresh process: ``(envelope or None, exit description, stderr tail)``.
 
@@ -193,19 +240,17 @@ class Lane:
         """
         req_path, out_path, err_path = self._paths()
         request = dict(request, out=str(out_path), err=str(err_path), threads=self.threads)
-        with self._lock:
-            self._interrupted = False
         try:
-            if self.isolation == "fork":
-                status, why = self._call_fork(request, hard_timeout)
-            else:
-                status, why = self._call_spawn(request, req_path, out_path, err_path, hard_timeout)
-            envelope = None
-            if out_path.exists():
-                try:
-                    envelope = json.loads(out_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    envelope = None
+            try:
+                if self.isolation == "fork":
+                    status, why = self._call_fork(request, hard_timeout)
+                else:
+                    status, why = self._call_spawn(request, req_path, out_path, err_path, hard_timeout)
+            except LauncherDied:
+                if _read_envelope(out_path) is None:
+                    raise
+                status, why = 0, None  # it finished and wrote its result just before the launcher died
+            envelope = _read_envelope(out_path)
             exit_text = why or (describe_exit(status) if status is not None else "unknown exit")
             return envelope, exit_text, log_tail(err_path) if envelope is None else ""
         finally:
@@ -224,7 +269,7 @@ class Lane:
         assert self.launcher is not None
         if not self.launcher.alive and self._own_launcher:
             self.launcher.start()
-        child = self.launcher.spawn(request)
+        child = self.launcher.spawn(request)  # LauncherDied when it is gone
         assert child.pid is not None
         with self._lock:
             self._child_pid = child.pid
@@ -235,7 +280,7 @@ class Lane:
                 kill_group(child.pid, signal.SIGKILL)
                 child.exited.wait()
             if child.lost is not None:
-                return None, child.lost
+                raise LauncherDied(child.lost)
             return child.status, self._killed_why(timed_out)
         finally:
             with self._lock:
@@ -283,3 +328,12 @@ class Lane:
         code = proc.returncode
         raw = -code if code < 0 else code << 8  # back to a waitpid-style status
         return raw, self._killed_why(timed_out)
+
+
+def _read_envelope(path: Path) -> dict[str, Any] | None:
+    """The worker's answer, or ``None`` when it wrote none (results are renamed into place
+    whole, so a file that exists is complete)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

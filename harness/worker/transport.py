@@ -67,7 +67,7 @@ def execute_request(request: Mapping[str, Any]) -> dict[str, Any]:
     """Do what ``request`` asks in this process and return the envelope to write: the answer of
     its handler (:data:`RUN_HANDLER` when it names none) with ``timing`` (``exec_start``, and
     whatever the handler adds, e.g. a run's ``exec_end``)."""
-    timing: dict[str, float] = {"exec_start": time.time()}
+    timing: dict[str, float] = {"exec_start": time.monotonic()}
     envelope = resolve_handler(request.get("handler") or RUN_HANDLER)(request)
     envelope["timing"] = {**timing, **envelope.get("timing", {})}
     return envelope
@@ -99,10 +99,10 @@ def _child(request: Mapping[str, Any], launcher_pid: int, close_fds: tuple[int, 
         os.environ.update({str(k): str(v) for k, v in (request.get("env") or {}).items()})
         os.environ[WORKER_MARK] = "1"
         _set_threads(request.get("threads"))
-        started = time.time()
+        started = time.monotonic()
         envelope = execute_request(request)
         envelope["timing"]["child_start"] = started
-        envelope["timing"]["written"] = time.time()
+        envelope["timing"]["written"] = time.monotonic()
         _write_json_atomic(request["out"], envelope)
         code = 0
     except BaseException:  # whatever happens, the parent reads the traceback from stderr
@@ -231,9 +231,9 @@ def run_once(request_path: str, out_path: str, parent_pid: int | None) -> int:
         request = {"op": "run", "spec": request}  # a bare RunSpec
     os.environ.update({str(k): str(v) for k, v in (request.get("env") or {}).items()})
     _set_threads(request.get("threads"))
-    started = time.time()
+    started = time.monotonic()
     envelope = execute_request(request)
     envelope["timing"]["child_start"] = started
-    envelope["timing"]["written"] = time.time()
+    envelope["timing"]["written"] = time.monotonic()
     _write_json_atomic(out_path, envelope)
     return 0
