@@ -150,3 +150,29 @@ class SlowSGD(_PlainSGD):
         lr = state.hparams.lr * float(os.environ.get("NGBENCH_TEST_LR_SCALE", "1"))
         loss, g = problem.oracle(params, batch).loss_and_grad()
         return params - lr * g, FaultState(state.hparams, state.step + 1), {"loss": loss, "lr": lr}
+
+
+class CountedSGD(SlowSGD):
+    """:class:`SlowSGD` that leaves one marker file per execution in ``NGBENCH_TEST_MARKER_DIR``
+    (named by pid and clock), so a test can count how often runs were executed."""
+
+    name = "counted-sgd"
+
+    def init(self, problem: Any, hparams: Any) -> FaultState:
+        folder = os.environ.get("NGBENCH_TEST_MARKER_DIR")
+        if folder:
+            with open(os.path.join(folder, f"run-{os.getpid()}-{time.monotonic_ns()}"), "w"):
+                pass
+        return super().init(problem, hparams)
+
+
+class IgnoringInterrupt(_PlainSGD):
+    """Ignores SIGINT and hangs from the fault step on: only SIGKILL stops it (a worker stuck in
+    native code)."""
+
+    name = "faulty-ignoring-interrupt"
+
+    def fault(self, params: Any, state: FaultState) -> Any:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        time.sleep(3600)
+        return params
