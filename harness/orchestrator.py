@@ -87,6 +87,8 @@ class SweepSummary:
     leased_elsewhere: int = 0
     #: Runs started again because the worker launcher died under them (local executor).
     relaunched: int = 0
+    #: A second Ctrl-C hurried the stop (the caller should exit at once).
+    hurried: bool = False
 
     @property
     def ran(self) -> int:
@@ -167,6 +169,11 @@ def _store(
     raise AssertionError("unreachable")
 
 
+def _relaunched_runs(executor: Executor) -> int:
+    """Run starts the executor's lanes repeated because their launcher died (local executor)."""
+    return sum(getattr(lane, "relaunched_runs", 0) for lane in getattr(executor, "lanes", ()))
+
+
 def run_sweep(
     plan: SweepPlan,
     store: Store,
@@ -202,6 +209,7 @@ def run_sweep(
         store.reopen_sweep(sweep_id)
     summary = SweepSummary(sweep_id=sweep_id, name=plan.name, kind=kind, planned=len(plan.specs), resumed=resumed)
     scope = "sweep" if kind == "nightly" else "global"
+    relaunched_before = _relaunched_runs(executor)
     stop = _StopFlag()
     completed = False
     owner = leases.new_owner()
@@ -265,11 +273,13 @@ def run_sweep(
                 """Claim and submit runs until the executor has one more than it can run."""
                 while queue and executor.pending <= executor.slots and not stop.requested:
                     job = queue.popleft()
-                    verdict = leases.CLAIMED
+                    verdict, claimed = leases.CLAIMED, False
                     if job.key is not None:
-                        verdict = leases.claim(store, job.key, owner, sweep_id=sweep_id, scope=scope)
+                        with contextlib.suppress(DatabaseError):  # unclaimed, it risks only a duplicate
+                            verdict = leases.claim(store, job.key, owner, sweep_id=sweep_id, scope=scope)
+                            claimed = True
                     if verdict == leases.CLAIMED:
-                        if job.key is not None:
+                        if job.key is not None and claimed:
                             held[job.key] = leases.lease_key(job.key, sweep_id if scope == "sweep" else None)
                         executor.submit(job)
                         continue
@@ -315,7 +325,8 @@ def run_sweep(
     finally:
         if progress is not None:
             progress.stop()
-        summary.relaunched = sum(getattr(lane, "relaunched_runs", 0) for lane in getattr(executor, "lanes", ()))
+        summary.relaunched = _relaunched_runs(executor) - relaunched_before
+        summary.hurried = stop.hurry.is_set()
         with stop if stop.stopping else contextlib.nullcontext():  # a late Ctrl-C only hurries
             if close_executor or summary.interrupted or not completed:
                 executor.close()

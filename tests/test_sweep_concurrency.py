@@ -45,6 +45,7 @@ def one_sweep(args: tuple[str, int, str]) -> dict[str, Any]:
         "stored": summary.stored,
         "discarded": summary.discarded,
         "skipped": summary.skipped_finished,
+        "leased": summary.leased_elsewhere,
         "ran": summary.ran,
         "keys": sorted(o.result.key for o in summary.outcomes),
     }
@@ -77,7 +78,9 @@ def check(url: str, kind: str, results: list[dict[str, Any]]) -> None:
         # Results are a cache: each key is stored once in the whole database, by one sweep.
         assert sorted(k for _, k, _ in rows) == sorted(all_keys)
         assert sum(r["stored"] for r in results) == len(all_keys)
-        assert sum(r["stored"] + r["discarded"] + r["skipped"] for r in results) == SWEEPS * 3
+        # Each planned run was stored, found finished, left to the sweep that had claimed it, or
+        # (a claim lost to a lease expiry) discarded as a duplicate.
+        assert sum(r["stored"] + r["discarded"] + r["skipped"] + r["leased"] for r in results) == SWEEPS * 3
     else:
         # A nightly owns its runs: each of its keys once in that sweep.
         per_sweep: dict[int, list[str]] = {}
@@ -85,6 +88,7 @@ def check(url: str, kind: str, results: list[dict[str, Any]]) -> None:
             per_sweep.setdefault(sid, []).append(k)
         assert all(sorted(keys) == sorted(set(keys)) and len(keys) == 3 for keys in per_sweep.values())
         assert len(per_sweep) == SWEEPS and all(r["discarded"] == 0 for r in results)
+        assert all(r["leased"] == 0 for r in results)  # a nightly's claims are its own
 
 
 @pytest.mark.parametrize("kind", ["sweep", "nightly"])

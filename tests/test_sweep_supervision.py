@@ -110,7 +110,7 @@ def test_kill_9_of_the_launcher_mid_sweep_restarts_it_and_stores_every_run_once(
     assert _rows(db, "SELECT status FROM sweeps") == [("finished",)]
     assert "the worker launcher died and was restarted" in out
     assert wall < 240  # no worker slot waited for the run timeout (600 s)
-    durations = [float(x) for x in re.findall(r"torch seed=\d+\s+(-?[0-9.e+]+) s", err)]
+    durations = [float(x) for x in re.findall(r"torch seed=\d+\s+(-?[0-9.e+]+) s", out + err)]
     assert len(durations) == len(seeds) and all(0 <= d < 240 for d in durations)
     assert wait_until_gone(token) == []
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,6 +63,17 @@ AllowFailuresOption = Annotated[
 
 #: Exit status of a sweep (or nightly) in which some run crashed, errored or timed out.
 EXIT_RUN_FAILURES = 3
+
+
+def exit_interrupted(summary: Any) -> None:
+    """Exit 130 after an interrupt; after a second Ctrl-C without the interpreter's teardown
+    (seconds for torch under load: the user asked to stop now, and everything is stored)."""
+    parts = [summary.trials, summary.reruns] if hasattr(summary, "selections") else [summary]
+    if any(getattr(p, "hurried", False) for p in parts if p is not None):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    raise typer.Exit(130)
 
 
 def failures_of(summary: Any) -> dict[str, int]:
@@ -274,7 +287,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print(json.dumps(summary_json(summary)))
         if summary.interrupted:
-            raise typer.Exit(130)
+            exit_interrupted(summary)
         if failures and not allow_failures:
             raise typer.Exit(EXIT_RUN_FAILURES)
 
@@ -320,7 +333,7 @@ def register(app: typer.Typer) -> None:
         summary, store = done
         if summary.interrupted:
             make_console(stderr=True).print("nightly interrupted: no report written (resume with --resume)")
-            raise typer.Exit(130)
+            exit_interrupted(summary)
         thresholds = nightly_mod.Thresholds(k=k, min_rel=min_rel, alpha=alpha, min_effect=min_effect)
         report = nightly_mod.compare(store, summary.sweep_id, baseline, thresholds=thresholds)
         store.set_sweep_report(summary.sweep_id, report)

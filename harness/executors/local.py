@@ -89,6 +89,7 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._closed = threading.Event()
         self._submitted = 0
         self._returned = 0
         self._hurried = False
@@ -157,12 +158,17 @@ class LocalExecutor(Executor):
         finally:
             started.set()
         last = time.monotonic()
-        while not self._stopping.is_set():
-            if not launcher.died.wait(0.2) or self._stopping.is_set():
+        # This thread must outlive the launcher (its parent-death signal follows this thread):
+        # it ends only once close() has ended the launcher, not when the executor starts stopping.
+        while not self._closed.is_set():
+            if self._stopping.is_set():  # no restarts any more; wait for close()
+                self._closed.wait(0.2)
+                continue
+            if not launcher.died.wait(0.2):
                 continue
             time.sleep(max(0.0, RELAUNCH_SPACING_S - (time.monotonic() - last)))
             if self._stopping.is_set():
-                break
+                continue
             last = time.monotonic()
             try:
                 launcher.start()
@@ -316,14 +322,16 @@ class LocalExecutor(Executor):
             self._jobs.put(None)
         for lane in self.lanes:
             lane.close()
+        quick = self._hurried or (self._hurry_event is not None and self._hurry_event.is_set())
         if self.launcher is not None:
-            self.launcher.close(wait_s=1.0 if self._hurried else 10.0, hurry=self._hurry_event)
+            self.launcher.close(wait_s=1.0 if quick else 10.0, hurry=self._hurry_event)
+        self._closed.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=1.0)
             self._supervisor = None
         self.launcher = None
         for t in self._threads:
-            t.join(timeout=0.2 if self._hurried else 5)
+            t.join(timeout=0.2 if quick else 5)
         self.lanes = []
         self._threads = []
 

@@ -104,6 +104,7 @@ class Lane:
         self._lock = threading.Lock()
         self._child_pid: int | None = None
         self._interrupted = False
+        self._killed = threading.Event()
         self._counter = 0
 
     def start(self) -> None:
@@ -117,6 +118,7 @@ class Lane:
             pid = self._child_pid
         if pid is not None:
             kill_group(pid, signal.SIGKILL)
+        self._killed.set()
         if self._own_launcher and self.launcher is not None:
             self.launcher.close()
         if self._own_dir:
@@ -129,6 +131,7 @@ class Lane:
             pid = self._child_pid
         if pid is not None:
             kill_group(pid, signal.SIGKILL)
+        self._killed.set()
 
     def interrupt(self) -> None:
         """Ctrl-C: stop the running child (SIGINT, SIGKILL after 3 s); its job ends ``interrupted``."""
@@ -140,7 +143,7 @@ class Lane:
         kill_group(pid, signal.SIGINT)
 
         def later() -> None:
-            time.sleep(3.0)
+            self._killed.wait(3.0)  # ends early on kill() or close(): nothing left to wait for
             with self._lock:
                 still = self._child_pid == pid
             if still:
