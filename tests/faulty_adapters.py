@@ -154,14 +154,15 @@ class SlowSGD(_PlainSGD):
 
 class CountedSGD(SlowSGD):
     """:class:`SlowSGD` that leaves one marker file per execution in ``NGBENCH_TEST_MARKER_DIR``
-    (named by pid and clock), so a test can count how often runs were executed."""
+    (named by the worker's pid: every run has its own process), so a test can count how often
+    runs were executed."""
 
     name = "counted-sgd"
 
     def init(self, problem: Any, hparams: Any) -> FaultState:
         folder = os.environ.get("NGBENCH_TEST_MARKER_DIR")
-        if folder:
-            with open(os.path.join(folder, f"run-{os.getpid()}-{time.monotonic_ns()}"), "w"):
+        if folder:  # one per worker process (the run loop calls init again to count FLOPs)
+            with open(os.path.join(folder, f"run-{os.getpid()}"), "w"):
                 pass
         return super().init(problem, hparams)
 
