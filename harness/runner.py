@@ -36,6 +36,7 @@ from harness.environment import fingerprint
 from harness.errors import ConfigError
 from harness.memory import MemoryMeter
 from harness.registry import backend_module, get_adapter
+from harness.timing import timed_step
 from suites import get_suite
 from suites.spec import Suite
 
@@ -301,11 +302,7 @@ def _loop(
     for step in range(total_steps):
         batch = problem.device_batch(step)
         compiles = step_fn.compile_count
-        problem.block(params)
-        t_start = time.perf_counter()
-        params, state, stats = step_fn(params, state, batch)
-        problem.block(params, stats)
-        dt = time.perf_counter() - t_start
+        params, state, stats, dt = timed_step(problem, step_fn, params, state, batch)
         # A step that compiled is warm-up; where nothing ever compiles, the first step is.
         # Its memory peak, like its time, is booked apart (harness.memory).
         warmup = step_fn.compile_count > compiles or (step == 0 and step_fn.compile_count == 0)
