@@ -128,9 +128,8 @@ def measure(
                 continue
             (lane.warm if i < warmup else lane.times).append(dt)
     probes = {n: lane for n, lane in lanes.items() if n.startswith("probe:") and lane.times and lane.error is None}
-    costs = pass_costs.pass_costs(
-        {n: _passes(lane) for n, lane in probes.items()}, {n: float(np.median(lane.times)) for n, lane in probes.items()}
-    )
+    probe_passes = {n: _passes(lane) for n, lane in probes.items()}
+    costs = pass_costs.pass_costs(probe_passes, {n: float(np.median(lane.times)) for n, lane in probes.items()})
     out = []
     sgd_median = float(np.median(lanes["sgd"].times))
     for name in names:
