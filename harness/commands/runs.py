@@ -143,10 +143,11 @@ def register(app: typer.Typer) -> None:
             out.print(table)
         elif what == "optimizers":
             backends = [backend] if backend else [b for b in BACKENDS if registry.backend_available(b)]
-            table = Table("optimizer", "backend", "paper", "description")
+            table = Table("optimizer", "backend", "from", "paper", "description")
             for b in backends:
                 for name, cls in registry.adapters(b).items():
-                    table.add_row(Text(name), Text(b), Text(cls.paper), Text(cls.description))
+                    origin = registry.adapter_origin(cls)
+                    table.add_row(Text(name), Text(b), Text(origin), Text(cls.paper), Text(cls.description))
             out.print(table)
             for problem in registry.entry_point_errors():
                 print(f"ngbench: warning: {problem}", file=sys.stderr)
@@ -308,7 +309,7 @@ def register(app: typer.Typer) -> None:
                 metric,
                 fmt_seconds(row.step_time_median_s),
                 fmt_bytes(row.peak_memory_bytes),
-                row.tag or "",
+                row.tag if isinstance(row.tag, str) else "",  # no tag is empty, not pandas' NaN
             )
             table.add_row(*(Text(str(c)) for c in cells))
         console = make_console()
