@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import math
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from harness.environment import fingerprint
 from harness.errors import ConfigError
 from harness.memory import MemoryMeter
 from harness.registry import backend_module, get_adapter
+from harness.step_checks import check_step_outputs, format_error
 from harness.timing import timed_step
 from suites import get_suite
 from suites.spec import Suite
@@ -223,7 +223,7 @@ def execute(
         result.error = str(exc)
     except Exception as exc:  # a failed run is a result, never a lost sweep
         result.status = classify_exception(exc)
-        result.error = "".join(traceback.format_exception(exc))
+        result.error = format_error(exc)
     finally:
         if meter is not None:
             # Reading memory must not mask the run's own outcome.
@@ -303,6 +303,7 @@ def _loop(
         batch = problem.device_batch(step)
         compiles = step_fn.compile_count
         params, state, stats, dt = timed_step(problem, step_fn, params, state, batch)
+        check_step_outputs(problem, step, params, problem.params0, stats)
         # A step that compiled is warm-up; where nothing ever compiles, the first step is.
         # Its memory peak, like its time, is booked apart (harness.memory).
         warmup = step_fn.compile_count > compiles or (step == 0 and step_fn.compile_count == 0)

@@ -47,3 +47,67 @@ def test_runs_prints_an_empty_tag_as_empty(tmp_path: Path) -> None:
     table = CliRunner().invoke(app, ["runs", "--db", db], env={"COLUMNS": "300"})
     assert table.exit_code == 0
     assert "nan" not in table.output
+
+
+_BAD_ADAPTERS = '''
+from typing import Any, NamedTuple
+
+from backends.methods import sgd
+from backends.spec import adapter_class
+
+
+class S(NamedTuple):
+    hparams: Any
+
+
+class ShortParams(adapter_class(sgd.CARD, "BACKEND")):
+    name = "short-params"
+
+    def init(self, problem, hparams):
+        return S(hparams)
+
+    def direction(self, problem, params, state, batch):
+        return problem.oracle(params, batch).grad()
+
+    def step(self, problem, params, state, batch):
+        g = problem.oracle(params, batch).grad()
+        return params[:10] - g[:10], state, {"loss": g.sum()}
+
+
+class NoLoss(ShortParams):
+    name = "no-loss"
+
+    def step(self, problem, params, state, batch):
+        g = problem.oracle(params, batch).grad()
+        return params - 0.1 * g, state, {"lr": 0.1}
+
+
+class Mismatch(ShortParams):
+    name = "mismatch"
+
+    def step(self, problem, params, state, batch):
+        g = problem.oracle(params, batch).grad()
+        return params - g @ g[:3], state, {"loss": g.sum()}
+'''
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_a_step_that_breaks_the_contract_stops_the_run_at_once_with_one_line(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / f"bad_{backend}.py"
+    path.write_text(_BAD_ADAPTERS.replace("BACKEND", backend))
+    short = execute(RunSpec("tiny-ce", f"{path}:ShortParams", backend=backend, steps=5, device="cpu"))
+    assert short.status == "error"
+    assert short.steps == 0  # stopped at the step that broke it (not counted), not one step later
+    assert short.error == "StepContractError: step 0 returned parameters: shape (10,), expected the flat (275,)"
+    no_loss = execute(RunSpec("tiny-ce", f"{path}:NoLoss", backend=backend, steps=5, device="cpu"))
+    assert no_loss.error.startswith("StepContractError: step 0: stats has no 'loss'")
+
+
+def test_a_jax_error_ends_with_the_exception_not_jaxs_filtering_note(tmp_path: Path) -> None:
+    path = tmp_path / "bad_jax.py"
+    path.write_text(_BAD_ADAPTERS.replace("BACKEND", "jax"))
+    result = execute(RunSpec("tiny-ce", f"{path}:Mismatch", backend="jax", steps=5, device="cpu"))
+    assert result.status == "error"
+    last = result.error.strip().splitlines()[-1]
+    assert last.startswith("TypeError: dot_general requires contracting dimensions"), last
+    assert "JAX has removed its internal frames" not in result.error
