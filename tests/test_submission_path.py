@@ -49,7 +49,7 @@ def test_runs_prints_an_empty_tag_as_empty(tmp_path: Path) -> None:
     assert "nan" not in table.output
 
 
-_BAD_ADAPTERS = '''
+_BAD_ADAPTERS = """
 from typing import Any, NamedTuple
 
 from backends.methods import sgd
@@ -88,7 +88,7 @@ class Mismatch(ShortParams):
     def step(self, problem, params, state, batch):
         g = problem.oracle(params, batch).grad()
         return params - g @ g[:3], state, {"loss": g.sum()}
-'''
+"""
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
@@ -111,3 +111,23 @@ def test_a_jax_error_ends_with_the_exception_not_jaxs_filtering_note(tmp_path: P
     last = result.error.strip().splitlines()[-1]
     assert last.startswith("TypeError: dot_general requires contracting dimensions"), last
     assert "JAX has removed its internal frames" not in result.error
+
+
+def test_a_board_ranks_only_optimizers_compared_on_a_shared_suite() -> None:
+    import pandas as pd
+
+    from leaderboard.views.boards import compared_only
+
+    chosen = pd.DataFrame(
+        {
+            "optimizer": ["sgd", "adamw", "sgd", "mine", "lonely"],
+            "suite": ["digits-mlp", "digits-mlp", "wine-mlp", "iris-mlp", "concrete-mlp"],
+        }
+    )
+    suites = ["digits-mlp", "wine-mlp", "iris-mlp", "concrete-mlp"]
+    scored, uncompared, alone = compared_only(chosen, suites, ["sgd", "adamw", "mine", "lonely"])
+    assert scored == ["digits-mlp"]
+    assert uncompared == ["wine-mlp", "iris-mlp", "concrete-mlp"]
+    assert alone == ["mine", "lonely"]
+    # One optimizer alone on a board is listed, never ranked first with score 1.0.
+    assert compared_only(chosen[chosen["optimizer"] == "mine"], ["iris-mlp"], ["mine"]) == ([], ["iris-mlp"], ["mine"])

@@ -24,6 +24,8 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
     optimizers = [o for o in optimizer_order(data) if o in set(chosen["optimizer"])] if len(chosen) else []
     suites = [s for s in scorable_suites(data) if len(chosen) and s in set(chosen["suite"])]
     untargeted = sorted({s for s in (chosen["suite"] if len(chosen) else []) if s not in suites})
+    suites, uncompared, alone = compared_only(chosen, suites, optimizers)
+    optimizers = [o for o in optimizers if o not in alone]
     time_table = pd.DataFrame(scoring.INF, index=pd.Index(optimizers, name="optimizer"), columns=suites, dtype=float)
     steps_table = time_table.copy()
     by_cell = {}
@@ -46,11 +48,11 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
         else data.entries
     )
     stale_cells = {(r.optimizer, r.suite) for r in stale.itertuples(index=False)}
-    stale_only = sorted({o for o, _ in stale_cells} - set(optimizers), key=str)
+    stale_only = sorted({o for o, _ in stale_cells} - set(optimizers) - set(alone), key=str)
     confidence = board_confidence(data, chosen, suites) if optimizers else board_confidence(data, chosen.iloc[0:0], [])
     rows = []
     order = list(scores.index) if len(scores) else []
-    for opt in order + stale_only:
+    for opt in order + alone + stale_only:
         cells: list[dict[str, Any]] = []
         for suite in suites:
             entry = by_cell.get((opt, suite))
@@ -96,7 +98,8 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
                 "score_steps": float(score["score_steps"]) if score is not None else math.nan,
                 "reached": int(score["reached"]) if score is not None else 0,
                 "suites": len(suites),
-                "stale_only": score is None,
+                "stale_only": score is None and opt not in alone,
+                "not_compared": opt in alone,
                 "failures": int(
                     sum(
                         n
@@ -119,6 +122,8 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
         "optimizers": optimizers,
         "suites": suites,
         "untargeted": untargeted,
+        "uncompared": uncompared,
+        "alone": alone,
         "rows": rows,
         "profile_points": points,
         "time_table": time_table,
@@ -129,6 +134,26 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
         "flops_measured": confidence["flops_measured"],
         "ladder": confidence["ladder"],
     }
+
+
+def compared_only(
+    chosen: pd.DataFrame, suites: list[str], optimizers: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """``(scored suites, uncompared suites, optimizers left unranked)`` of a board.
+
+    A board ranks optimizers against each other: a suite on which only one optimizer has a
+    scored entry compares it with nothing (a lone run would be "fastest" with score 1.0), so it
+    is shown but not scored, and an optimizer with no scored entry on a suite that another
+    optimizer also ran is listed without a rank.
+    """
+    if not len(chosen) or not suites:
+        return suites, [], []
+    counts = chosen[chosen["suite"].isin(suites)].groupby("suite")["optimizer"].nunique()
+    compared = [s for s in suites if counts.get(s, 0) >= 2]
+    uncompared = [s for s in suites if s not in compared]
+    on_compared = set(chosen.loc[chosen["suite"].isin(compared), "optimizer"])
+    alone = [o for o in optimizers if o not in on_compared]
+    return compared, uncompared, alone
 
 
 def board_environments(data: SiteData, board: Board) -> list[dict[str, Any]]:
