@@ -131,3 +131,16 @@ def test_a_board_ranks_only_optimizers_compared_on_a_shared_suite() -> None:
     assert alone == ["mine", "lonely"]
     # One optimizer alone on a board is listed, never ranked first with score 1.0.
     assert compared_only(chosen[chosen["optimizer"] == "mine"], ["iris-mlp"], ["mine"]) == ([], ["iris-mlp"], ["mine"])
+
+
+def test_sweep_dry_run_says_which_runs_will_not_be_ranked_and_why(tmp_path: Path) -> None:
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('name = "x"\nsuites = ["tiny-ce"]\noptimizers = ["sgd", "adamw"]\nsteps = 5\n')
+    result = CliRunner().invoke(app, ["sweep", str(sweep), "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 run(s) will be stored but not ranked" in result.output
+    assert "#0, #1: tiny-ce: step budget 5 (the suite's: 200)" in result.output
+    sweep.write_text('name = "x"\nsuites = ["tiny-ce"]\noptimizers = ["sgd", "adamw"]\n')
+    result = CliRunner().invoke(app, ["sweep", str(sweep), "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "not ranked" not in result.output

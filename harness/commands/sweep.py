@@ -25,6 +25,8 @@ from harness import plans
 from harness.commands.runs import DbOption, fmt_seconds, make_console
 from harness.errors import USER_ERRORS
 from harness.sweep import load_config, parse_devices
+from leaderboard.catalogue import suite_catalogue
+from leaderboard.ranking import protocol_deviation
 
 ExecutorOption = Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")]
 WorkersOption = Annotated[
@@ -94,6 +96,27 @@ def _print_plan(plan: Any) -> None:
         out.print(Text(f"{plan.name}: {len(plan.specs)} runs"))
     for note in plan.skipped:
         out.print(Text(f"  skipped: {note}"))
+    for line in unranked_lines(plan.specs, "will be stored but not ranked"):
+        out.print(Text(line))
+
+
+def unranked_lines(specs: Any, what: str) -> list[str]:
+    """Which runs the board will not rank and why (``leaderboard.ranking.protocol_deviation``):
+    a run that overrides its suite's budget or evaluation cadence is shown, never scored."""
+    catalogue = suite_catalogue()
+    reasons: dict[str, list[int]] = {}
+    for i, spec in enumerate(specs):
+        reason = protocol_deviation(dataclasses.asdict(spec), catalogue.get(spec.suite))
+        if reason:
+            reasons.setdefault(f"{spec.suite}: {reason}", []).append(i)
+    if not reasons:
+        return []
+    total = sum(len(v) for v in reasons.values())
+    lines = [f"  {total} of {len(specs)} run(s) {what} (a board scores only the suite's own protocol):"]
+    for reason, indices in reasons.items():
+        shown = ", ".join(f"#{i}" for i in indices[:8]) + (", ..." if len(indices) > 8 else "")
+        lines.append(f"    {shown}: {reason}")
+    return lines
 
 
 def _summary_text(summary: Any, store: Any) -> str:
@@ -164,6 +187,8 @@ def run_plan(
     out = make_console()
     if not plan.tuned:
         out.print(Text(_summary_text(result, store)))
+        for line in unranked_lines(plan.specs, "stored but not ranked"):
+            out.print(Text(line))
         return result, store
     out.print(Text(_summary_text(result.trials, store).replace("sweep ", "tuned sweep ", 1) + " [trials]"))
     if result.selections:
