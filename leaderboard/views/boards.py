@@ -24,7 +24,7 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
     optimizers = [o for o in optimizer_order(data) if o in set(chosen["optimizer"])] if len(chosen) else []
     suites = [s for s in scorable_suites(data) if len(chosen) and s in set(chosen["suite"])]
     untargeted = sorted({s for s in (chosen["suite"] if len(chosen) else []) if s not in suites})
-    suites, uncompared, alone = compared_only(chosen, suites, optimizers)
+    alone = compared_only(chosen, suites, optimizers)
     optimizers = [o for o in optimizers if o not in alone]
     time_table = pd.DataFrame(scoring.INF, index=pd.Index(optimizers, name="optimizer"), columns=suites, dtype=float)
     steps_table = time_table.copy()
@@ -56,6 +56,11 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
         cells: list[dict[str, Any]] = []
         for suite in suites:
             entry = by_cell.get((opt, suite))
+            if entry is not None and opt in alone:  # shown, compared with nothing: no ratio
+                cells.append(
+                    {"suite": suite, "css": "none", "ratio": None, "ttt": entry.ttt, "status": "", "entry": None}
+                )
+                continue
             if entry is None:
                 css = "stale" if (opt, suite) in stale_cells else "none"
                 cells.append({"suite": suite, "css": css, "ratio": None, "ttt": None, "status": "", "entry": None})
@@ -122,7 +127,6 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
         "optimizers": optimizers,
         "suites": suites,
         "untargeted": untargeted,
-        "uncompared": uncompared,
         "alone": alone,
         "rows": rows,
         "profile_points": points,
@@ -136,24 +140,20 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
     }
 
 
-def compared_only(
-    chosen: pd.DataFrame, suites: list[str], optimizers: list[str]
-) -> tuple[list[str], list[str], list[str]]:
-    """``(scored suites, uncompared suites, optimizers left unranked)`` of a board.
+def compared_only(chosen: pd.DataFrame, suites: list[str], optimizers: list[str]) -> list[str]:
+    """The optimizers of a board that no other optimizer was scored against on any of its suites.
 
-    A board ranks optimizers against each other: a suite on which only one optimizer has a
-    scored entry compares it with nothing (a lone run would be "fastest" with score 1.0), so it
-    is shown but not scored, and an optimizer with no scored entry on a suite that another
-    optimizer also ran is listed without a rank.
+    A board ranks optimizers against each other: an optimizer whose every scored suite has no
+    other optimizer's entry (a lone submission, the only run on a board) compares with nothing
+    and would be "fastest" with score 1.0, so it is listed without a rank. Suites keep their
+    scoring: a missing cell of another optimizer counts as a miss, as on every board.
     """
     if not len(chosen) or not suites:
-        return suites, [], []
-    counts = chosen[chosen["suite"].isin(suites)].groupby("suite")["optimizer"].nunique()
-    compared = [s for s in suites if counts.get(s, 0) >= 2]
-    uncompared = [s for s in suites if s not in compared]
-    on_compared = set(chosen.loc[chosen["suite"].isin(compared), "optimizer"])
-    alone = [o for o in optimizers if o not in on_compared]
-    return compared, uncompared, alone
+        return []
+    rows = chosen[chosen["suite"].isin(suites)]
+    counts = {suite: len(set(group)) for suite, group in rows.groupby("suite")["optimizer"]}
+    on_shared = {o for o, s in zip(rows["optimizer"], rows["suite"], strict=True) if counts.get(s, 0) >= 2}
+    return [o for o in optimizers if o not in on_shared]
 
 
 def board_environments(data: SiteData, board: Board) -> list[dict[str, Any]]:
