@@ -64,6 +64,8 @@ class ArrayOps(Protocol):
 
     def sum(self, x: Array, axis: int | None = None) -> Array: ...
 
+    def mean(self, x: Array, axis: int | None = None) -> Array: ...
+
     def any(self, x: Array, axis: int | None = None) -> Array: ...
 
     def amax(self, x: Array, axis: int, keepdims: bool = False) -> Array: ...
@@ -106,6 +108,11 @@ class ArrayOps(Protocol):
         failed: a Python ``bool`` where the framework reports the failure on the host (torch's
         ``cholesky_ex`` status, one device synchronisation), a 0-d bool array otherwise (JAX,
         NaNs in the factor)."""
+        ...
+
+    def spd_inverse(self, x: Array) -> Array:
+        """Inverse of a symmetric positive-definite matrix from its Cholesky factor (torch raises
+        when ``x`` is not positive definite; JAX returns NaNs)."""
         ...
 
     def cho_solve(self, chol: Array, b: Array) -> Array:

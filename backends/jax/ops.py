@@ -66,6 +66,10 @@ class JaxOps:
         return jnp.sum(x, axis=axis)
 
     @staticmethod
+    def mean(x: Array, axis: int | None = None) -> Array:
+        return jnp.mean(x, axis=axis)
+
+    @staticmethod
     def any(x: Array, axis: int | None = None) -> Array:
         return jnp.any(x, axis=axis)
 
@@ -114,6 +118,11 @@ class JaxOps:
     def cholesky(x: Array) -> tuple[Array, Array]:
         chol = jnp.linalg.cholesky(x)
         return chol, jnp.any(jnp.isnan(chol))
+
+    @staticmethod
+    def spd_inverse(x: Array) -> Array:
+        chol = jnp.linalg.cholesky(x)
+        return cho_solve((chol, True), jnp.eye(x.shape[-1], dtype=x.dtype))
 
     @staticmethod
     def cho_solve(chol: Array, b: Array) -> Array:

@@ -61,6 +61,10 @@ class TorchOps:
         return x.sum() if axis is None else x.sum(dim=axis)
 
     @staticmethod
+    def mean(x: Tensor, axis: int | None = None) -> Tensor:
+        return x.mean() if axis is None else x.mean(dim=axis)
+
+    @staticmethod
     def any(x: Tensor, axis: int | None = None) -> Tensor:
         return x.any() if axis is None else x.any(dim=axis)
 
@@ -110,6 +114,10 @@ class TorchOps:
     def cholesky(x: Tensor) -> tuple[Tensor, bool]:
         chol, info = torch.linalg.cholesky_ex(x)
         return chol, bool(info.any())
+
+    @staticmethod
+    def spd_inverse(x: Tensor) -> Tensor:
+        return torch.cholesky_inverse(torch.linalg.cholesky(x))
 
     @staticmethod
     def cho_solve(chol: Tensor, b: Tensor) -> Tensor:
