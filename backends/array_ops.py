@@ -76,6 +76,13 @@ class ArrayOps(Protocol):
 
     def sqrt(self, x: Array) -> Array: ...
 
+    def softmax(self, x: Array, axis: int = -1) -> Array: ...
+
+    def lerp(self, start: Array, end: Array, weight: float) -> Array:
+        """``start + weight (end - start)`` with torch's two-sided rounding (``end - (end - start)
+        (1 - weight)`` for ``weight >= 0.5``), so both frameworks round alike."""
+        ...
+
     def abs(self, x: Array) -> Array: ...
 
     def norm(self, x: Array, axis: int | None = None) -> Array:
@@ -113,6 +120,10 @@ class ArrayOps(Protocol):
     def spd_inverse(self, x: Array) -> Array:
         """Inverse of a symmetric positive-definite matrix from its Cholesky factor (torch raises
         when ``x`` is not positive definite; JAX returns NaNs)."""
+        ...
+
+    def solve_lower(self, chol: Array, b: Array) -> Array:
+        """``L^{-1} b`` for lower-triangular ``L`` ``(..., n, n)`` and vectors ``b`` ``(..., n)``."""
         ...
 
     def cho_solve(self, chol: Array, b: Array) -> Array:

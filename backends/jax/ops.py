@@ -11,7 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve
+from jax.scipy.linalg import cho_solve, solve_triangular
 
 Array = jax.Array
 
@@ -86,6 +86,16 @@ class JaxOps:
         return jnp.sqrt(x)
 
     @staticmethod
+    def softmax(x: Array, axis: int = -1) -> Array:
+        return jax.nn.softmax(x, axis=axis)
+
+    @staticmethod
+    def lerp(start: Array, end: Array, weight: float) -> Array:
+        if weight < 0.5:
+            return start + weight * (end - start)
+        return end - (end - start) * (1.0 - weight)
+
+    @staticmethod
     def abs(x: Array) -> Array:
         return jnp.abs(x)
 
@@ -123,6 +133,10 @@ class JaxOps:
     def spd_inverse(x: Array) -> Array:
         chol = jnp.linalg.cholesky(x)
         return cho_solve((chol, True), jnp.eye(x.shape[-1], dtype=x.dtype))
+
+    @staticmethod
+    def solve_lower(chol: Array, b: Array) -> Array:
+        return solve_triangular(chol, b[..., None], lower=True)[..., 0]
 
     @staticmethod
     def cho_solve(chol: Array, b: Array) -> Array:

@@ -81,6 +81,14 @@ class TorchOps:
         return x.sqrt()
 
     @staticmethod
+    def softmax(x: Tensor, axis: int = -1) -> Tensor:
+        return torch.softmax(x, dim=axis)
+
+    @staticmethod
+    def lerp(start: Tensor, end: Tensor, weight: float) -> Tensor:
+        return torch.lerp(start, end, weight)
+
+    @staticmethod
     def abs(x: Tensor) -> Tensor:
         return x.abs()
 
@@ -118,6 +126,10 @@ class TorchOps:
     @staticmethod
     def spd_inverse(x: Tensor) -> Tensor:
         return torch.cholesky_inverse(torch.linalg.cholesky(x))
+
+    @staticmethod
+    def solve_lower(chol: Tensor, b: Tensor) -> Tensor:
+        return torch.linalg.solve_triangular(chol, b.unsqueeze(-1), upper=False).squeeze(-1)
 
     @staticmethod
     def cho_solve(chol: Tensor, b: Tensor) -> Tensor:
