@@ -82,6 +82,10 @@ class JaxOps:
         return jnp.maximum(x, floor)
 
     @staticmethod
+    def clip(x: Array, low: float, high: float) -> Array:
+        return jnp.clip(x, low, high)
+
+    @staticmethod
     def sqrt(x: Array) -> Array:
         return jnp.sqrt(x)
 

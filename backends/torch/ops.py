@@ -77,6 +77,10 @@ class TorchOps:
         return x.clamp_min(floor)
 
     @staticmethod
+    def clip(x: Tensor, low: float, high: float) -> Tensor:
+        return x.clamp(low, high)
+
+    @staticmethod
     def sqrt(x: Tensor) -> Tensor:
         return x.sqrt()
 
