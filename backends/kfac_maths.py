@@ -157,6 +157,20 @@ def precondition(
     return flat_from_layers(ops, layout, matrices, vec, untapped_scale)
 
 
+class Proposal(NamedTuple):
+    """One step's proposal and what the rest of the step reuses."""
+
+    #: The oracle of the batch (its taps, output Hessians and JVPs serve the quadratic model).
+    oracle: Any
+    loss: Array
+    grad_h: Array
+    #: The factor averages with this batch folded in (per backend: ``kfac_factors.LayerStats``).
+    factors: tuple[Any, ...]
+    inverses: tuple[LayerInverse, ...]
+    #: ``p = Ft^{-1} grad h`` (ascent-signed).
+    direction: Array
+
+
 def proposal(
     ops: ArrayOps,
     hp: KFACHyperparams,

@@ -48,15 +48,7 @@ class EGNState(NamedTuple):
     damping: Array
 
 
-Solve = egn_gram.Solve
-
-
-def taps_gram_applicable(problem: Problem) -> bool:
-    """Every trainable parameter sits in a Linear layer fed 2-D inputs (``backends.blocks``)."""
-    return egn_gram.taps_applicable(problem.layout)
-
-
-def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Array, mode: str) -> Solve:
+def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Array, mode: str) -> egn_gram.Solve:
     """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
     z, r = oracle.logits, oracle.logit_grads()
     S, s = egn_gram.output_factor(JAX_OPS, problem.likelihood, z, r, hp.q_jitter)
@@ -87,7 +79,7 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
 
     def _direction(
         self, problem: Problem, params: Array, state: EGNState, batch: Batch[Array]
-    ) -> tuple[Any, Solve, Array, Array | None]:
+    ) -> tuple[Any, egn_gram.Solve, Array, Array | None]:
         hp = state.hparams
         mode = egn_gram.gram_mode(problem.layout, hp)
         oracle = problem.oracle(params, batch, taps=mode == "taps")

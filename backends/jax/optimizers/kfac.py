@@ -112,18 +112,8 @@ def locations(problem: Problem) -> list[int]:
 # --------------------------------------------------------------------------- the quadratic model
 
 
-class _Proposal(NamedTuple):
-    oracle: Oracle
-    loss: Array
-    grad_h: Array
-    factors: tuple[kf.LayerStats, ...]
-    inverses: tuple[kf.LayerInverse, ...]
-    #: ``Ft^{-1} grad h`` (ascent-signed).
-    direction: Array
-
-
 def _quadratic_step(
-    problem: Problem, hp: kfac.KFACHyperparams, prop: _Proposal, lam: Array, vel: Array | None
+    problem: Problem, hp: kfac.KFACHyperparams, prop: kfac_maths.Proposal, lam: Array, vel: Array | None
 ) -> tuple[Array, Array, Array]:
     """``(w1, w2, M(delta))`` from the exact quadratic model over ``span{p, vel}`` (Sec. 7;
     ``backends.kfac_maths.quadratic_step``): the JVP tangents here, the maths there."""
@@ -146,7 +136,7 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
             jnp.asarray(hparams.damping, dtype),
         )
 
-    def _propose(self, problem: Problem, params: Array, state: KFACState, batch: Batch[Array]) -> _Proposal:
+    def _propose(self, problem: Problem, params: Array, state: KFACState, batch: Batch[Array]) -> kfac_maths.Proposal:
         hp = state.hparams
         oracle = problem.oracle(params, batch, taps=True)
         loss, g = oracle.loss_and_grad()
@@ -161,7 +151,7 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
         # The first step always refreshes: refresh_inverses(0) holds for every schedule.
         inverses = jax.lax.cond(refresh_inverses(state.steps, hp), invert, lambda: state.inverses)
         grad_h, p = kfac_maths.proposal(JAX_OPS, hp, problem.layout, inverses, g, params, identity_weight)
-        return _Proposal(oracle, loss, grad_h, factors, inverses, p)
+        return kfac_maths.Proposal(oracle, loss, grad_h, factors, inverses, p)
 
     def direction(self, problem: Problem, params: Array, state: KFACState, batch: Batch[Array]) -> Array:
         return self._propose(problem, params, state, batch).direction

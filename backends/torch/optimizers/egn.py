@@ -33,15 +33,12 @@ class EGNState(NamedTuple):
     damping: Tensor
 
 
-Solve = egn_gram.Solve
-
-
 def taps_gram_applicable(problem: Problem) -> bool:
     """Every trainable parameter sits in a Linear layer fed 2-D inputs (``backends.blocks``)."""
     return egn_gram.taps_applicable(problem.layout)
 
 
-def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> Solve:
+def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> egn_gram.Solve:
     """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
     z, r = oracle.logits, oracle.logit_grads()
     S, s = egn_gram.output_factor(TORCH_OPS, problem.likelihood, z, r, hp.q_jitter)
@@ -60,7 +57,7 @@ class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
 
     def _direction(
         self, problem: Problem, params: Tensor, state: EGNState, batch: Batch[Tensor]
-    ) -> tuple[Any, Solve, Tensor, Tensor | None]:
+    ) -> tuple[Any, egn_gram.Solve, Tensor, Tensor | None]:
         hp = state.hparams
         mode = egn_gram.gram_mode(problem.layout, hp)
         oracle = problem.oracle(params, batch, taps=mode == "taps")

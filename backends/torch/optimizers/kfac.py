@@ -69,22 +69,12 @@ def fold(
     )
 
 
-class _Proposal(NamedTuple):
-    oracle: Oracle
-    loss: Tensor
-    grad_h: Tensor
-    factors: tuple[kf.LayerStats, ...]
-    inverses: tuple[kf.LayerInverse, ...]
-    #: ``Ft^{-1} grad h`` (ascent-signed).
-    direction: Tensor
-
-
 class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: Problem, hparams: kfac.KFACHyperparams) -> KFACState:
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return KFACState(hparams, 0, None, None, None, lam)
 
-    def _propose(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> _Proposal:
+    def _propose(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> kfac_maths.Proposal:
         hp = state.hparams
         oracle = problem.oracle(params, batch, taps=True)
         loss, g = oracle.loss_and_grad()
@@ -97,7 +87,7 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
         else:
             inverses = state.inverses
         grad_h, p = kfac_maths.proposal(TORCH_OPS, hp, problem.layout, inverses, g, params, identity_weight)
-        return _Proposal(oracle, loss, grad_h, factors, inverses, p)
+        return kfac_maths.Proposal(oracle, loss, grad_h, factors, inverses, p)
 
     def direction(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> Tensor:
         return self._propose(problem, params, state, batch).direction
