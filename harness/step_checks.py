@@ -26,18 +26,25 @@ class StepContractError(Exception):
     """A step returned something the adapter contract does not allow (a one-line message)."""
 
 
+def params_problem(problem: Any, params: Any, like: Any, what: str) -> str | None:
+    """Why ``params`` is not a flat array like the parameters ``like`` (``None``: it is)."""
+    if not (hasattr(params, "shape") and hasattr(params, "dtype")):
+        return f"{what}: a {type(params).__name__}, not a {problem.backend} array"
+    if tuple(params.shape) != (problem.num_params,):
+        return f"{what}: shape {tuple(params.shape)}, expected the flat ({problem.num_params},)"
+    if params.dtype != like.dtype:
+        return f"{what}: dtype {params.dtype}, the parameters' is {like.dtype}"
+    if problem.backend == "torch" and params.device != like.device:
+        return f"{what}: on {params.device}, the parameters on {like.device}"
+    return None
+
+
 def check_step_outputs(problem: Any, step: int, params: Any, like: Any, stats: Any) -> None:
     """Raise :class:`StepContractError` unless ``params`` is flat and like ``like`` and ``stats``
     is a mapping with a ``loss``."""
-    at = f"step {step} returned parameters"
-    if not (hasattr(params, "shape") and hasattr(params, "dtype")):
-        raise StepContractError(f"{at} of type {type(params).__name__}, not a {problem.backend} array")
-    if tuple(params.shape) != (problem.num_params,):
-        raise StepContractError(f"{at}: shape {tuple(params.shape)}, expected the flat ({problem.num_params},)")
-    if params.dtype != like.dtype:
-        raise StepContractError(f"{at}: dtype {params.dtype}, the parameters' is {like.dtype}")
-    if problem.backend == "torch" and params.device != like.device:
-        raise StepContractError(f"{at}: on {params.device}, the parameters on {like.device}")
+    reason = params_problem(problem, params, like, f"step {step} returned parameters")
+    if reason is not None:
+        raise StepContractError(reason)
     if not isinstance(stats, Mapping):
         raise StepContractError(f"step {step} returned stats of type {type(stats).__name__}, not a dict")
     if "loss" not in stats:
