@@ -17,10 +17,10 @@ from rich.text import Text
 from backends.spec import BACKENDS
 from db.queries import environments_frame, metrics_frame, runs_frame
 from db.store import open_store
-from harness import external, registry
+from harness import external, recovery, registry
 from harness.devices import single_device
-from harness.errors import ConfigError
-from harness.runner import RunSpec, execute, prepare
+from harness.errors import ConfigError, DatabaseError
+from harness.runner import RunSpec, check_limits, execute, prepare
 from harness.worker import Job, Lane
 from suites import get_suite, list_suites
 
@@ -104,6 +104,7 @@ def _progress(total: int, console: Console):  # type: ignore[no-untyped-def]
 
 def validate_external(spec: Any) -> None:
     """What ``runner.prepare`` checks, for an adapter described by a scrubbed worker."""
+    check_limits(spec)
     suite = get_suite(spec.suite)
     if spec.dtype not in ("float32", "float64"):
         raise ConfigError(f"unknown dtype {spec.dtype!r} (known: float32, float64)")
@@ -123,6 +124,19 @@ def run_in_worker(spec: Any) -> Any:
         return lane.run(Job(index=0, spec=spec)).result
     finally:
         lane.close()
+
+
+def store_or_keep(store: Any, result: Any, **save: Any) -> int:
+    """Store ``result``; if storage fails, append it to a recovery file (:mod:`harness.recovery`)
+    and raise a one-line ``DatabaseError`` that says where it is and how to store it later."""
+    try:
+        return store.save_run(result, **save)
+    except DatabaseError as exc:
+        try:
+            path = recovery.write([(result, save)], store.url)
+        except OSError as why:
+            raise DatabaseError(f"{exc}; the result could not be kept either: {why}") from None
+        raise DatabaseError(f"{exc}; the result is kept in {path}: store it with `ngbench db recover {path}`") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -188,7 +202,7 @@ def register(app: typer.Typer) -> None:
         )
         if external.is_builtin(optimizer, backend):
             prepare(spec)  # unknown names and bad hyperparameters fail here, before anything is written
-            store = open_store(db)  # an unreachable database fails here, before the run
+            store = open_store(db, writable=True)  # an unusable database fails here, before the run
             err = make_console(stderr=True)
             on_step, close = _progress(spec.steps or 0, err)
             try:
@@ -198,12 +212,12 @@ def register(app: typer.Typer) -> None:
         else:
             # Third-party code never runs in this process, which holds the database URL.
             validate_external(spec)
-            store = open_store(db)
+            store = open_store(db, writable=True)
             make_console(stderr=True).print(
                 Text("third-party adapter: running in an isolated worker process (no progress display)")
             )
             result = run_in_worker(spec)
-        run_id = store.save_run(result)
+        run_id = store_or_keep(store, result)
         summary = {
             "run_id": run_id,
             "database": store.display_url,
