@@ -148,6 +148,16 @@ def test_runs_on_a_half_corrupted_database_prints_one_line_and_run_refuses_it(
     assert "is damaged" in err and "malformed" in err
 
 
+def test_damage_in_the_series_tables_is_found_without_reading_them_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_training: list[Any]
+) -> None:
+    db = migrated(tmp_path / "damaged-metrics.db", results=3)
+    damage(db, "metrics")
+    code, _, err = ngbench(capsys, *RUN, "--db", str(db))
+    assert code == 2 and no_training == [] and err.count("\n") == 1
+    assert "is damaged" in err and "malformed" in err
+
+
 def test_unwritable_places_are_named_in_the_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'sub' / 'x.db'}"
     (tmp_path / "sub").mkdir()
@@ -238,3 +248,27 @@ def test_a_file_that_is_not_a_recovery_file_is_one_line(tmp_path: Path, capsys: 
     bogus.write_text('{"hello": 1}\n')
     code, _, err = ngbench(capsys, "db", "recover", str(bogus), "--db", str(tmp_path / "r.db"))
     assert code == 2 and err == f"ngbench: error: {bogus}:1: not an ngbench recovery record\n"
+
+
+@pytest.mark.postgres
+def test_a_read_only_or_locked_postgresql_database_is_refused_before_the_first_step(
+    pg_url: str, capsys: pytest.CaptureFixture[str], no_training: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    open_store(pg_url).dispose()  # migrated, writable
+    monkeypatch.setattr(db_checks, "LOCK_WAIT_S", 0.3)
+    holder = sa.create_engine(pg_url)
+    with holder.connect() as conn, conn.begin():
+        conn.execute(sa.text("LOCK TABLE sweeps IN ACCESS EXCLUSIVE MODE"))  # another session's lock
+        code, _, err = ngbench(capsys, *RUN, "--db", pg_url)
+    assert code == 2 and no_training == [] and err.count("\n") == 1
+    assert "lock timeout" in err and "another process holds a write lock" in err
+
+    name = pg_url.rsplit("/", 1)[1]
+    with holder.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+    holder.dispose()
+    code, _, err = ngbench(capsys, *RUN, "--db", pg_url)
+    assert code == 2 and no_training == [] and err.count("\n") == 1
+    assert "cannot write to database" in err and "read-only transaction" in err
