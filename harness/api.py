@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from db import store as db_store
-from harness import approx, registry
+from harness import approx, recovery, registry
 from harness.devices import single_device
 from harness.runner import RunResult, RunSpec, execute, prepare
 from suites import get_suite
@@ -124,7 +124,7 @@ def run(
         store = db_store.open_store(db, writable=True)  # an unusable database fails before running
     result = execute(spec, on_step=on_step)
     if store is not None:
-        store.save_run(result)
+        recovery.store_or_keep(store, result)  # on a storage failure the result is kept in a recovery file
     return result
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from db.engine import masked
 from db.errors import sqlite_path
 from db.store import Store
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DatabaseError
 from harness.runner import RunResult
 
 FORMAT = "ngbench-recovery"
@@ -83,6 +83,19 @@ def write(results: list[tuple[RunResult, dict[str, Any]]], url: str) -> Path:
         except OSError as exc:
             problems.append(f"{path}: {exc.strerror or exc}")
     raise OSError("no writable place for a recovery file (" + "; ".join(problems) + ")")
+
+
+def store_or_keep(store: Store, result: RunResult, **save: Any) -> int:
+    """Store ``result``; if storage fails, append it to a recovery file (:func:`write`) and raise
+    a one-line ``DatabaseError`` that says where it is and how to store it later."""
+    try:
+        return store.save_run(result, **save)
+    except DatabaseError as exc:
+        try:
+            path = write([(result, save)], store.url)
+        except OSError as why:
+            raise DatabaseError(f"{exc}; the result could not be kept either: {why}") from None
+        raise DatabaseError(f"{exc}; the result is kept in {path}: store it with `ngbench db recover {path}`") from None
 
 
 def load(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -17,9 +17,10 @@ from rich.text import Text
 from backends.spec import BACKENDS
 from db.queries import environments_frame, metrics_frame, runs_frame
 from db.store import open_store
-from harness import external, recovery, registry
+from harness import external, registry
 from harness.devices import single_device
-from harness.errors import ConfigError, DatabaseError
+from harness.errors import ConfigError
+from harness.recovery import store_or_keep
 from harness.runner import RunSpec, check_limits, execute, prepare
 from harness.worker import Job, Lane
 from suites import get_suite, list_suites
@@ -124,19 +125,6 @@ def run_in_worker(spec: Any) -> Any:
         return lane.run(Job(index=0, spec=spec)).result
     finally:
         lane.close()
-
-
-def store_or_keep(store: Any, result: Any, **save: Any) -> int:
-    """Store ``result``; if storage fails, append it to a recovery file (:mod:`harness.recovery`)
-    and raise a one-line ``DatabaseError`` that says where it is and how to store it later."""
-    try:
-        return store.save_run(result, **save)
-    except DatabaseError as exc:
-        try:
-            path = recovery.write([(result, save)], store.url)
-        except OSError as why:
-            raise DatabaseError(f"{exc}; the result could not be kept either: {why}") from None
-        raise DatabaseError(f"{exc}; the result is kept in {path}: store it with `ngbench db recover {path}`") from None
 
 
 def register(app: typer.Typer) -> None:
