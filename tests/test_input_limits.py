@@ -122,6 +122,11 @@ def test_a_non_finite_hyperparameter_is_refused_up_front(
     assert not (tmp_path / "x.db").exists()  # refused before the database is even opened
 
 
+def test_calibrate_refuses_a_non_finite_grid_before_its_first_run(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = ngbench(capsys, "calibrate", "tiny-ce", "--lrs", "0.1,inf", "--seeds", "1", "--steps", "2")
+    assert code == 2 and err == "ngbench: error: --lrs expects finite numbers, got inf\n"
+
+
 def test_a_card_may_allow_an_infinite_value() -> None:
     @dataclasses.dataclass(frozen=True)
     class Card:
