@@ -1,5 +1,7 @@
 """Errors the storage layer raises. Their messages are meant for the user as they are (the
-database URL in them is already masked); the CLI prints them on one line and exits with 2."""
+database URL in them is already masked); the CLI prints them on one line and exits with 2.
+:func:`explain` turns a driver's error text into such a line: which file, directory or mount
+is read-only, that a file is damaged, that another process holds the lock."""
 
 from __future__ import annotations
 
@@ -39,17 +41,16 @@ def explain(reason: str, url: str) -> str:
     """A driver's error text made actionable: why a SQLite file cannot be opened or written."""
     low = reason.lower()
     path = sqlite_path(url)
-    if path is not None:
+    if path is not None and ("unable to open database file" in low or "readonly" in low or "read-only" in low):
         folder = path.parent
         if _read_only_mount(folder):
             return f"{folder} is on a read-only file system (SQLite writes its journal next to the database)"
-        if "unable to open database file" in low or "readonly" in low or "read-only" in low:
-            if path.exists() and not os.access(path, os.W_OK):
-                return f"the database file {path} is read-only (make it writable or pass another --db)"
-            if not os.access(folder, os.W_OK):
-                return f"the directory {folder} is not writable (SQLite writes its journal next to the database)"
-            if "readonly" in low or "read-only" in low:
-                return f"{reason} (opened read-only: pass a writable --db)"
+        if path.exists() and not os.access(path, os.W_OK):
+            return f"the database file {path} is read-only (make it writable or pass another --db)"
+        if not os.access(folder, os.W_OK):
+            return f"the directory {folder} is not writable (SQLite writes its journal next to the database)"
+        if "readonly" in low or "read-only" in low:
+            return f"{reason} (opened read-only: pass a writable --db)"
     if "malformed" in low or "not a database" in low or "corrupt" in low:
         return f"{reason}: the file is damaged (restore it from a copy, or pass another --db)"
     if "locked" in low or "lock timeout" in low or "canceling statement due to lock" in low:
