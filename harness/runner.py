@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from backends.spec import hparams_dict
+from db.limits import run_problems
 from harness import keys
 from harness.environment import fingerprint
 from harness.errors import ConfigError
@@ -171,8 +172,25 @@ def _finite_float(value: Any) -> float:
         return math.nan
 
 
+def check_limits(spec: RunSpec) -> None:
+    """Refuse (``ConfigError``, every problem in one line) a spec whose tag, names, device or seed
+    no database could store (:mod:`db.limits`): found before the run, not after it."""
+    problems = run_problems(
+        suite=spec.suite,
+        optimizer=spec.optimizer,
+        backend=spec.backend,
+        tag=spec.tag,
+        device=spec.device,
+        seed=spec.seed,
+    )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def prepare(spec: RunSpec) -> tuple[Suite, type, Any]:
-    """Resolve names and hyperparameters; raises the user errors of bad input."""
+    """Resolve names and hyperparameters; raises the user errors of bad input (storage limits
+    included: :func:`check_limits`)."""
+    check_limits(spec)
     suite = get_suite(spec.suite)
     adapter_cls = get_adapter(spec.optimizer, spec.backend)
     hparams = adapter_cls.resolve(spec.hparams, spec.preset)

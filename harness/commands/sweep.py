@@ -23,7 +23,7 @@ from rich.text import Text
 from harness import nightly as nightly_mod
 from harness import plans
 from harness.commands.runs import DbOption, fmt_seconds, make_console
-from harness.errors import USER_ERRORS
+from harness.errors import USER_ERRORS, DatabaseError
 from harness.sweep import load_config, parse_devices
 from leaderboard.catalogue import suite_catalogue
 from leaderboard.ranking import protocol_deviation
@@ -137,9 +137,25 @@ def _summary_text(summary: Any, store: Any) -> str:
             f"  {summary.key_mismatches} run(s) got a different key on their worker than expected "
             "(heterogeneous workers?); stored under the worker's key"
         )
+    if summary.recovered:
+        parts.append(
+            f"  {summary.recovered} result(s) could not be stored; kept in {summary.recovery_file} "
+            f"(ngbench db recover {summary.recovery_file})"
+        )
     if summary.interrupted:
         parts.append("  resume with the same command and --resume")
     return "\n".join(parts)
+
+
+def raise_if_kept(summary: Any) -> None:
+    """A sweep whose storage failed ends with the documented one-line storage error (exit 2)."""
+    phases = [summary.trials, summary.reruns] if hasattr(summary, "selections") else [summary]
+    for phase in phases:
+        if phase is not None and phase.recovered:
+            raise DatabaseError(
+                f"{phase.storage_error}; {phase.recovered} result(s) kept in {phase.recovery_file}: "
+                f"store them with `ngbench db recover {phase.recovery_file}`"
+            )
 
 
 def _tuned_text(result: Any) -> str:
@@ -243,6 +259,7 @@ def register(app: typer.Typer) -> None:
         summary, _ = done
         if json_out:
             print(json.dumps(summary_json(summary)))
+        raise_if_kept(summary)
         if summary.interrupted:
             raise typer.Exit(130)
 
@@ -285,6 +302,7 @@ def register(app: typer.Typer) -> None:
         )
         assert done is not None
         summary, store = done
+        raise_if_kept(summary)
         if summary.interrupted:
             make_console(stderr=True).print("nightly interrupted: no report written (resume with --resume)")
             raise typer.Exit(130)
