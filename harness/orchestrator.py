@@ -47,6 +47,7 @@ from typing import Any
 
 from db import leases
 from db.store import Store
+from harness import recovery
 from harness.errors import DatabaseError
 from harness.executors.base import Executor
 from harness.progress import SweepProgress
@@ -89,6 +90,10 @@ class SweepSummary:
     relaunched: int = 0
     #: A second Ctrl-C hurried the stop (the caller should exit at once).
     hurried: bool = False
+    #: Results the database would not take, kept in ``recovery_file`` (``ngbench db recover``).
+    recovered: int = 0
+    recovery_file: str | None = None
+    storage_error: str = ""
 
     @property
     def ran(self) -> int:
@@ -174,6 +179,34 @@ def _relaunched_runs(executor: Executor) -> int:
     return sum(getattr(lane, "relaunched_runs", 0) for lane in getattr(executor, "lanes", ()))
 
 
+def _keep(
+    store: Store,
+    outcome: Outcome,
+    summary: SweepSummary,
+    exc: DatabaseError,
+    *,
+    sweep_id: int,
+    track: str,
+    plan: SweepPlan,
+) -> None:
+    """Append a result the database would not take to the recovery file (:mod:`harness.recovery`)."""
+    role = plan.role_of(outcome.job.index)
+    save = {
+        "sweep_id": sweep_id,
+        "track": track,
+        "role": role.role,
+        "trial": role.trial,
+        "config_hash": role.config_hash,
+    }
+    try:
+        summary.recovery_file = str(recovery.write([(outcome.result, save)], store.url))
+    except OSError as why:
+        raise DatabaseError(f"{exc}; the result could not be kept either: {why}") from None
+    summary.recovered += 1
+    summary.storage_error = str(exc)
+    outcome.timing["kept"] = 1.0
+
+
 def run_sweep(
     plan: SweepPlan,
     store: Store,
@@ -223,13 +256,17 @@ def run_sweep(
 
     def record(outcome: Outcome) -> None:
         before = time.monotonic()
-        _, stored = _store(store, outcome, sweep_id=sweep_id, scope=scope, track=config.track, plan=plan)
+        try:
+            _, stored = _store(store, outcome, sweep_id=sweep_id, scope=scope, track=config.track, plan=plan)
+        except DatabaseError as exc:  # nothing computed is thrown away: keep it for `ngbench db recover`
+            stored = False
+            _keep(store, outcome, summary, exc, sweep_id=sweep_id, track=config.track, plan=plan)
         release(outcome.job)
         outcome.timing["store_start"] = before
         outcome.timing["stored"] = time.monotonic()
         summary.statuses[outcome.result.status] += 1
         summary.stored += int(stored)
-        summary.discarded += int(not stored)
+        summary.discarded += int(not stored and not outcome.timing.get("kept"))
         if outcome.job.key and outcome.result.key and outcome.result.key != outcome.job.key:
             summary.key_mismatches += 1
         summary.outcomes.append(outcome)

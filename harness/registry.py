@@ -260,6 +260,16 @@ def adapter_origin(cls: type) -> str:
     return f"module {cls.__module__}"
 
 
+def _names_or_none(backend: str) -> dict[str, type[Adapter]]:
+    """The adapters of ``backend``, or none where it is not installed or does not import."""
+    if not backend_available(backend):
+        return {}
+    try:
+        return adapters(backend)
+    except Exception:  # a broken backend knows no adapters; the caller is reporting another error
+        return {}
+
+
 def get_adapter(name: str, backend: str = "torch") -> type[Adapter]:
     """The adapter class for ``name`` (or ``module:Class``) in ``backend``."""
     if ":" in name:
@@ -273,6 +283,9 @@ def get_adapter(name: str, backend: str = "torch") -> type[Adapter]:
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         broken = _entry_points(backend).errors
         note = f"; {len(broken)} entry point(s) left out: {broken[0]}" if broken else ""
+        elsewhere = [b for b in BACKENDS if b != backend and name in _names_or_none(b)]
+        if elsewhere:
+            hint = f"; it exists for --backend {' and '.join(elsewhere)}{hint}"
         raise UnknownOptimizerError(
             f"unknown optimizer {name!r} for backend {backend!r}{hint} (known: {', '.join(available)}){note}"
         )

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import math
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,11 +30,14 @@ from typing import Any
 import numpy as np
 
 from backends.spec import hparams_dict
+from db.limits import run_problems
 from harness import keys
 from harness.environment import fingerprint
 from harness.errors import ConfigError
 from harness.memory import MemoryMeter
 from harness.registry import backend_module, get_adapter
+from harness.step_checks import check_step_outputs, format_error
+from harness.timing import timed_step
 from suites import get_suite
 from suites.spec import Suite
 
@@ -170,8 +172,25 @@ def _finite_float(value: Any) -> float:
         return math.nan
 
 
+def check_limits(spec: RunSpec) -> None:
+    """Refuse (``ConfigError``, every problem in one line) a spec whose tag, names, device or seed
+    no database could store (:mod:`db.limits`): found before the run, not after it."""
+    problems = run_problems(
+        suite=spec.suite,
+        optimizer=spec.optimizer,
+        backend=spec.backend,
+        tag=spec.tag,
+        device=spec.device,
+        seed=spec.seed,
+    )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def prepare(spec: RunSpec) -> tuple[Suite, type, Any]:
-    """Resolve names and hyperparameters; raises the user errors of bad input."""
+    """Resolve names and hyperparameters; raises the user errors of bad input (storage limits
+    included: :func:`check_limits`)."""
+    check_limits(spec)
     suite = get_suite(spec.suite)
     adapter_cls = get_adapter(spec.optimizer, spec.backend)
     hparams = adapter_cls.resolve(spec.hparams, spec.preset)
@@ -222,7 +241,7 @@ def execute(
         result.error = str(exc)
     except Exception as exc:  # a failed run is a result, never a lost sweep
         result.status = classify_exception(exc)
-        result.error = "".join(traceback.format_exception(exc))
+        result.error = format_error(exc)
     finally:
         if meter is not None:
             # Reading memory must not mask the run's own outcome.
@@ -301,11 +320,8 @@ def _loop(
     for step in range(total_steps):
         batch = problem.device_batch(step)
         compiles = step_fn.compile_count
-        problem.block(params)
-        t_start = time.perf_counter()
-        params, state, stats = step_fn(params, state, batch)
-        problem.block(params, stats)
-        dt = time.perf_counter() - t_start
+        params, state, stats, dt = timed_step(problem, step_fn, params, state, batch)
+        check_step_outputs(problem, step, params, problem.params0, stats)
         # A step that compiled is warm-up; where nothing ever compiles, the first step is.
         # Its memory peak, like its time, is booked apart (harness.memory).
         warmup = step_fn.compile_count > compiles or (step == 0 and step_fn.compile_count == 0)

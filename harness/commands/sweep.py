@@ -30,9 +30,11 @@ from rich.text import Text
 from harness import nightly as nightly_mod
 from harness import plans
 from harness.commands.runs import DbOption, fmt_seconds, make_console
-from harness.errors import USER_ERRORS
+from harness.errors import USER_ERRORS, DatabaseError
 from harness.orchestrator import RUN_FAILURE_STATUSES
 from harness.sweep import load_config, parse_devices
+from leaderboard.catalogue import suite_catalogue
+from leaderboard.ranking import protocol_deviation
 
 ExecutorOption = Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")]
 WorkersOption = Annotated[
@@ -151,6 +153,27 @@ def _print_plan(plan: Any) -> None:
         out.print(Text(f"{plan.name}: {len(plan.specs)} runs"))
     for note in plan.skipped:
         out.print(Text(f"  skipped: {note}"))
+    for line in unranked_lines(plan.specs, "will be stored but not ranked"):
+        out.print(Text(line))
+
+
+def unranked_lines(specs: Any, what: str) -> list[str]:
+    """Which runs the board will not rank and why (``leaderboard.ranking.protocol_deviation``):
+    a run that overrides its suite's budget or evaluation cadence is shown, never scored."""
+    catalogue = suite_catalogue()
+    reasons: dict[str, list[int]] = {}
+    for i, spec in enumerate(specs):
+        reason = protocol_deviation(dataclasses.asdict(spec), catalogue.get(spec.suite))
+        if reason:
+            reasons.setdefault(f"{spec.suite}: {reason}", []).append(i)
+    if not reasons:
+        return []
+    total = sum(len(v) for v in reasons.values())
+    lines = [f"  {total} of {len(specs)} run(s) {what} (a board scores only the suite's own protocol):"]
+    for reason, indices in reasons.items():
+        shown = ", ".join(f"#{i}" for i in indices[:8]) + (", ..." if len(indices) > 8 else "")
+        lines.append(f"    {shown}: {reason}")
+    return lines
 
 
 def _summary_text(summary: Any, store: Any) -> str:
@@ -178,9 +201,25 @@ def _summary_text(summary: Any, store: Any) -> str:
             f"  {summary.key_mismatches} run(s) got a different key on their worker than expected "
             "(heterogeneous workers?); stored under the worker's key"
         )
+    if summary.recovered:
+        parts.append(
+            f"  {summary.recovered} result(s) could not be stored; kept in {summary.recovery_file} "
+            f"(ngbench db recover {summary.recovery_file})"
+        )
     if summary.interrupted:
         parts.append("  resume with the same command and --resume")
     return "\n".join(parts)
+
+
+def raise_if_kept(summary: Any) -> None:
+    """A sweep whose storage failed ends with the documented one-line storage error (exit 2)."""
+    phases = [summary.trials, summary.reruns] if hasattr(summary, "selections") else [summary]
+    for phase in phases:
+        if phase is not None and phase.recovered:
+            raise DatabaseError(
+                f"{phase.storage_error}; {phase.recovered} result(s) kept in {phase.recovery_file}: "
+                f"store them with `ngbench db recover {phase.recovery_file}`"
+            )
 
 
 def _tuned_text(result: Any) -> str:
@@ -228,6 +267,8 @@ def run_plan(
     out = make_console()
     if not plan.tuned:
         out.print(Text(_summary_text(result, store)))
+        for line in unranked_lines(plan.specs, "stored but not ranked"):
+            out.print(Text(line))
         return result, store
     out.print(Text(_summary_text(result.trials, store).replace("sweep ", "tuned sweep ", 1) + " [trials]"))
     if result.selections:
@@ -286,6 +327,7 @@ def register(app: typer.Typer) -> None:
             make_console().print(Text(failure_text(failures, allow_failures)))
         if json_out:
             print(json.dumps(summary_json(summary)))
+        raise_if_kept(summary)
         if summary.interrupted:
             exit_interrupted(summary)
         if failures and not allow_failures:
@@ -331,6 +373,7 @@ def register(app: typer.Typer) -> None:
         )
         assert done is not None
         summary, store = done
+        raise_if_kept(summary)
         if summary.interrupted:
             make_console(stderr=True).print("nightly interrupted: no report written (resume with --resume)")
             exit_interrupted(summary)
