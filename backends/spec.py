@@ -126,6 +126,20 @@ class Capabilities:
     #: EMA, Adam moments, FNGD's table). ``None``: undeclared, the approximation-quality track
     #: infers it from the state's contents.
     stateful_direction: bool | None = None
+    #: The state is *move-only*: ``step`` may advance the buffers of the state it is given in
+    #: place and hand them on in the state it returns; the given state is then consumed, and
+    #: stepping it again raises :class:`StateConsumedError`. The run loop hands each state on
+    #: exactly once; code that needs a state twice ``copy.deepcopy``-s it first (the battery
+    #: does). ``wrap_torch_optimizer`` declares it: a torch optimizer's state is updated in place.
+    consumes_state: bool = False
+    #: Whether the torch and JAX adapters of this name promise to agree (``parity`` check, float64,
+    #: rtol 1e-6). ``False`` for wrappers of two different libraries (Muon: ``torch.optim.Muon``
+    #: orthogonalises in bfloat16, ``optax.contrib.muon`` in the working dtype): no parity is claimed.
+    cross_backend_parity: bool = True
+
+
+class StateConsumedError(RuntimeError):
+    """A move-only state (``capabilities.consumes_state``) was stepped a second time."""
 
 
 # --------------------------------------------------------------------------- the batch
@@ -175,6 +189,14 @@ class Adapter:
     def direction(self, problem: Problem, params: Any, state: Any, batch: Batch[Any]) -> Any:
         raise NotImplementedError
 
+    def eval_params(self, problem: Problem, params: Any, state: Any) -> Any:
+        """The parameters to evaluate at after a step (default: ``params``), called untimed before
+        every evaluation, like AlgoPerf's ``prepare_for_eval``: Schedule-Free evaluates its
+        averaged iterate ``x`` while it steps from ``y``. Pure: no passes through the oracle, no
+        write into ``params`` or ``state``, the same answer when called twice; the run continues
+        from ``params``, not from what this returns."""
+        return params
+
     @classmethod
     def resolve(cls, overrides: Mapping[str, Any] | None = None, preset: str | None = None) -> Any:
         """Defaults, then the preset, then ``overrides``; validated."""
@@ -221,6 +243,20 @@ def from_card(card: MethodCard, backend: str) -> dict[str, Any]:
         "capabilities": card.capabilities,
         "presets": card.presets,
     }
+
+
+def __getattr__(name: str) -> Any:
+    """``wrap_torch_optimizer``/``torch_part`` and ``wrap_optax``, imported on first use (the
+    contract module never imports a framework by itself)."""
+    if name in ("wrap_torch_optimizer", "torch_part"):
+        from backends.torch import wrap as torch_wrap
+
+        return torch_wrap.wrap_torch_optimizer if name == "wrap_torch_optimizer" else torch_wrap.part
+    if name == "wrap_optax":
+        from backends.jax import wrap as jax_wrap
+
+        return jax_wrap.wrap_optax
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def adapter_class(card: MethodCard, backend: str) -> type[Adapter]:
