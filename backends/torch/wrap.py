@@ -24,7 +24,8 @@ biases and the head). ``as_2d=True`` presents weights of more than two axes (Con
 ``(d_out, rest)`` matrices.
 
 **Hyperparameters.** Keyword arguments are constants or functions of the resolved
-hyperparameters (``lr=lambda hp: hp.lr``). The main optimizer also receives every
+hyperparameters (``lr=lambda hp: hp.lr``), or of the hyperparameters and the problem
+(``precondition_dtype=lambda hp, problem: problem.dtype``). The main optimizer also receives every
 hyperparameter whose name is one of its constructor's arguments, unless ``match_names=False``.
 
 **State: handed on, never copied.** A torch optimizer updates its state in place. Rather than
@@ -86,14 +87,25 @@ class TorchPart:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     match_names: bool = False
 
-    def arguments(self, hp: Any) -> dict[str, Any]:
-        """Constructor arguments: name-matched hyperparameters, then ``kwargs`` (functions of ``hp`` called)."""
+    def arguments(self, hp: Any, problem: Any = None) -> dict[str, Any]:
+        """Constructor arguments: name-matched hyperparameters, then ``kwargs`` (a function is called
+        with ``hp``, or with ``hp`` and the problem when it takes two arguments: ``problem.dtype``)."""
         out: dict[str, Any] = {}
         if self.match_names:
             accepted = _constructor_arguments(self.optimizer)
             out.update({f.name: getattr(hp, f.name) for f in dataclasses.fields(hp) if f.name in accepted})
-        out.update({k: (v(hp) if callable(v) else v) for k, v in self.kwargs.items()})
+        out.update({k: _value(v, hp, problem) for k, v in self.kwargs.items()})
         return out
+
+
+def _value(v: Any, hp: Any, problem: Any) -> Any:
+    if not callable(v) or isinstance(v, type):
+        return v
+    try:
+        arity = len(inspect.signature(v).parameters)
+    except (TypeError, ValueError):
+        arity = 1
+    return v(hp, problem) if arity >= 2 else v(hp)
 
 
 def part(
@@ -129,7 +141,7 @@ class _Live:
             chosen = [i for i, b in enumerate(self.blocks) if labels[b.name] in wanted and i not in taken]
             if chosen:
                 taken.update(chosen)
-                self.optimizers.append(p.optimizer([self.views[i] for i in chosen], **p.arguments(hp)))
+                self.optimizers.append(p.optimizer([self.views[i] for i in chosen], **p.arguments(hp, problem)))
         missing = [b.name for i, b in enumerate(self.blocks) if i not in taken]
         if missing:
             raise ValueError(f"no optimizer takes parameters {missing}: add rest=part(...) for them")

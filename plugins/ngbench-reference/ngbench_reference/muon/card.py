@@ -44,13 +44,26 @@ class MuonHyperparams:
         0.02, doc="Muon step size on hidden matrices", low=0.0, low_inclusive=False, provenance="paper", source=_SRC
     )
     momentum: float = hparam(
-        0.95, doc="momentum of the Muon buffer", low=0.0, high=1.0, high_inclusive=False, provenance="paper", source=_SRC
+        0.95,
+        doc="momentum of the Muon buffer",
+        low=0.0,
+        high=1.0,
+        high_inclusive=False,
+        provenance="paper",
+        source=_SRC,
     )
     nesterov: bool = hparam(True, doc="Nesterov momentum", provenance="paper", source=_SRC)
     ns_steps: int = hparam(5, doc="Newton-Schulz iterations", low=1, high=20, provenance="paper", source=_SRC)
-    weight_decay: float = hparam(0.0, doc="decoupled weight decay on matrices", low=0.0, provenance="paper", source=_SRC)
+    weight_decay: float = hparam(
+        0.0, doc="decoupled weight decay on matrices", low=0.0, provenance="paper", source=_SRC
+    )
     adam_lr: float = hparam(
-        3e-4, doc="AdamW step size on the other parameters", low=0.0, low_inclusive=False, provenance="paper", source=_SRC
+        3e-4,
+        doc="AdamW step size on the other parameters",
+        low=0.0,
+        low_inclusive=False,
+        provenance="paper",
+        source=_SRC,
     )
     adam_b1: float = hparam(0.9, doc="AdamW first-moment decay", low=0.0, high=1.0, provenance="paper", source=_SRC)
     adam_b2: float = hparam(
