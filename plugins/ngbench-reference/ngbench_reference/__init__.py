@@ -12,7 +12,7 @@ row                    PyTorch                                JAX
 ``schedulefree-adamw`` ``schedulefree.AdamWScheduleFree``     ``optax.contrib.schedule_free_adamw``
 ``soap``               ``pytorch_optimizer.SOAP``             none maintained
 ``shampoo``            ``pytorch_optimizer.Shampoo``          none maintained
-``psgd-kron``          ``pytorch_optimizer.Kron``             ``psgd_jax.kron``
+``psgd-kron``          ``pytorch_optimizer.Kron``             none that installs (see its card)
 =====================  =====================================  ==============================
 
 Why pytorch-optimizer for SOAP, Shampoo and Kron: it runs eagerly, as the leaderboard's execution

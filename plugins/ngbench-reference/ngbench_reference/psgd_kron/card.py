@@ -15,11 +15,12 @@ so the update does not depend on the loss scale.
 Libraries: PyTorch ``pytorch_optimizer.Kron`` 4.1.0 (eager; ``kron-torch`` and ``heavyball`` compile
 with ``torch.compile``, which the execution model forbids); its random probes and its balancing
 coin come from torch's and numpy's global generators, which the wrapper seeds from the batch noise
-(``seeded=True``). JAX ``psgd_jax.kron`` 0.2.9 (Evan Walters', the modded-nanogpt and Kron-study
-implementation), which folds a fixed key with the step count. Two implementations with different
-random streams: no parity is claimed.
+(``seeded=True``). PyTorch only: the JAX implementation, ``psgd-jax`` 0.2.9 (its latest release),
+imports ``optax._src.clipping``, which optax 0.2.8 no longer has, and needs flax; it does not
+import with the pinned optax, so there is no JAX row until it is maintained again.
 
-Defaults (``library``): lr 1e-3, b1 0.9, no weight decay, preconditioner lr 0.1 (both libraries).
+Defaults (``library``): pytorch-optimizer's: lr 1e-3, b1 (momentum) 0.9, no weight decay,
+preconditioner lr 0.1, update-probability schedule from 1 down to 0.03.
 
 Reference: X.-L. Li, "Preconditioned Stochastic Gradient Descent", IEEE TNNLS 2018 (arXiv
 1512.04202); X.-L. Li, "Preconditioner on Matrix Lie Group for SGD", ICLR 2019 (arXiv 1809.10232).
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 
 from backends.spec import Capabilities, LogUniform, MethodCard, OneMinusLogUniform, hparam
 
-_SRC = "pytorch_optimizer 4.1.0 Kron = psgd_jax 0.2.9 kron defaults"
+_SRC = "pytorch_optimizer 4.1.0, Kron defaults"
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ CARD = MethodCard(
     paper="Li (2018), Preconditioned Stochastic Gradient Descent, IEEE TNNLS, arXiv 1512.04202; Li (2019), arXiv 1809.10232",
     description=(
         "PSGD Kron: momentum preconditioned by Kronecker factors fitted online to whiten the gradient "
-        "(pytorch-optimizer; psgd-jax)."
+        "(pytorch-optimizer)."
     ),
     Hyperparams=KronHyperparams,
     search_space={
@@ -58,5 +59,6 @@ CARD = MethodCard(
         "b1": OneMinusLogUniform(0.01, 0.2),
         "weight_decay": LogUniform(1e-4, 0.1),
     },
-    capabilities=Capabilities(step_along_direction=False, stateful_direction=True, cross_backend_parity=False),
+    capabilities=Capabilities(step_along_direction=False, stateful_direction=True),
+    backends=("torch",),
 )
