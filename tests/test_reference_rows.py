@@ -268,7 +268,7 @@ def _muon_closed_form(grad: np.ndarray, lr: float, ns_steps: int) -> np.ndarray:
     return -lr * np.sqrt(max(1.0, d_out / d_in)) * (u * s) @ vt
 
 
-@pytest.mark.parametrize(("backend", "rtol"), [("jax", 1e-6), ("torch", 2e-2)])
+@pytest.mark.parametrize(("backend", "rtol"), [("jax", 1e-6), ("torch", 5e-2)])
 def test_muon_matches_the_closed_form_on_least_squares(backend: str, rtol: float) -> None:
     """Least squares (one Linear layer, convex): the weight's first update is the closed form,
     in JAX to 1e-6 (the eps added to the norm in the normalisation; float64 otherwise), in PyTorch to bfloat16's (``torch.optim.Muon`` iterates in
