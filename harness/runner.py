@@ -47,6 +47,34 @@ class RunTimeout(Exception):
     """Raised inside the loop when the wall-clock limit of a run has passed."""
 
 
+class StepOutputError(Exception):
+    """``step`` returned something that breaks the contract (the message is one line)."""
+
+
+def check_step_outputs(problem: Any, params_in: Any, out: Any, step: int) -> None:
+    """Raise :class:`StepOutputError` unless ``out`` is ``(params, state, stats)`` with flat parameters
+    of the incoming ones' shape, dtype and device and a dict of stats (what ``check-adapter``'s
+    ``step_outputs`` demands, minus the numbers): a wrong shape fails here, at the step that made
+    it, not one step later inside the oracle."""
+    if not (isinstance(out, tuple) and len(out) == 3):
+        raise StepOutputError(f"step {step} returned {type(out).__name__}, not a (params, state, stats) tuple")
+    params, _, stats = out
+    shape = tuple(getattr(params, "shape", ()) or ())
+    if not hasattr(params, "shape") or shape != tuple(params_in.shape):
+        raise StepOutputError(
+            f"step {step} returned parameters of shape {shape}, expected the flat {tuple(params_in.shape)}"
+        )
+    if params.dtype != params_in.dtype:
+        raise StepOutputError(
+            f"step {step} returned parameters of dtype {params.dtype}, the parameters' is {params_in.dtype}"
+        )
+    device, device_in = getattr(params, "device", None), getattr(params_in, "device", None)
+    if problem.backend == "torch" and device != device_in:
+        raise StepOutputError(f"step {step} returned parameters on {device}, the parameters are on {device_in}")
+    if not isinstance(stats, dict):
+        raise StepOutputError(f"step {step} returned stats of type {type(stats).__name__}, not a dict")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that selects a run. ``steps``/``time_budget_s`` default to the suite's budget."""
@@ -220,6 +248,9 @@ def execute(
     except RunTimeout as exc:
         result.status = "timeout"
         result.error = str(exc)
+    except StepOutputError as exc:
+        result.status = "error"
+        result.error = str(exc)
     except Exception as exc:  # a failed run is a result, never a lost sweep
         result.status = classify_exception(exc)
         result.error = "".join(traceback.format_exception(exc))
@@ -303,9 +334,11 @@ def _loop(
         compiles = step_fn.compile_count
         problem.block(params)
         t_start = time.perf_counter()
-        params, state, stats = step_fn(params, state, batch)
-        problem.block(params, stats)
+        out = step_fn(params, state, batch)
+        problem.block(*(out[0::2] if isinstance(out, tuple) and len(out) == 3 else (out,)))  # params, stats
         dt = time.perf_counter() - t_start
+        check_step_outputs(problem, params, out, step)  # untimed; one line instead of a later oracle error
+        params, state, stats = out
         # A step that compiled is warm-up; where nothing ever compiles, the first step is.
         # Its memory peak, like its time, is booked apart (harness.memory).
         warmup = step_fn.compile_count > compiles or (step == 0 and step_fn.compile_count == 0)

@@ -125,6 +125,13 @@ def run_in_worker(spec: Any) -> Any:
         lane.close()
 
 
+def _text(value: Any) -> str:
+    """A free-text cell: empty for a missing value (``None``, or pandas' NaN for an empty tag)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_(
@@ -143,10 +150,13 @@ def register(app: typer.Typer) -> None:
             out.print(table)
         elif what == "optimizers":
             backends = [backend] if backend else [b for b in BACKENDS if registry.backend_available(b)]
-            table = Table("optimizer", "backend", "paper", "description")
+            table = Table("optimizer", "backend", "from", "paper", "description")
             for b in backends:
                 for name, cls in registry.adapters(b).items():
-                    table.add_row(Text(name), Text(b), Text(cls.paper), Text(cls.description))
+                    source = registry.distribution_of(cls) or (
+                        "built-in" if registry.adapter_origin(cls).startswith("built-in") else cls.__module__
+                    )
+                    table.add_row(Text(name), Text(b), Text(source), Text(cls.paper), Text(cls.description))
             out.print(table)
             for problem in registry.entry_point_errors():
                 print(f"ngbench: warning: {problem}", file=sys.stderr)
@@ -308,7 +318,7 @@ def register(app: typer.Typer) -> None:
                 metric,
                 fmt_seconds(row.step_time_median_s),
                 fmt_bytes(row.peak_memory_bytes),
-                row.tag or "",
+                _text(row.tag),
             )
             table.add_row(*(Text(str(c)) for c in cells))
         console = make_console()
