@@ -85,3 +85,32 @@ def test_list_optimizers_names_the_distribution_of_a_plugin() -> None:
 
 def test_an_empty_tag_prints_empty() -> None:
     assert _text(math.nan) == "" and _text(None) == "" and _text("nightly") == "nightly"
+
+
+def test_an_optimizer_nobody_was_scored_against_is_not_ranked() -> None:
+    import pandas as pd
+
+    from leaderboard.views.boards import uncompared_optimizers
+
+    chosen = pd.DataFrame(
+        {
+            "optimizer": ["lone", "sgd", "adamw", "partial", "partial"],
+            "suite": ["only-mine", "digits-mlp", "digits-mlp", "digits-mlp", "mine-too"],
+        }
+    )
+    assert uncompared_optimizers(chosen) == {"lone"}  # "partial" shares digits-mlp with two others
+    assert uncompared_optimizers(chosen[chosen["optimizer"] == "sgd"]) == {"sgd"}  # alone on its board
+    assert uncompared_optimizers(chosen.iloc[0:0]) == set()
+
+
+def test_the_dry_run_says_which_runs_will_not_be_ranked() -> None:
+    from harness.commands.sweep import unranked_lines, unranked_reason
+    from harness.runner import RunSpec
+
+    full, short = RunSpec("digits-mlp", "sgd"), RunSpec("digits-mlp", "sgd", steps=200)
+    assert unranked_reason(full) == ""
+    assert unranked_reason(short) == "step budget 200 overrides the suite's 1500"
+    assert unranked_lines([full, short, short]) == [
+        "  2 of 3 run(s) will be shown but NOT ranked: step budget 200 overrides the suite's 1500 "
+        "(drop the override to rank them)"
+    ]

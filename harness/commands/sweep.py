@@ -25,6 +25,7 @@ from harness import plans
 from harness.commands.runs import DbOption, fmt_seconds, make_console
 from harness.errors import USER_ERRORS
 from harness.sweep import load_config, parse_devices
+from suites import get_suite
 
 ExecutorOption = Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")]
 WorkersOption = Annotated[
@@ -60,9 +61,38 @@ def _hp_text(hparams: dict[str, Any], preset: str | None) -> str:
     return f"preset={preset} {hp}" if preset else hp
 
 
+def unranked_reason(spec: Any) -> str:
+    """Why the leaderboard will show ``spec``'s run but not rank it (empty: it will rank it): a step
+    budget, time budget or evaluation cadence other than the suite's changes time-to-target, so
+    such runs are never scored (``leaderboard.ranking.protocol_deviation`` applies the same rule)."""
+    suite = get_suite(spec.suite)
+    notes = []
+    for value, label, expected in (
+        (spec.steps, "step budget", suite.budget.steps),
+        (spec.time_budget_s, "time budget", suite.budget.time_s),
+        (spec.eval_every, "evaluation cadence", suite.eval_every),
+    ):
+        if value is not None and value != expected:
+            notes.append(f"{label} {value:g} overrides the suite's {expected if expected is not None else 'none'}")
+    return "; ".join(notes)
+
+
+def unranked_lines(specs: Any) -> list[str]:
+    """One line per distinct reason some runs of ``specs`` will not be ranked, with their count."""
+    counts: dict[str, int] = {}
+    for spec in specs:
+        reason = unranked_reason(spec)
+        if reason:
+            counts[reason] = counts.get(reason, 0) + 1
+    return [
+        f"  {n} of {len(specs)} run(s) will be shown but NOT ranked: {reason} (drop the override to rank them)"
+        for reason, n in counts.items()
+    ]
+
+
 def _print_plan(plan: Any) -> None:
     out = make_console()
-    columns = ["#", "suite", "optimizer", "backend", "seed", "hparams", "steps", "timeout"]
+    columns = ["#", "suite", "optimizer", "backend", "seed", "hparams", "steps", "timeout", "ranked"]
     if plan.tuned:
         columns.insert(4, "trial")
     table = Table(*columns)
@@ -76,11 +106,14 @@ def _print_plan(plan: Any) -> None:
             Text(_hp_text(s.hparams, s.preset)),
             str(s.steps or "suite"),
             fmt_seconds(s.timeout_s),
+            Text("no: " + unranked_reason(s) if unranked_reason(s) else "yes"),
         ]
         if plan.tuned:
             row.insert(4, str(plan.role_of(i).trial))
         table.add_row(*row)
     out.print(table)
+    for line in unranked_lines(plan.specs):
+        out.print(Text(line.strip()))
     if plan.tuned:
         p = plan.config.tuning
         out.print(
@@ -163,7 +196,7 @@ def run_plan(
     )
     out = make_console()
     if not plan.tuned:
-        out.print(Text(_summary_text(result, store)))
+        out.print(Text("\n".join([_summary_text(result, store), *unranked_lines(plan.specs)])))
         return result, store
     out.print(Text(_summary_text(result.trials, store).replace("sweep ", "tuned sweep ", 1) + " [trials]"))
     if result.selections:

@@ -18,9 +18,27 @@ from leaderboard.views.common import has_failure, optimizer_order, ratio_class, 
 from leaderboard.views.confidence import board_confidence
 
 
+def uncompared_optimizers(chosen: pd.DataFrame) -> set[str]:
+    """Optimizers that no other optimizer was scored against: on every suite where they have a
+    scored entry they are alone. A score is relative to the others on the same suites (a
+    performance profile), so such an optimizer would rank first with a perfect score by having no
+    competition; it is listed, not ranked."""
+    if chosen.empty:
+        return set()
+    per_suite = chosen.groupby("suite")["optimizer"].nunique()
+    out = set()
+    for opt, rows in chosen.groupby("optimizer"):
+        if all(per_suite[s] == 1 for s in set(rows["suite"])):
+            out.add(opt)
+    return out
+
+
 def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
     """Score table, suite × optimizer matrix and profile points of one board."""
     chosen = board_table(data.entries, board.key)
+    uncompared = uncompared_optimizers(chosen)
+    if uncompared:
+        chosen = chosen[~chosen["optimizer"].isin(uncompared)]
     optimizers = [o for o in optimizer_order(data) if o in set(chosen["optimizer"])] if len(chosen) else []
     suites = [s for s in scorable_suites(data) if len(chosen) and s in set(chosen["suite"])]
     untargeted = sorted({s for s in (chosen["suite"] if len(chosen) else []) if s not in suites})
@@ -50,7 +68,7 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
     confidence = board_confidence(data, chosen, suites) if optimizers else board_confidence(data, chosen.iloc[0:0], [])
     rows = []
     order = list(scores.index) if len(scores) else []
-    for opt in order + stale_only:
+    for opt in order + stale_only + [o for o in sorted(uncompared, key=str) if o not in stale_only]:
         cells: list[dict[str, Any]] = []
         for suite in suites:
             entry = by_cell.get((opt, suite))
@@ -96,7 +114,8 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
                 "score_steps": float(score["score_steps"]) if score is not None else math.nan,
                 "reached": int(score["reached"]) if score is not None else 0,
                 "suites": len(suites),
-                "stale_only": score is None,
+                "stale_only": score is None and opt not in uncompared,
+                "unranked": "no other optimizer was scored on its suites" if opt in uncompared else "",
                 "failures": int(
                     sum(
                         n
