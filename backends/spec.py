@@ -34,11 +34,19 @@ the flat vector). They may branch on parameter shapes and layer kinds but must n
 suite's name or data to pick hyperparameters, and must do all their per-step work inside
 ``step`` where the timer sees it.
 
+Wrapping an existing optimizer: ``wrap_torch_optimizer(cls, card=..., **kw)`` (a ``torch.optim``
+optimizer; move-only state, see :attr:`Capabilities.consumes_state`) and ``wrap_optax(tx_factory,
+card=...)`` (an optax transformation) build adapters from this contract alone, with the
+parameter groups of ``backends.param_groups``; both are re-exported here lazily.
+
+An optional hook, :meth:`Adapter.eval_params`, gives the parameters to evaluate at (untimed).
+
 Third-party adapters register under the entry-point group :data:`ENTRY_POINT_GROUP`.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import typing
 from collections.abc import Mapping
@@ -245,17 +253,22 @@ def from_card(card: MethodCard, backend: str) -> dict[str, Any]:
     }
 
 
+#: Lazily re-exported wrappers: name -> (module, attribute). Imported by name on first use, so the
+#: contract module imports no framework, and a torch adapter that imports it never pulls in JAX
+#: (nor the reverse): ``backends.torch`` and ``backends.jax`` stay independent.
+_LAZY_EXPORTS: dict[str, tuple[str, str]] = {
+    "wrap_torch_optimizer": ("backends.torch.wrap", "wrap_torch_optimizer"),
+    "torch_part": ("backends.torch.wrap", "part"),
+    "wrap_optax": ("backends.jax.wrap", "wrap_optax"),
+}
+
+
 def __getattr__(name: str) -> Any:
-    """``wrap_torch_optimizer``/``torch_part`` and ``wrap_optax``, imported on first use (the
-    contract module never imports a framework by itself)."""
-    if name in ("wrap_torch_optimizer", "torch_part"):
-        from backends.torch import wrap as torch_wrap
-
-        return torch_wrap.wrap_torch_optimizer if name == "wrap_torch_optimizer" else torch_wrap.part
-    if name == "wrap_optax":
-        from backends.jax import wrap as jax_wrap
-
-        return jax_wrap.wrap_optax
+    """``wrap_torch_optimizer``/``torch_part`` (``backends.torch.wrap``) and ``wrap_optax``
+    (``backends.jax.wrap``), imported on first use."""
+    if name in _LAZY_EXPORTS:
+        module, attr = _LAZY_EXPORTS[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
