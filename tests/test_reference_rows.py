@@ -271,8 +271,9 @@ def _muon_closed_form(grad: np.ndarray, lr: float, ns_steps: int) -> np.ndarray:
 @pytest.mark.parametrize(("backend", "rtol"), [("jax", 1e-6), ("torch", 5e-2)])
 def test_muon_matches_the_closed_form_on_least_squares(backend: str, rtol: float) -> None:
     """Least squares (one Linear layer, convex): the weight's first update is the closed form,
-    in JAX to 1e-6 (the eps added to the norm in the normalisation; float64 otherwise), in PyTorch to bfloat16's (``torch.optim.Muon`` iterates in
-    bfloat16 whatever the working dtype): the two backends agree to that precision."""
+    in JAX to 1e-6 (the eps added to the norm in the normalisation; float64 otherwise), in PyTorch
+    to bfloat16's (``torch.optim.Muon`` iterates in bfloat16 whatever the working dtype): the two
+    backends agree to that precision."""
     suite = conformance.convex_suite("mse")
     module = registry.backend_module(backend)
     problem = module.build_problem(suite, seed=0, dtype="float64", device="cpu")
@@ -310,3 +311,13 @@ def test_row_trains_the_small_suites(name: str, backend: str, suite: str) -> Non
         result.initial_train_loss,
         result.final_train_loss,
     )
+
+
+def test_quickstart_runs_the_reference_rows_on_the_cheap_suites_only() -> None:
+    from harness.commands.quickstart import PLUGIN_SUITES, quickstart_config
+
+    builtin = quickstart_config(["digits-mlp", "diabetes-mlp"], ["torch"], [0], plugins=False)["optimizers"]
+    plugin = quickstart_config(list(PLUGIN_SUITES), ["torch"], [0], plugins=True)["optimizers"]
+    assert "sgd" in builtin and not {"muon", "soap"} & set(builtin)
+    assert set(plugin) == {"muon", "schedulefree-adamw", "soap", "shampoo", "psgd-kron"}
+    assert set(quickstart_config(["digits-mlp"], ["torch"], [0])["optimizers"]) == set(builtin) | set(plugin)

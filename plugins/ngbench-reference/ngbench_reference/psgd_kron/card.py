@@ -48,7 +48,10 @@ class KronHyperparams:
 
 CARD = MethodCard(
     name="psgd-kron",
-    paper="Li (2018), Preconditioned Stochastic Gradient Descent, IEEE TNNLS, arXiv 1512.04202; Li (2019), arXiv 1809.10232",
+    paper=(
+        "Li (2018), Preconditioned Stochastic Gradient Descent, IEEE TNNLS, arXiv 1512.04202; "
+        "Li (2019), arXiv 1809.10232"
+    ),
     description=(
         "PSGD Kron: momentum preconditioned by Kronecker factors fitted online to whiten the gradient "
         "(pytorch-optimizer)."

@@ -59,7 +59,10 @@ class ShampooHyperparams:
 CARD = MethodCard(
     name="shampoo",
     paper="Gupta, Koren & Singer (2018), Shampoo, ICML, arXiv 1802.09568, Algorithm 2",
-    description="Shampoo: gradient preconditioned by inverse fourth roots of accumulated Kronecker factors (pytorch-optimizer).",
+    description=(
+        "Shampoo: gradient preconditioned by inverse fourth roots of accumulated Kronecker factors "
+        "(pytorch-optimizer)."
+    ),
     Hyperparams=ShampooHyperparams,
     search_space={
         "lr": LogUniform(1e-4, 1.0),

@@ -60,7 +60,9 @@ class SOAPHyperparams:
 CARD = MethodCard(
     name="soap",
     paper="Vyas et al. (2024), SOAP: Improving and Stabilizing Shampoo using Adam, arXiv 2409.11321, Algorithm 3",
-    description="SOAP: Adam in the eigenbasis of Shampoo's Kronecker factors, refreshed periodically (pytorch-optimizer).",
+    description=(
+        "SOAP: Adam in the eigenbasis of Shampoo's Kronecker factors, refreshed periodically (pytorch-optimizer)."
+    ),
     Hyperparams=SOAPHyperparams,
     search_space={
         "lr": LogUniform(3e-4, 3e-2),
