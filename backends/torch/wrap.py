@@ -311,11 +311,13 @@ def wrap_torch_optimizer(
 ) -> type[WrappedTorchOptimizer]:
     """An adapter class (subclass it, or bind it to a name) running ``optimizer`` on ``card``'s hyperparameters.
 
-    ``optimizer(params, **kw)``: a ``torch.optim.Optimizer`` class or factory; ``select``/``rest``:
-    parameter groups (a selection may be a function of the hyperparameters); ``lr_name``: the
-    hyperparameter reported as ``stats["lr"]`` (and the scale of the direction); ``as_2d``: Conv2d
-    weights as matrices; ``eval_mode``: evaluate at the parameters of the optimizer's ``eval()``;
-    ``seeded``: the optimizer draws random numbers; ``warmup_steps``: leading library steps that move no parameter (SOAP's first step only builds
+    ``optimizer(params, **kw)``: a ``torch.optim.Optimizer`` class or factory;
+    ``select``/``rest``: parameter groups (a selection may be a function of the hyperparameters);
+    ``lr_name``: the hyperparameter reported as ``stats["lr"]`` (and the scale of the direction);
+    ``as_2d``: Conv2d weights as matrices;
+    ``eval_mode``: evaluate at the parameters of the optimizer's ``eval()``;
+    ``seeded``: the optimizer draws random numbers;
+    ``warmup_steps``: leading library steps that move no parameter (SOAP's first step only builds
     its preconditioner), taken on the copy before ``direction`` measures one;
     ``kwargs``: constructor arguments (constants or functions of the hyperparameters). See the
     module docstring.
