@@ -60,8 +60,7 @@ CARD = MethodCard(
     name="shampoo",
     paper="Gupta, Koren & Singer (2018), Shampoo, ICML, arXiv 1802.09568, Algorithm 2",
     description=(
-        "Shampoo: gradient preconditioned by inverse fourth roots of accumulated Kronecker factors "
-        "(pytorch-optimizer)."
+        "Shampoo: gradient preconditioned by inverse fourth roots of accumulated Kronecker factors (pytorch-optimizer)."
     ),
     Hyperparams=ShampooHyperparams,
     search_space={
