@@ -305,7 +305,10 @@ def test_check_adapter_passes(name: str, backend: str) -> None:
 @pytest.mark.parametrize(("name", "backend"), ROWS, ids=[f"{n}-{b}" for n, b in ROWS])
 @pytest.mark.parametrize("suite", ["digits-mlp", "diabetes-mlp"])
 def test_row_trains_the_small_suites(name: str, backend: str, suite: str) -> None:
-    result = api.run(suite, name, backend, steps=150, device="cpu", stop_at_target=False)
+    # Shampoo's library default step (1e-3) barely moves these suites in 150 steps (2.316 -> 2.292 on
+    # digits-mlp): its update has unit Frobenius norm per matrix. 0.1 is inside its search space.
+    hparams = {"lr": 0.1} if name == "shampoo" else None
+    result = api.run(suite, name, backend, steps=150, device="cpu", stop_at_target=False, hparams=hparams)
     assert result.status in ("done", "budget_exhausted", "target_reached"), result.error
     assert result.final_train_loss < 0.8 * result.initial_train_loss, (
         result.initial_train_loss,
