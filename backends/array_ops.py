@@ -64,6 +64,8 @@ class ArrayOps(Protocol):
 
     def sum(self, x: Array, axis: int | None = None) -> Array: ...
 
+    def mean(self, x: Array, axis: int | None = None) -> Array: ...
+
     def any(self, x: Array, axis: int | None = None) -> Array: ...
 
     def amax(self, x: Array, axis: int, keepdims: bool = False) -> Array: ...
@@ -72,7 +74,18 @@ class ArrayOps(Protocol):
         """Elementwise ``max(x, floor)`` for a Python number ``floor``."""
         ...
 
+    def clip(self, x: Array, low: float, high: float) -> Array:
+        """Elementwise ``min(max(x, low), high)`` for Python numbers ``low``, ``high``."""
+        ...
+
     def sqrt(self, x: Array) -> Array: ...
+
+    def softmax(self, x: Array, axis: int = -1) -> Array: ...
+
+    def lerp(self, start: Array, end: Array, weight: float) -> Array:
+        """``start + weight (end - start)`` with torch's two-sided rounding (``end - (end - start)
+        (1 - weight)`` for ``weight >= 0.5``), so both frameworks round alike."""
+        ...
 
     def abs(self, x: Array) -> Array: ...
 
@@ -106,6 +119,15 @@ class ArrayOps(Protocol):
         failed: a Python ``bool`` where the framework reports the failure on the host (torch's
         ``cholesky_ex`` status, one device synchronisation), a 0-d bool array otherwise (JAX,
         NaNs in the factor)."""
+        ...
+
+    def spd_inverse(self, x: Array) -> Array:
+        """Inverse of a symmetric positive-definite matrix from its Cholesky factor (torch raises
+        when ``x`` is not positive definite; JAX returns NaNs)."""
+        ...
+
+    def solve_lower(self, chol: Array, b: Array) -> Array:
+        """``L^{-1} b`` for lower-triangular ``L`` ``(..., n, n)`` and vectors ``b`` ``(..., n)``."""
         ...
 
     def cho_solve(self, chol: Array, b: Array) -> Array:

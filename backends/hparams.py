@@ -81,6 +81,7 @@ def hparam(
     choices: tuple[Any, ...] | None = None,
     provenance: str | None = None,
     source: str | HeldOutEvidence = "",
+    allow_infinite: bool = False,
 ) -> Any:
     """A typed hyperparameter field with its documentation and admissible range.
 
@@ -89,6 +90,8 @@ def hparam(
     a citation for ``paper``, the library and its setting for ``library``, the
     :class:`HeldOutEvidence` for ``held-out``. Built-in cards give both for every field
     (tests/test_defaults_provenance.py); third-party adapters may leave them out.
+    A number must be finite (``inf`` would be stored as a missing value) unless the card says
+    ``allow_infinite=True``; NaN is never a hyperparameter.
     """
     if provenance is not None and provenance not in PROVENANCES:
         raise ValueError(f"provenance must be one of {', '.join(PROVENANCES)}, got {provenance!r}")
@@ -101,6 +104,7 @@ def hparam(
         "low_inclusive": low_inclusive,
         "high_inclusive": high_inclusive,
         "choices": choices,
+        "allow_infinite": allow_infinite,
         "provenance": provenance,
         "source": source.describe() if isinstance(source, HeldOutEvidence) else source,
         "evidence": source if isinstance(source, HeldOutEvidence) else None,
@@ -182,6 +186,13 @@ def _check_range(name: str, meta: Mapping[str, Any], value: Any) -> None:
         raise HyperparameterError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            raise HyperparameterError(f"{name} must be a number, got NaN")
+        if not meta.get("allow_infinite", False):
+            raise HyperparameterError(
+                f"{name} must be finite, got {value:g} (this card does not allow infinite values)"
+            )
     low, high = meta.get("low"), meta.get("high")
     if low is not None:
         ok = value >= low if meta.get("low_inclusive", True) else value > low

@@ -1,21 +1,53 @@
-"""K-FAC's framework-neutral pieces: factored Tikhonov damping, applying a layer's inverse, and
-where ``vec(Wb)`` sits in the canonical flat layout.
+"""K-FAC's framework-neutral maths: damped inverses of the Kronecker factors, the
+block-diagonal preconditioner, the two-dimensional quadratic model and the damping adaptation.
 
-The factor statistics and the per-layer inverses built from them are in each backend's
-``kfac_factors`` module (``backends/torch/kfac_factors.py``, ``backends/jax/kfac_factors.py``),
-whose docstring states the conventions (Martens & Grosse 2015, Sec. 3 and 6.3; Grosse &
-Martens 2016, Sec. 3.1; kfac-jax's normalisation); what is written once lives here, on the
-array operations of :class:`backends.array_ops.ArrayOps`.
+The factor statistics ``A``, ``G`` are collected per backend (``backends/torch/kfac_factors.py``,
+``backends/jax/kfac_factors.py``, whose docstring states the conventions: Martens & Grosse 2015,
+Sec. 3 and 6.3; Grosse & Martens 2016, Sec. 3.1; kfac-jax's normalisation). Everything built from
+them is written once here, on the array operations of :class:`backends.array_ops.ArrayOps`:
+
+* :func:`layer_inverse`: ``(T (G kron A) + gamma^2 I)^{-1}`` of one block, factored with pi
+  (Sec. 6.3) or exact in the factors' eigenbases; inverses in float64, stored in the factors'
+  dtype;
+* :func:`precondition`: the block-diagonal inverse applied to a flat vector (untapped entries
+  scaled);
+* :func:`quadratic_step`: ``(alpha, mu)`` minimising the exact quadratic model over
+  ``span{p, delta_prev}`` from the JVP tangents (Sec. 7; kfac-jax ``_solve_quad_model``), and
+  :func:`adapt_damping`: ``rho`` and the Levenberg-Marquardt update of ``lambda`` (Sec. 6.5).
+
+Scalars (lambda, rho, the model's coefficients) are 0-d float64 arrays. What stays per backend
+is the oracle plumbing (which passes give the taps and the tangents) and the control flow
+(``lax.cond``/``lax.switch`` under ``jit``, Python branches in torch).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from backends import damping as lm
 from backends.array_ops import Array, ArrayOps
-from backends.layout import TappedLayer
+from backends.layout import ParamLayout, TappedLayer
+from backends.methods.kfac import KFACHyperparams, lm_rule
+
+
+class LayerInverse(NamedTuple):
+    """How to apply ``(T G kron A + gamma^2 I)^{-1}`` to ``X = grad Wb``.
+
+    Factored (``eigen_scale is None``): ``left @ X @ right`` with ``left, right`` the inverses of the
+    damped factors (``1/T`` folded into ``left``). Exact: ``left @ ((left^T X right) * eigen_scale)
+    @ right^T`` with ``left = U_G``, ``right = U_A``.
+    """
+
+    left: Array
+    right: Array
+    eigen_scale: Array | None = None
+
+
+# --------------------------------------------------------------------------- damping and inverses
 
 
 def pi_damped_factors(ops: ArrayOps, A: Array, G: Array, identity_weight: Array) -> tuple[Array, Array]:
@@ -43,6 +75,30 @@ def exact_eigen_scale(ops: ArrayOps, s_g: Array, s_a: Array, locations: float, w
     return 1.0 / (locations * (ops.maximum(s_g, 0.0)[:, None] * ops.maximum(s_a, 0.0)[None, :] + weight))
 
 
+def spd_inverse(ops: ArrayOps, M: Array) -> Array:
+    """Inverse of a symmetric positive-definite matrix by Cholesky, in float64, symmetrised first."""
+    M64 = ops.astype(M, ops.float64)
+    return ops.astype(ops.spd_inverse(0.5 * (M64 + M64.T)), M.dtype)
+
+
+def layer_inverse(ops: ArrayOps, A: Array, G: Array, damping: Any, locations: int, form: str = "pi") -> LayerInverse:
+    """The damped inverse of one block ``T (G kron A) + damping I`` (``form="pi"``: factored
+    Tikhonov, :func:`pi_damped_factors` at ``c = sqrt(damping / T)``; ``"exact"``:
+    :func:`exact_eigen_scale` in the eigenbases of ``A`` and ``G``). Computed in float64, returned in
+    the factors' dtype."""
+    T = float(locations)
+    weight = ops.asarray(damping, ops.float64, A) / T
+    dtype = A.dtype
+    A64, G64 = ops.astype(A, ops.float64), ops.astype(G, ops.float64)
+    if form == "pi":
+        A_hat, G_hat = pi_damped_factors(ops, A64, G64, weight)
+        return LayerInverse(ops.astype(spd_inverse(ops, G_hat) / T, dtype), ops.astype(spd_inverse(ops, A_hat), dtype))
+    s_a, U_a = ops.eigh(A64)
+    s_g, U_g = ops.eigh(G64)
+    scale = exact_eigen_scale(ops, s_g, s_a, T, weight)
+    return LayerInverse(ops.astype(U_g, dtype), ops.astype(U_a, dtype), ops.astype(scale, dtype))
+
+
 def apply_inverse(inv: Any, X: Array) -> Array:
     """A layer's inverse (``LayerInverse``: ``left``, ``right``, ``eigen_scale``) applied to
     ``X = [W, b]`` (``out x (k+1)``): ``left X right`` (factored), or ``left ((left^T X right) *
@@ -50,6 +106,180 @@ def apply_inverse(inv: Any, X: Array) -> Array:
     if inv.eigen_scale is None:
         return inv.left @ X @ inv.right
     return inv.left @ ((inv.left.T @ X @ inv.right) * inv.eigen_scale) @ inv.right.T
+
+
+# --------------------------------------------------------------------------- flat vectors
+
+
+def layer_matrix(ops: ArrayOps, layer: TappedLayer, vec: Array) -> Array:
+    """``[W, b]`` of ``layer`` in the flat vector ``vec`` as an ``out x (k+1)`` matrix."""
+    out_dim = layer.weight.shape[0]
+    W = vec[layer.weight.offset : layer.weight.stop].reshape(out_dim, -1)
+    if layer.bias is None:
+        return W
+    return ops.concat([W, vec[layer.bias.offset : layer.bias.stop][:, None]], axis=1)
+
+
+def flat_from_layers(
+    ops: ArrayOps,
+    layout: ParamLayout,
+    matrices: Sequence[Array],
+    vec: Array | None = None,
+    untapped_scale: float | Array = 1.0,
+) -> Array:
+    """The flat vector whose tapped layers hold ``matrices[i]`` (``[W, b]``) and whose untapped
+    entries are ``vec``'s times ``untapped_scale`` (``vec`` is needed only if there are any); the
+    tapped and untapped blocks must tile the flat layout."""
+    pieces: list[tuple[int, Array]] = []
+    for layer, M in zip(layout.tapped, matrices, strict=True):
+        k = layer.weight.size // layer.weight.shape[0]
+        pieces.append((layer.weight.offset, M[:, :k].reshape(-1)))
+        if layer.bias is not None:
+            pieces.append((layer.bias.offset, M[:, k]))
+    for blk in layout.untapped:
+        assert vec is not None, "untapped parameters need the input vector"
+        pieces.append((blk.offset, vec[blk.offset : blk.stop] * untapped_scale))
+    return ops.concat([piece for _, piece in sorted(pieces, key=lambda item: item[0])])
+
+
+def precondition(
+    ops: ArrayOps,
+    layout: ParamLayout,
+    inverses: Sequence[LayerInverse],
+    vec: Array,
+    untapped_scale: float | Array = 1.0,
+) -> Array:
+    """The block-diagonal K-FAC inverse applied to a flat vector; untapped entries times
+    ``untapped_scale``."""
+    matrices = [
+        apply_inverse(inv, layer_matrix(ops, layer, vec)) for layer, inv in zip(layout.tapped, inverses, strict=True)
+    ]
+    return flat_from_layers(ops, layout, matrices, vec, untapped_scale)
+
+
+class Proposal(NamedTuple):
+    """One step's proposal and what the rest of the step reuses."""
+
+    #: The oracle of the batch (its taps, output Hessians and JVPs serve the quadratic model).
+    oracle: Any
+    loss: Array
+    grad_h: Array
+    #: The factor averages with this batch folded in (per backend: ``kfac_factors.LayerStats``).
+    factors: tuple[Any, ...]
+    inverses: tuple[LayerInverse, ...]
+    #: ``p = Ft^{-1} grad h`` (ascent-signed).
+    direction: Array
+
+
+def proposal(
+    ops: ArrayOps,
+    hp: KFACHyperparams,
+    layout: ParamLayout,
+    inverses: Sequence[LayerInverse],
+    g: Array,
+    params: Array,
+    identity_weight: Array,
+) -> tuple[Array, Array]:
+    """``(grad h, p)``: the gradient of ``h = L + eta/2 ||theta||^2`` and the proposal
+    ``p = Ft^{-1} grad h`` (ascent-signed); untapped entries get ``1 / (lam + eta)``
+    (``untapped="damped_identity"``) or 1."""
+    grad_h = g + hp.l2_reg * params if hp.l2_reg else g
+    untapped = ops.astype(1.0 / identity_weight, g.dtype) if hp.untapped == "damped_identity" else 1.0
+    return grad_h, precondition(ops, layout, inverses, grad_h, untapped)
+
+
+# --------------------------------------------------------------------------- the quadratic model
+
+
+def output_inner(ops: ArrayOps, oracle: Any, u: Array, w: Array) -> Array:
+    """``(1/B) sum_n u_n^T Q_n w_n`` (float64) for output tangents ``u``, ``w`` (``(B, C)``) and
+    the output Hessians ``Q_n`` of the oracle's batch."""
+    return ops.astype(ops.mean(ops.sum(u * oracle.output_hessian_apply(w), axis=-1)), ops.float64)
+
+
+def _dot(ops: ArrayOps, x: Array, y: Array) -> Array:
+    return ops.astype(x @ y, ops.float64)
+
+
+def quadratic_step(
+    ops: ArrayOps,
+    hp: KFACHyperparams,
+    oracle: Any,
+    tangents: Sequence[Array],
+    p: Array,
+    velocity: Array | None,
+    grad_h: Array,
+    lam: Array,
+) -> tuple[Array, Array, Array]:
+    """``(w1, w2, M(delta))`` for ``delta = w1 p + w2 delta_prev`` minimising
+
+        M(delta) = grad h^T delta + 1/2 delta^T (C + (eta + lam) I) delta
+
+    over ``span{p, delta_prev}`` (Sec. 7; ``C`` the exact GGN of the batch, its terms from the
+    output tangents ``tangents = [J p]`` or ``[J p, J delta_prev]``). ``velocity=None``: the
+    first step (``w2 = 0``). With ``adaptive_lr`` (``adaptive_momentum``) off, ``w1 = -lr``
+    (``w2 = momentum``) is fixed and the other coefficient minimises ``M`` given it (kfac-jax).
+    ``M`` includes ``lam`` when ``include_damping_in_quad_change``. All float64.
+    """
+    f64 = ops.float64
+    u_p = tangents[0]
+    c11, d11, b1 = output_inner(ops, oracle, u_p, u_p), _dot(ops, p, p), _dot(ops, grad_h, p)
+    if velocity is None:
+        zero = ops.asarray(0.0, f64, lam)
+        c12 = c22 = d12 = d22 = b2 = zero
+    else:
+        u_v = tangents[1]
+        c12, c22 = output_inner(ops, oracle, u_p, u_v), output_inner(ops, oracle, u_v, u_v)
+        d12, d22, b2 = _dot(ops, p, velocity), _dot(ops, velocity, velocity), _dot(ops, grad_h, velocity)
+    eta = hp.l2_reg
+    undamped = lm.Quadratic2D(c11 + eta * d11, c12 + eta * d12, c22 + eta * d22, b1, b2)
+    damped = lm.Quadratic2D(undamped.a11 + lam * d11, undamped.a12 + lam * d12, undamped.a22 + lam * d22, b1, b2)
+    w1, w2 = lm.solve_quadratic_2d(
+        damped,
+        fixed1=None if hp.adaptive_lr else -hp.lr,
+        fixed2=None if hp.adaptive_momentum else hp.momentum,
+        where=ops.where,
+    )
+    w1, w2 = ops.asarray(w1, f64, lam), ops.asarray(w2, f64, lam)
+    model_change = (damped if hp.include_damping_in_quad_change else undamped).value(w1, w2)
+    return w1, w2, ops.asarray(model_change, f64, lam)
+
+
+def fixed_step(ops: ArrayOps, hp: KFACHyperparams, like: Array) -> tuple[Array, Array, Array]:
+    """``(-lr, momentum, NaN)``: the coefficients off the model (fixed lr and momentum, no LM step)."""
+    f64 = ops.float64
+    return ops.asarray(-hp.lr, f64, like), ops.asarray(hp.momentum, f64, like), ops.asarray(math.nan, f64, like)
+
+
+def update(ops: ArrayOps, w1: Array, w2: Array, p: Array, velocity: Array | None) -> Array:
+    """``delta = w1 p + w2 delta_prev`` in the parameters' dtype (``velocity=None``: ``w1 p``)."""
+    delta = ops.astype(w1, p.dtype) * p
+    if velocity is not None:
+        delta = delta + ops.astype(w2, p.dtype) * velocity
+    return delta
+
+
+def adapt_damping(
+    ops: ArrayOps,
+    hp: KFACHyperparams,
+    lam: Array,
+    old_loss: Array,
+    new_loss: Array,
+    params: Array,
+    new_params: Array,
+    model_change: Array,
+) -> tuple[Array, Array]:
+    """``(rho, lambda')``: the reduction ratio of ``h = L + eta/2 ||theta||^2`` against the model
+    change and the Levenberg-Marquardt update of ``lambda`` (Sec. 6.5, :func:`backends.damping.lm_update`)."""
+    old_h, new_h = ops.astype(old_loss, ops.float64), ops.astype(new_loss, ops.float64)
+    if hp.l2_reg:
+        old_h = old_h + 0.5 * hp.l2_reg * _dot(ops, params, params)
+        new_h = new_h + 0.5 * hp.l2_reg * _dot(ops, new_params, new_params)
+    rho = lm.reduction_ratio(old_h, new_h, model_change, where=ops.where)
+    return rho, lm.lm_update(lam, rho, lm_rule(hp), where=ops.where)
+
+
+# --------------------------------------------------------------------------- dense references
 
 
 def canonical_index(layer: TappedLayer) -> np.ndarray:

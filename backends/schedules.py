@@ -13,12 +13,16 @@ step budget (``problem.step_budget``, set by the harness, like AlgoPerf's ``step
 
 The functions below take plain numbers or 0-d framework arrays (torch tensors, traced JAX
 values): they use only arithmetic and ``abs``, never ``max``/``min`` or branches on values,
-so a jitted JAX step can call them with a traced step counter.
+so a jitted JAX step can call them with a traced step counter. :func:`scheduled_update` applies
+the schedule to a flat direction with the injected array operations
+(:class:`backends.array_ops.ArrayOps`) for the norm.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
+
+from backends.array_ops import Array, ArrayOps
 
 #: Added to the direction norm before normalising (the iEF code's constant).
 NORMALISE_EPS = 1e-12
@@ -56,3 +60,20 @@ def step_size(lr: Any, direction_norm: Any, normalise: bool) -> Any:
     if normalise:
         return lr / (direction_norm + NORMALISE_EPS)
     return lr
+
+
+def scheduled_update(
+    ops: ArrayOps, hp: Any, params: Array, direction: Array, step: Any, total_steps: int
+) -> tuple[Array, dict[str, Any]]:
+    """``theta - s d`` with ``s = step_size(scheduled_lr(...), ||d||, normalise)`` for step
+    ``step`` (0-based, a number or a 0-d array) of ``total_steps``; ``hp`` has ``lr``,
+    ``lr_decay`` and ``normalise_update``.
+
+    Returns the new parameters and the stats ``lr`` (``s``, so that ``step_along_direction``
+    holds), ``lr_schedule`` (``lr_t``), ``direction_norm`` and ``update_norm``.
+    """
+    lr_t = scheduled_lr(hp.lr, hp.lr_decay, step, total_steps)
+    norm = ops.norm(direction)
+    size = step_size(lr_t, norm, hp.normalise_update)
+    stats = {"lr": size, "lr_schedule": lr_t, "direction_norm": norm, "update_norm": size * norm}
+    return params - size * direction, stats

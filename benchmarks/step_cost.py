@@ -23,12 +23,13 @@ asv: ``StepCost.track_ratio_to_sgd`` and ``track_step_time`` per (backend, probl
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from benchmarks import pass_costs
+from harness.timing import timed_step
 from suites import get_suite
 from suites.layers import Linear, ModelSpec, Tanh
 from suites.spec import Suite
@@ -56,12 +57,48 @@ class Cost:
     ratio_to_sgd: float
     passes: dict[str, float]
     status: str = "ok"
+    #: What the counted passes cost on their own (``benchmarks.pass_costs.floor``), and
+    #: ``median_s / floor_s``.
+    floor_s: float = float("nan")
+    efficiency: float = float("nan")
+
+
+class Measurement(NamedTuple):
+    """The adapters' costs on one (backend, problem), and the per-pass-kind costs behind their floors."""
+
+    costs: list[Cost]
+    pass_costs: dict[str, float]
+
+
+@dataclass
+class _Lane:
+    """One adapter (or probe) with its own problem, trajectory and timings."""
+
+    problem: Any
+    step: Any
+    params: Any
+    state: Any
+    times: list[float] = field(default_factory=list)
+    warm: list[float] = field(default_factory=list)
+    error: str | None = None
+    counts0: dict[str, int] = field(default_factory=dict)
+
+
+def _lane(module: Any, suite: Suite, adapter: Any, hparams: Any) -> _Lane:
+    prob = module.build_problem(suite, seed=0, dtype="float32", device="cpu")
+    return _Lane(prob, prob.make_step(adapter), prob.params0, adapter.init(prob, hparams))
+
+
+def _passes(lane: _Lane) -> dict[str, float]:
+    after = lane.problem.counters.snapshot()
+    return {k: (after[k] - lane.counts0.get(k, 0)) / len(lane.times) for k in after}
 
 
 def measure(
     backend: str, problem: str, adapters: list[str] | None = None, rounds: int = 100, warmup: int = 10
-) -> list[Cost]:
-    """Round-robin step timing of ``adapters`` (default: all in ``backend``) on ``problem``."""
+) -> Measurement:
+    """Round-robin step timing of ``adapters`` (default: all in ``backend``) on ``problem``, with
+    the pass-kind probes of ``benchmarks.pass_costs`` in the same rounds (floor and efficiency)."""
     from harness import registry
 
     module = registry.backend_module(backend)
@@ -70,51 +107,41 @@ def measure(
     if "sgd" not in names:
         names = ["sgd", *names]
     suite = PROBLEMS[problem]()
-    runners: dict[str, dict[str, Any]] = {}
-    for name in names:
-        cls = available[name]
-        prob = module.build_problem(suite, seed=0, dtype="float32", device="cpu")
-        adapter = cls()
-        runners[name] = {
-            "problem": prob,
-            "step": prob.make_step(adapter),
-            "params": prob.params0,
-            "state": adapter.init(prob, cls.resolve()),
-            "times": [],
-            "warm": [],
-            "error": None,
-        }
-    batches = {name: [r["problem"].device_batch(i) for i in range(rounds + warmup)] for name, r in runners.items()}
-    counts0: dict[str, dict[str, int]] = {}
+    lanes = {name: _lane(module, suite, available[name](), available[name].resolve()) for name in names}
+    for query in pass_costs.QUERIES:
+        probe = pass_costs.Probe(query)
+        lanes[probe.name] = _lane(module, suite, probe, None)
+    batches = {name: [lane.problem.device_batch(i) for i in range(rounds + warmup)] for name, lane in lanes.items()}
     for i in range(rounds + warmup):
         if i == warmup:
-            counts0 = {n: r["problem"].counters.snapshot() for n, r in runners.items()}
-        for name, r in runners.items():
-            if r["error"] is not None:
+            for lane in lanes.values():
+                lane.counts0 = lane.problem.counters.snapshot()
+        for name, lane in lanes.items():
+            if lane.error is not None:
                 continue
-            prob = r["problem"]
             try:
-                prob.block(r["params"])
-                t0 = time.perf_counter()
-                r["params"], r["state"], stats = r["step"](r["params"], r["state"], batches[name][i])
-                prob.block(r["params"], stats)
-                dt = time.perf_counter() - t0
+                lane.params, lane.state, _, dt = timed_step(
+                    lane.problem, lane.step, lane.params, lane.state, batches[name][i]
+                )
             except Exception as exc:  # a failing adapter is reported, not fatal to the table
-                r["error"] = f"{type(exc).__name__}: {exc}"
+                lane.error = f"{type(exc).__name__}: {exc}"
                 continue
-            (r["warm"] if i < warmup else r["times"]).append(dt)
+            (lane.warm if i < warmup else lane.times).append(dt)
+    probes = {n: lane for n, lane in lanes.items() if n.startswith("probe:") and lane.times and lane.error is None}
+    probe_passes = {n: _passes(lane) for n, lane in probes.items()}
+    costs = pass_costs.pass_costs(probe_passes, {n: float(np.median(lane.times)) for n, lane in probes.items()})
     out = []
-    sgd_median = float(np.median(runners["sgd"]["times"]))
-    for name, r in runners.items():
-        prob = r["problem"]
-        if r["error"] is not None or not r["times"]:
-            out.append(Cost(backend, problem, name, prob.num_params, *[float("nan")] * 5, {}, r["error"] or "no steps"))
+    sgd_median = float(np.median(lanes["sgd"].times))
+    for name in names:
+        lane = lanes[name]
+        prob = lane.problem
+        if lane.error is not None or not lane.times:
+            out.append(Cost(backend, problem, name, prob.num_params, *[float("nan")] * 5, {}, lane.error or "no steps"))
             continue
-        times = np.asarray(r["times"])
+        times = np.asarray(lane.times)
         med = float(np.median(times))
-        after = prob.counters.snapshot()
-        passes = {k: (after[k] - counts0[name].get(k, 0)) / len(times) for k in after}
-        compile_s = float(sum(max(0.0, t - med) for t in r["warm"]))
+        passes = _passes(lane)
+        floor_s = pass_costs.floor(passes, costs)
         out.append(
             Cost(
                 backend,
@@ -124,30 +151,43 @@ def measure(
                 med,
                 float(np.percentile(times, 10)),
                 float(np.percentile(times, 90)),
-                compile_s,
+                float(sum(max(0.0, t - med) for t in lane.warm)),
                 med / sgd_median,
                 passes,
+                floor_s=floor_s,
+                efficiency=med / floor_s if floor_s > 0 else float("nan"),
             )
         )
-    return out
+    return Measurement(out, costs)
 
 
 def format_table(costs: list[Cost]) -> str:
     lines = [
-        "| backend | problem | adapter | params | median step | p10–p90 | ratio to SGD | compile "
-        "| passes (f/b/jvp/vjp/ps) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| backend | problem | adapter | params | median step | p10–p90 | ratio to SGD | floor | efficiency "
+        "| compile | passes (f/b/jvp/vjp/ps) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in costs:
         if c.status != "ok":
-            lines.append(f"| {c.backend} | {c.problem} | {c.adapter} | {c.params} | failed: {c.status} | | | | |")
+            lines.append(f"| {c.backend} | {c.problem} | {c.adapter} | {c.params} | failed: {c.status} | | | | | | |")
             continue
         p = c.passes
-        passes = "/".join(f"{p.get(k, 0):.2g}" for k in ("forward", "backward", "jvp", "vjp", "per_sample"))
+        passes = "/".join(f"{p.get(k, 0):.2g}" for k in pass_costs.PASS_KINDS)
         lines.append(
             f"| {c.backend} | {c.problem} | {c.adapter} | {c.params} | {c.median_s * 1e3:.3f} ms | "
-            f"{c.p10_s * 1e3:.2f}–{c.p90_s * 1e3:.2f} ms | {c.ratio_to_sgd:.2f} | {c.compile_s:.2f} s | {passes} |"
+            f"{c.p10_s * 1e3:.2f}–{c.p90_s * 1e3:.2f} ms | {c.ratio_to_sgd:.2f} | {c.floor_s * 1e3:.3f} ms | "
+            f"{c.efficiency:.2f} | {c.compile_s:.2f} s | {passes} |"
         )
+    return "\n".join(lines)
+
+
+def format_pass_costs(tables: dict[tuple[str, str], dict[str, float]]) -> str:
+    """The per-pass-kind costs behind the floors, one row per (backend, problem)."""
+    kinds = pass_costs.PASS_KINDS
+    lines = ["| backend | problem | " + " | ".join(kinds) + " |", "|---|---|" + "---:|" * len(kinds)]
+    for (backend, problem), costs in tables.items():
+        cells = " | ".join(f"{costs[k] * 1e3:.3f} ms" if k in costs else "" for k in kinds)
+        lines.append(f"| {backend} | {problem} | {cells} |")
     return "\n".join(lines)
 
 
@@ -170,7 +210,7 @@ class StepCost:
     def setup(self, backend: str, problem: str, adapter: str) -> None:
         key = (backend, problem)
         if key not in self._cache:
-            self._cache[key] = {c.adapter: c for c in measure(backend, problem, rounds=60, warmup=8)}
+            self._cache[key] = {c.adapter: c for c in measure(backend, problem, rounds=60, warmup=8).costs}
         if adapter not in self._cache[key]:
             raise NotImplementedError  # asv records the combination as skipped
         self.cost = self._cache[key][adapter]
@@ -191,6 +231,16 @@ class StepCost:
 
     track_passes_per_step.unit = "passes"  # type: ignore[attr-defined]
 
+    def track_floor(self, backend: str, problem: str, adapter: str) -> float:
+        return self.cost.floor_s
+
+    track_floor.unit = "seconds"  # type: ignore[attr-defined]
+
+    def track_efficiency(self, backend: str, problem: str, adapter: str) -> float:
+        return self.cost.efficiency
+
+    track_efficiency.unit = "ratio"  # type: ignore[attr-defined]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Per-step cost of every adapter (ratio to SGD).")
@@ -209,10 +259,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     backends = args.backend or [b for b in ("torch", "jax") if registry.backend_available(b)]
     costs: list[Cost] = []
+    tables: dict[tuple[str, str], dict[str, float]] = {}
     for backend in backends:
         for problem in args.problem:
-            costs.extend(measure(backend, problem, args.adapter, args.rounds, args.warmup))
+            measured = measure(backend, problem, args.adapter, args.rounds, args.warmup)
+            costs.extend(measured.costs)
+            tables[(backend, problem)] = measured.pass_costs
     print(format_table(costs))
+    print()
+    print(format_pass_costs(tables))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from db.errors import DatabaseError
+from db.errors import DatabaseError, driver_reason, explain, sqlite_path
 
 DEFAULT_FILE = "ngbench.db"
 ENV_VAR = "NGBENCH_DB_URL"
@@ -111,8 +111,9 @@ def make_engine(url: str) -> Engine:
         raise DatabaseError(f"invalid database URL {masked(url)}: {scrub(reason, url)}") from None
     kwargs: dict[str, object] = {"future": True}
     if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            parent = Path(u.database).parent
+        path = sqlite_path(url)
+        if path is not None:
+            parent = path.parent
             if not parent.exists():
                 raise DatabaseError(f"cannot open database {masked(url)}: directory {parent} does not exist")
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -151,13 +152,26 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
 
 
+def known_revisions() -> set[str]:
+    """Every revision of this ngbench's migrations."""
+    from alembic.script import ScriptDirectory
+
+    return {rev.revision for rev in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()}
+
+
 def upgrade(engine: Engine, url: str) -> None:
     """Migrate to head. Safe with concurrent first users (advisory lock on PostgreSQL, retry on
     SQLite when another process created the tables first)."""
     from alembic import command
 
-    if current_revision(engine) == head_revision():
+    rev = current_revision(engine)
+    if rev == head_revision():
         return
+    if rev is not None and rev not in known_revisions():
+        raise DatabaseError(
+            f"database {masked(url)} has schema revision {rev}, newer than this ngbench knows "
+            f"(newest {head_revision()}): upgrade ngbench"
+        )
     cfg = alembic_config(url)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
@@ -165,17 +179,19 @@ def upgrade(engine: Engine, url: str) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
         return
+    reason = ""
     for attempt in range(5):
         try:
             with engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
             return
-        except (OperationalError, SQLAlchemyError):
+        except (OperationalError, SQLAlchemyError) as exc:
+            reason = f": {scrub(explain(driver_reason(exc), url), url)}"
             time.sleep(0.2 * (attempt + 1))
             if current_revision(engine) == head_revision():
                 return
-    raise DatabaseError(f"could not migrate the database {masked(url)} to revision {head_revision()}")
+    raise DatabaseError(f"could not migrate the database {masked(url)} to revision {head_revision()}{reason}")
 
 
 def connect(db: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> tuple[Engine, str]:
@@ -187,7 +203,7 @@ def connect(db: str | os.PathLike[str] | None = None, *, migrate: bool = True) -
             conn.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as exc:
         engine.dispose()
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = explain(driver_reason(exc), url)
         raise DatabaseError(f"cannot reach database {masked(url)}: {scrub(reason, url)}") from None
     if migrate:
         upgrade(engine, url)

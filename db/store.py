@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from db.checks import preflight
 from db.engine import connect, masked
 from db.errors import DatabaseError
 from db.models import ApproxQuality, Environment, Metric, Run, Sweep
@@ -325,6 +326,61 @@ class Store:
             reason = getattr(exc, "orig", None) or exc
             raise DatabaseError(f"could not store the run in {self.display_url}: {reason}") from None
 
+    def save_run_unless_stored(
+        self,
+        result: Any,
+        *,
+        sweep_id: int | None = None,
+        track: str = "untuned",
+        role: str = "run",
+        trial: int | None = None,
+        config_hash: str | None = None,
+    ) -> tuple[int, bool]:
+        """Store one attempt unless that very attempt is stored; ``(run id, stored)``.
+
+        An attempt is identified by its key, suite, optimizer, backend, seed, status, step count
+        and start and finish times: storing a recovered result twice (``ngbench db recover``
+        run again) stores it once. Check and insert are one step under the key's lock.
+        """
+        spec = result.spec
+        ident = f"{result.key}|{spec.suite}|{spec.optimizer}|{spec.backend}|{spec.seed}|{result.started_at}"
+        try:
+            with self.engine.connect() as conn:
+                self._lock_key(conn, ident)
+                with Session(bind=conn, expire_on_commit=False) as s:
+                    q = select(Run.id).where(
+                        Run.suite == spec.suite,
+                        Run.optimizer == spec.optimizer,
+                        Run.backend == spec.backend,
+                        Run.seed == spec.seed,
+                        Run.status == result.status,
+                        Run.steps == result.steps,
+                        Run.key.is_(None) if result.key is None else Run.key == result.key,
+                        Run.started_at.is_(None)
+                        if result.started_at is None
+                        else Run.started_at == _parse_time(result.started_at),
+                        Run.finished_at.is_(None)
+                        if result.finished_at is None
+                        else Run.finished_at == _parse_time(result.finished_at),
+                    )
+                    existing = s.scalar(q.order_by(Run.id).limit(1))
+                    if existing is not None:
+                        conn.rollback()
+                        return existing, False
+                    run_id = self._add_run(
+                        s, result, sweep_id=sweep_id, track=track, role=role, trial=trial, config_hash=config_hash
+                    )
+                    s.flush()
+                conn.commit()
+                return run_id, True
+        except SQLAlchemyError as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise DatabaseError(f"could not store the run in {self.display_url}: {reason}") from None
+
+    def sweep_exists(self, sweep_id: int) -> bool:
+        with self.session() as s:
+            return s.scalar(select(Sweep.id).where(Sweep.id == sweep_id)) is not None
+
     def finished_keys_among(self, keys: Iterable[str], *, sweep_id: int | None = None) -> set[str]:
         """Which of ``keys`` finished (``FINISHED_STATUSES``), in sweep ``sweep_id`` or anywhere."""
         from db.statuses import FINISHED_STATUSES
@@ -364,7 +420,18 @@ class Store:
             s.execute(update(Sweep).where(Sweep.id == sweep_id).values(report=_clean(report)))
 
 
-def open_store(db: str | os.PathLike[str] | None = None) -> Store:
-    """Connect to ``db`` (default: ``NGBENCH_DB_URL`` or ``./ngbench.db``), migrated to head."""
+def open_store(db: str | os.PathLike[str] | None = None, *, writable: bool = False) -> Store:
+    """Connect to ``db`` (default: ``NGBENCH_DB_URL`` or ``./ngbench.db``), migrated to head.
+
+    ``writable``: also run the storage pre-flight (:func:`db.checks.preflight`: schema, integrity,
+    a rolled-back write), so a command that computes before it stores refuses a database that
+    could not take its results before any work starts.
+    """
     engine, url = connect(db)
+    if writable:
+        try:
+            preflight(engine, url)
+        except DatabaseError:
+            engine.dispose()
+            raise
     return Store(engine, url)

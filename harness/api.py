@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from db import store as db_store
-from harness import approx, registry
+from harness import approx, recovery, registry
+from harness.devices import single_device
 from harness.runner import RunResult, RunSpec, execute, prepare
 from suites import get_suite
 from suites import list_suites as _list_suites
@@ -116,12 +117,14 @@ def run(
         stop_at_target=stop_at_target,
         eval_every=eval_every,
     )
+    prepare(spec)  # bad names, hyperparameters and values no database could store fail here
+    single_device(device)  # so does a GPU this host does not have
     store = None
     if db is not None:
-        store = db_store.open_store(db)  # fail on an unreachable database before running
+        store = db_store.open_store(db, writable=True)  # an unusable database fails before running
     result = execute(spec, on_step=on_step)
     if store is not None:
-        store.save_run(result)
+        recovery.store_or_keep(store, result)  # on a storage failure the result is kept in a recovery file
     return result
 
 
@@ -189,9 +192,10 @@ def approx_quality(
         tag=tag,
     )
     plan = approx.prepare(spec)
+    single_device(device)
     store = None
     if db is not None:
-        store = db_store.open_store(db)  # fail on an unreachable database before running
+        store = db_store.open_store(db, writable=True)  # an unusable database fails before running
     result = approx.evaluate(spec, plan=plan, on_progress=on_progress)
     if store is not None:
         approx.store_result(store, result)

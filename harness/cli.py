@@ -2,16 +2,20 @@
 
 Commands live in ``harness/commands/<name>.py``; each module exposes ``register(app)`` and is
 listed in :data:`COMMAND_MODULES`. Errors a user can cause (``harness.errors.USER_ERRORS``)
+and every storage failure (a damaged, locked or read-only database, whichever command meets it)
 print one line on stderr and exit with status 2; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import sys
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
+from db.errors import driver_reason, explain
 from harness.errors import USER_ERRORS
 
 #: Modules contributing commands, in help order. A module that is absent is skipped.
@@ -68,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="ngbench")
     except USER_ERRORS as exc:
         print(f"ngbench: error: {exc}", file=sys.stderr)
+        return 2
+    except (SQLAlchemyError, sqlite3.Error) as exc:  # a storage failure no command anticipated
+        print(f"ngbench: error: storage failed: {explain(driver_reason(exc), '')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ngbench: interrupted", file=sys.stderr)

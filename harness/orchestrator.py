@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db.store import Store
+from harness import recovery
 from harness.errors import DatabaseError
 from harness.executors.base import Executor
 from harness.progress import SweepProgress
@@ -71,6 +72,10 @@ class SweepSummary:
     executor: str = ""
     #: Expected key of every planned run, by its index in the plan (duplicates included).
     keys: dict[int, str] = field(default_factory=dict)
+    #: Results the database would not take, kept in ``recovery_file`` (``ngbench db recover``).
+    recovered: int = 0
+    recovery_file: str | None = None
+    storage_error: str = ""
 
     @property
     def ran(self) -> int:
@@ -140,6 +145,34 @@ def _store(
     raise AssertionError("unreachable")
 
 
+def _keep(
+    store: Store,
+    outcome: Outcome,
+    summary: SweepSummary,
+    exc: DatabaseError,
+    *,
+    sweep_id: int,
+    track: str,
+    plan: SweepPlan,
+) -> None:
+    """Append a result the database would not take to the recovery file (:mod:`harness.recovery`)."""
+    role = plan.role_of(outcome.job.index)
+    save = {
+        "sweep_id": sweep_id,
+        "track": track,
+        "role": role.role,
+        "trial": role.trial,
+        "config_hash": role.config_hash,
+    }
+    try:
+        summary.recovery_file = str(recovery.write([(outcome.result, save)], store.url))
+    except OSError as why:
+        raise DatabaseError(f"{exc}; the result could not be kept either: {why}") from None
+    summary.recovered += 1
+    summary.storage_error = str(exc)
+    outcome.timing["kept"] = 1.0
+
+
 def run_sweep(
     plan: SweepPlan,
     store: Store,
@@ -180,12 +213,16 @@ def run_sweep(
 
     def record(outcome: Outcome) -> None:
         before = time.time()
-        _, stored = _store(store, outcome, sweep_id=sweep_id, scope=scope, track=config.track, plan=plan)
+        try:
+            _, stored = _store(store, outcome, sweep_id=sweep_id, scope=scope, track=config.track, plan=plan)
+        except DatabaseError as exc:  # nothing computed is thrown away: keep it for `ngbench db recover`
+            stored = False
+            _keep(store, outcome, summary, exc, sweep_id=sweep_id, track=config.track, plan=plan)
         outcome.timing["store_start"] = before
         outcome.timing["stored"] = time.time()
         summary.statuses[outcome.result.status] += 1
         summary.stored += int(stored)
-        summary.discarded += int(not stored)
+        summary.discarded += int(not stored and not outcome.timing.get("kept"))
         if outcome.job.key and outcome.result.key and outcome.result.key != outcome.job.key:
             summary.key_mismatches += 1
         summary.outcomes.append(outcome)

@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from db.limits import text_problems
 from db.store import Store, open_store
 from harness.errors import ConfigError
 from harness.executors import EXECUTORS, make_executor
@@ -30,6 +31,9 @@ from harness.tuning import expand_tuned, run_tuned
 def expand(config: SweepConfig, *, where: str | None = None) -> SweepPlan:
     """Resolve every name and hyperparameter and list the runs (raises ``ConfigError``)."""
     where = where or config.name
+    problems = text_problems("tag", config.tag)  # a --tag given on the command line
+    if problems:
+        raise ConfigError("--tag: " + "; ".join(problems))
     resolved = resolve(config, where)
     if config.tuning is not None:
         return expand_tuned(config, resolved, where)
@@ -87,7 +91,7 @@ def run_plan(
     elif executor == "local":
         options.update(isolation=isolation, default_workers=default_workers)
     ex = make_executor(executor, **options)  # bad executor options fail before the database is touched
-    store = open_store(db)  # an unreachable database fails here, before any worker starts
+    store = open_store(db, writable=True)  # an unusable database fails here, before any worker starts
     not_dumpable()
     for note in plan.skipped:
         console.print(Text(f"skipped: {note}"))

@@ -260,6 +260,16 @@ def adapter_origin(cls: type) -> str:
     return f"module {cls.__module__}"
 
 
+def _names_or_none(backend: str) -> dict[str, type[Adapter]]:
+    """The adapters of ``backend``, or none where it is not installed or does not import."""
+    if not backend_available(backend):
+        return {}
+    try:
+        return adapters(backend)
+    except Exception:  # a broken backend knows no adapters; the caller is reporting another error
+        return {}
+
+
 def get_adapter(name: str, backend: str = "torch") -> type[Adapter]:
     """The adapter class for ``name`` (or ``module:Class``) in ``backend``."""
     if ":" in name:
@@ -273,42 +283,13 @@ def get_adapter(name: str, backend: str = "torch") -> type[Adapter]:
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         broken = _entry_points(backend).errors
         note = f"; {len(broken)} entry point(s) left out: {broken[0]}" if broken else ""
-        elsewhere = _backends_with(name, exclude=backend)
+        elsewhere = [b for b in BACKENDS if b != backend and name in _names_or_none(b)]
         if elsewhere:
-            hint = f"; it exists for {' and '.join(repr(b) for b in elsewhere)} (--backend {elsewhere[0]})" + hint
+            hint = f"; it exists for --backend {' and '.join(elsewhere)}{hint}"
         raise UnknownOptimizerError(
             f"unknown optimizer {name!r} for backend {backend!r}{hint} (known: {', '.join(available)}){note}"
         )
     return available[name]
-
-
-def _backends_with(name: str, exclude: str) -> list[str]:
-    """The other installed backends that have an adapter called ``name`` (for an error's hint)."""
-    out = []
-    for b in BACKENDS:
-        if b == exclude or not backend_available(b):
-            continue
-        try:
-            if name in adapters(b):
-                out.append(b)
-        except Exception:  # a backend that does not import has no hint to give
-            continue
-    return out
-
-
-def distribution_of(cls: type) -> str | None:
-    """``"<distribution> <version>"`` of a plug-in adapter found through an entry point, else ``None``."""
-    backend = getattr(cls, "backend", None)
-    if backend not in BACKENDS or not backend_available(backend):
-        return None
-    try:
-        origin = _entry_points(backend).origins.get(cls)
-    except Exception:
-        return None
-    if origin is None:
-        return None
-    _, _, dist = origin.rpartition(" of distribution ")
-    return dist or None
 
 
 def list_optimizers(backend: str | None = None) -> list[tuple[str, str]]:

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import math
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,11 +30,14 @@ from typing import Any
 import numpy as np
 
 from backends.spec import hparams_dict
+from db.limits import run_problems
 from harness import keys
 from harness.environment import fingerprint
 from harness.errors import ConfigError
 from harness.memory import MemoryMeter
 from harness.registry import backend_module, get_adapter
+from harness.step_checks import check_step_outputs, format_error
+from harness.timing import timed_step
 from suites import get_suite
 from suites.spec import Suite
 
@@ -45,34 +47,6 @@ LOG_POINTS = 250
 
 class RunTimeout(Exception):
     """Raised inside the loop when the wall-clock limit of a run has passed."""
-
-
-class StepOutputError(Exception):
-    """``step`` returned something that breaks the contract (the message is one line)."""
-
-
-def check_step_outputs(problem: Any, params_in: Any, out: Any, step: int) -> None:
-    """Raise :class:`StepOutputError` unless ``out`` is ``(params, state, stats)`` with flat parameters
-    of the incoming ones' shape, dtype and device and a dict of stats (what ``check-adapter``'s
-    ``step_outputs`` demands, minus the numbers): a wrong shape fails here, at the step that made
-    it, not one step later inside the oracle."""
-    if not (isinstance(out, tuple) and len(out) == 3):
-        raise StepOutputError(f"step {step} returned {type(out).__name__}, not a (params, state, stats) tuple")
-    params, _, stats = out
-    shape = tuple(getattr(params, "shape", ()) or ())
-    if not hasattr(params, "shape") or shape != tuple(params_in.shape):
-        raise StepOutputError(
-            f"step {step} returned parameters of shape {shape}, expected the flat {tuple(params_in.shape)}"
-        )
-    if params.dtype != params_in.dtype:
-        raise StepOutputError(
-            f"step {step} returned parameters of dtype {params.dtype}, the parameters' is {params_in.dtype}"
-        )
-    device, device_in = getattr(params, "device", None), getattr(params_in, "device", None)
-    if problem.backend == "torch" and device != device_in:
-        raise StepOutputError(f"step {step} returned parameters on {device}, the parameters are on {device_in}")
-    if not isinstance(stats, dict):
-        raise StepOutputError(f"step {step} returned stats of type {type(stats).__name__}, not a dict")
 
 
 @dataclass(frozen=True)
@@ -198,8 +172,25 @@ def _finite_float(value: Any) -> float:
         return math.nan
 
 
+def check_limits(spec: RunSpec) -> None:
+    """Refuse (``ConfigError``, every problem in one line) a spec whose tag, names, device or seed
+    no database could store (:mod:`db.limits`): found before the run, not after it."""
+    problems = run_problems(
+        suite=spec.suite,
+        optimizer=spec.optimizer,
+        backend=spec.backend,
+        tag=spec.tag,
+        device=spec.device,
+        seed=spec.seed,
+    )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def prepare(spec: RunSpec) -> tuple[Suite, type, Any]:
-    """Resolve names and hyperparameters; raises the user errors of bad input."""
+    """Resolve names and hyperparameters; raises the user errors of bad input (storage limits
+    included: :func:`check_limits`)."""
+    check_limits(spec)
     suite = get_suite(spec.suite)
     adapter_cls = get_adapter(spec.optimizer, spec.backend)
     hparams = adapter_cls.resolve(spec.hparams, spec.preset)
@@ -248,12 +239,9 @@ def execute(
     except RunTimeout as exc:
         result.status = "timeout"
         result.error = str(exc)
-    except StepOutputError as exc:
-        result.status = "error"
-        result.error = str(exc)
     except Exception as exc:  # a failed run is a result, never a lost sweep
         result.status = classify_exception(exc)
-        result.error = "".join(traceback.format_exception(exc))
+        result.error = format_error(exc)
     finally:
         if meter is not None:
             # Reading memory must not mask the run's own outcome.
@@ -332,13 +320,8 @@ def _loop(
     for step in range(total_steps):
         batch = problem.device_batch(step)
         compiles = step_fn.compile_count
-        problem.block(params)
-        t_start = time.perf_counter()
-        out = step_fn(params, state, batch)
-        problem.block(*(out[0::2] if isinstance(out, tuple) and len(out) == 3 else (out,)))  # params, stats
-        dt = time.perf_counter() - t_start
-        check_step_outputs(problem, params, out, step)  # untimed; one line instead of a later oracle error
-        params, state, stats = out
+        params, state, stats, dt = timed_step(problem, step_fn, params, state, batch)
+        check_step_outputs(problem, step, params, problem.params0, stats)
         # A step that compiled is warm-up; where nothing ever compiles, the first step is.
         # Its memory peak, like its time, is booked apart (harness.memory).
         warmup = step_fn.compile_count > compiles or (step == 0 and step_fn.compile_count == 0)

@@ -112,6 +112,18 @@ def value(v: Any) -> str:
     return str(v)
 
 
+#: Unicode bidirectional controls (embeddings, overrides, isolates, marks). In user text (a tag,
+#: a name) they reorder what follows on the page, so ``abc\u202etxt.exe`` reads as ``abcexe.txt``;
+#: :func:`neutral` shows them as ``[U+202E]`` instead. Letters of right-to-left scripts are untouched.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI = re.compile("[" + "".join(sorted(BIDI_CONTROLS)) + "]")
+
+
+def neutral(v: str) -> str:
+    """``v`` with every bidirectional control written out as ``[U+XXXX]`` (see :data:`BIDI_CONTROLS`)."""
+    return _BIDI.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", v)
+
+
 def text(v: Any, missing: str = DASH) -> str:
     """A stored string for display; ``None``, NaN, NaT and empty strings become ``missing``."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ == "NaTType":

@@ -98,7 +98,9 @@ def test_collinear_vectors_give_the_finite_one_dimensional_solution() -> None:
     assert lm.solve_quadratic_2d(off) == (pytest.approx(-g / a), pytest.approx(0.0, abs=1e-12))
     apart = model._replace(a22=c * c * a * 2)
     A = np.array([[apart.a11, apart.a12], [apart.a12, apart.a22]])
-    np.testing.assert_allclose(lm.solve_quadratic_2d(apart), -np.linalg.solve(A, [apart.b1, apart.b2]), rtol=1e-12)
+    np.testing.assert_allclose(
+        lm.solve_quadratic_2d(apart), -np.linalg.solve(A, [apart.b1, apart.b2]), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_same_numbers_on_jax_scalars() -> None:

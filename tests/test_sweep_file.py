@@ -145,7 +145,8 @@ def test_all_problems_are_reported_together(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(write(tmp_path, text))
     msg = str(info.value)
-    assert "(3 problems)" in msg and "steps must be positive" in msg and "seeds lists 0" in msg and "'foo'" in msg
+    assert "(4 problems)" in msg and "steps must be positive" in msg and "seeds lists 0" in msg and "'foo'" in msg
+    assert "unknown suite 'tiny-cee'" in msg  # names too, in the same pass
     with pytest.raises(ConfigError, match="not found"):
         load(tmp_path / "missing.toml")
 

@@ -52,17 +52,8 @@ class LayerStats(NamedTuple):
     G: Array
 
 
-class LayerInverse(NamedTuple):
-    """How to apply ``(T G kron A + gamma^2 I)^{-1}`` to ``X = grad Wb``.
-
-    Factored (``eigen_scale is None``): ``left @ X @ right`` with ``left, right`` the inverses of
-    the damped factors (``1/T`` folded into ``left``). Exact: ``left @ ((left^T X right) *
-    eigen_scale) @ right^T`` with ``left = U_G``, ``right = U_A``.
-    """
-
-    left: Array
-    right: Array
-    eigen_scale: Array | None = None
+#: How to apply a block's damped inverse (``backends.kfac_maths``).
+LayerInverse = kfac_maths.LayerInverse
 
 
 # --------------------------------------------------------------------------- shapes
@@ -146,26 +137,9 @@ def pi_damped_factors(A: Array, G: Array, identity_weight: Array) -> tuple[Array
     return kfac_maths.pi_damped_factors(JAX_OPS, A, G, identity_weight)
 
 
-def spd_inverse(M: Array) -> Array:
-    """Inverse of a symmetric positive-definite matrix by Cholesky (float64 inside)."""
-    M64 = M.astype(jnp.float64)
-    M64 = 0.5 * (M64 + M64.T)
-    chol = jnp.linalg.cholesky(M64)
-    return jax.scipy.linalg.cho_solve((chol, True), jnp.eye(M.shape[0], dtype=jnp.float64)).astype(M.dtype)
-
-
 def layer_inverse(stats: LayerStats, damping: Array, locations: int, form: str = "pi") -> LayerInverse:
-    """The damped inverse of one block ``T (G kron A) + damping I`` (see module docstring)."""
-    T = float(locations)
-    weight = jnp.asarray(damping, jnp.float64) / T
-    dtype = stats.A.dtype
-    if form == "pi":
-        A_hat, G_hat = pi_damped_factors(stats.A.astype(jnp.float64), stats.G.astype(jnp.float64), weight)
-        return LayerInverse((spd_inverse(G_hat) / T).astype(dtype), spd_inverse(A_hat).astype(dtype))
-    s_a, U_a = jnp.linalg.eigh(stats.A.astype(jnp.float64))
-    s_g, U_g = jnp.linalg.eigh(stats.G.astype(jnp.float64))
-    scale = kfac_maths.exact_eigen_scale(JAX_OPS, s_g, s_a, T, weight)
-    return LayerInverse(U_g.astype(dtype), U_a.astype(dtype), scale.astype(dtype))
+    """The damped inverse of one block ``T (G kron A) + damping I`` (``backends.kfac_maths``)."""
+    return kfac_maths.layer_inverse(JAX_OPS, stats.A, stats.G, damping, locations, form)
 
 
 apply_inverse = kfac_maths.apply_inverse
@@ -176,28 +150,7 @@ apply_inverse = kfac_maths.apply_inverse
 
 def layer_matrix(layer: TappedLayer, vec: Array) -> Array:
     """``[W, b]`` of ``layer`` in the flat vector ``vec`` as an ``out x (k+1)`` matrix."""
-    out_dim = layer.weight.shape[0]
-    W = vec[layer.weight.offset : layer.weight.stop].reshape(out_dim, -1)
-    if layer.bias is None:
-        return W
-    return jnp.concatenate([W, vec[layer.bias.offset : layer.bias.stop][:, None]], axis=1)
-
-
-def flat_from_layers(
-    layout: ParamLayout, matrices: list[Array], vec: Array | None = None, untapped_scale: float | Array = 1.0
-) -> Array:
-    """The flat vector whose tapped layers hold ``matrices[i]`` (``[W, b]``) and whose untapped
-    entries are ``vec``'s times ``untapped_scale`` (``vec`` is needed only if there are any)."""
-    pieces: dict[str, Array] = {}
-    for layer, M in zip(layout.tapped, matrices, strict=True):
-        k = layer.weight.size // layer.weight.shape[0]
-        pieces[layer.weight.name] = M[:, :k].reshape(-1)
-        if layer.bias is not None:
-            pieces[layer.bias.name] = M[:, k]
-    for blk in layout.untapped:
-        assert vec is not None, "untapped parameters need the input vector"
-        pieces[blk.name] = vec[blk.offset : blk.stop] * untapped_scale
-    return jnp.concatenate([pieces[b.name] for b in layout.blocks])
+    return kfac_maths.layer_matrix(JAX_OPS, layer, vec)
 
 
 def precondition(
@@ -207,10 +160,7 @@ def precondition(
     untapped_scale: float | Array = 1.0,
 ) -> Array:
     """The block-diagonal K-FAC inverse applied to a flat vector; untapped entries times ``untapped_scale``."""
-    matrices = [
-        apply_inverse(inv, layer_matrix(layer, vec)) for layer, inv in zip(layout.tapped, inverses, strict=True)
-    ]
-    return flat_from_layers(layout, matrices, vec, untapped_scale)
+    return kfac_maths.precondition(JAX_OPS, layout, inverses, vec, untapped_scale)
 
 
 # --------------------------------------------------------------------------- dense references

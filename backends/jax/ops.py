@@ -11,7 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve
+from jax.scipy.linalg import cho_solve, solve_triangular
 
 Array = jax.Array
 
@@ -66,6 +66,10 @@ class JaxOps:
         return jnp.sum(x, axis=axis)
 
     @staticmethod
+    def mean(x: Array, axis: int | None = None) -> Array:
+        return jnp.mean(x, axis=axis)
+
+    @staticmethod
     def any(x: Array, axis: int | None = None) -> Array:
         return jnp.any(x, axis=axis)
 
@@ -78,8 +82,22 @@ class JaxOps:
         return jnp.maximum(x, floor)
 
     @staticmethod
+    def clip(x: Array, low: float, high: float) -> Array:
+        return jnp.clip(x, low, high)
+
+    @staticmethod
     def sqrt(x: Array) -> Array:
         return jnp.sqrt(x)
+
+    @staticmethod
+    def softmax(x: Array, axis: int = -1) -> Array:
+        return jax.nn.softmax(x, axis=axis)
+
+    @staticmethod
+    def lerp(start: Array, end: Array, weight: float) -> Array:
+        if weight < 0.5:
+            return start + weight * (end - start)
+        return end - (end - start) * (1.0 - weight)
 
     @staticmethod
     def abs(x: Array) -> Array:
@@ -114,6 +132,15 @@ class JaxOps:
     def cholesky(x: Array) -> tuple[Array, Array]:
         chol = jnp.linalg.cholesky(x)
         return chol, jnp.any(jnp.isnan(chol))
+
+    @staticmethod
+    def spd_inverse(x: Array) -> Array:
+        chol = jnp.linalg.cholesky(x)
+        return cho_solve((chol, True), jnp.eye(x.shape[-1], dtype=x.dtype))
+
+    @staticmethod
+    def solve_lower(chol: Array, b: Array) -> Array:
+        return solve_triangular(chol, b[..., None], lower=True)[..., 0]
 
     @staticmethod
     def cho_solve(chol: Array, b: Array) -> Array:

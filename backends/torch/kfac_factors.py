@@ -48,17 +48,8 @@ class LayerStats(NamedTuple):
     locations: int
 
 
-class LayerInverse(NamedTuple):
-    """How to apply ``(T G kron A + gamma^2 I)^{-1}`` to ``X = grad Wb``.
-
-    Factored (``eigen_scale is None``): ``left @ X @ right`` with ``left, right`` the inverses of the
-    damped factors (``1/T`` folded into ``left``). Exact: ``left @ ((left^T X right) * eigen_scale)
-    @ right^T`` with ``left = U_G``, ``right = U_A``.
-    """
-
-    left: Tensor
-    right: Tensor
-    eigen_scale: Tensor | None = None
+#: How to apply a block's damped inverse (``backends.kfac_maths``).
+LayerInverse = kfac_maths.LayerInverse
 
 
 # --------------------------------------------------------------------------- statistics
@@ -106,28 +97,9 @@ def layer_stats(layout: ParamLayout, inputs: list[Tensor], grads: list[list[Tens
 # --------------------------------------------------------------------------- damping and inverses
 
 
-def _spd_inverse(M: Tensor) -> Tensor:
-    """Inverse of a symmetric positive-definite matrix by Cholesky (float64 inside)."""
-    M64 = M.to(torch.float64)
-    M64 = 0.5 * (M64 + M64.T)
-    return torch.cholesky_inverse(torch.linalg.cholesky(M64)).to(M.dtype)
-
-
 def layer_inverse(stats: LayerStats, damping: Tensor, form: str = "pi") -> LayerInverse:
-    """The damped inverse of one block ``T (G kron A) + damping I`` (see module docstring)."""
-    T = float(stats.locations)
-    weight = damping.to(torch.float64) / T
-    if form == "pi":
-        A_hat, G_hat = kfac_maths.pi_damped_factors(
-            TORCH_OPS, stats.A.to(torch.float64), stats.G.to(torch.float64), weight
-        )
-        dtype = stats.A.dtype
-        return LayerInverse((_spd_inverse(G_hat) / T).to(dtype), _spd_inverse(A_hat).to(dtype))
-    s_a, U_a = torch.linalg.eigh(stats.A.to(torch.float64))
-    s_g, U_g = torch.linalg.eigh(stats.G.to(torch.float64))
-    scale = kfac_maths.exact_eigen_scale(TORCH_OPS, s_g, s_a, T, weight)
-    dtype = stats.A.dtype
-    return LayerInverse(U_g.to(dtype), U_a.to(dtype), scale.to(dtype))
+    """The damped inverse of one block ``T (G kron A) + damping I`` (``backends.kfac_maths``)."""
+    return kfac_maths.layer_inverse(TORCH_OPS, stats.A, stats.G, damping, stats.locations, form)
 
 
 apply_inverse = kfac_maths.apply_inverse
@@ -138,30 +110,14 @@ apply_inverse = kfac_maths.apply_inverse
 
 def layer_matrix(layer: TappedLayer, vec: Tensor) -> Tensor:
     """``[W, b]`` of ``layer`` in the flat vector ``vec`` as an ``out x (k+1)`` matrix."""
-    out_dim = layer.weight.shape[0]
-    W = vec[layer.weight.offset : layer.weight.stop].view(out_dim, -1)
-    if layer.bias is None:
-        return W
-    return torch.cat([W, vec[layer.bias.offset : layer.bias.stop].unsqueeze(1)], dim=1)
-
-
-def write_layer_matrix(layer: TappedLayer, out: Tensor, M: Tensor) -> None:
-    k = layer.weight.size // layer.weight.shape[0]
-    out[layer.weight.offset : layer.weight.stop] = M[:, :k].reshape(-1)
-    if layer.bias is not None:
-        out[layer.bias.offset : layer.bias.stop] = M[:, k]
+    return kfac_maths.layer_matrix(TORCH_OPS, layer, vec)
 
 
 def precondition(
     layout: ParamLayout, inverses: list[LayerInverse], vec: Tensor, untapped_scale: float | Tensor = 1.0
 ) -> Tensor:
     """The block-diagonal K-FAC inverse applied to a flat vector; untapped entries times ``untapped_scale``."""
-    out = torch.empty_like(vec)
-    for layer, inv in zip(layout.tapped, inverses, strict=True):
-        write_layer_matrix(layer, out, apply_inverse(inv, layer_matrix(layer, vec)))
-    for blk in layout.untapped:
-        out[blk.offset : blk.stop] = vec[blk.offset : blk.stop] * untapped_scale
-    return out
+    return kfac_maths.precondition(TORCH_OPS, layout, inverses, vec, untapped_scale)
 
 
 # --------------------------------------------------------------------------- dense references

@@ -61,6 +61,10 @@ class TorchOps:
         return x.sum() if axis is None else x.sum(dim=axis)
 
     @staticmethod
+    def mean(x: Tensor, axis: int | None = None) -> Tensor:
+        return x.mean() if axis is None else x.mean(dim=axis)
+
+    @staticmethod
     def any(x: Tensor, axis: int | None = None) -> Tensor:
         return x.any() if axis is None else x.any(dim=axis)
 
@@ -73,8 +77,20 @@ class TorchOps:
         return x.clamp_min(floor)
 
     @staticmethod
+    def clip(x: Tensor, low: float, high: float) -> Tensor:
+        return x.clamp(low, high)
+
+    @staticmethod
     def sqrt(x: Tensor) -> Tensor:
         return x.sqrt()
+
+    @staticmethod
+    def softmax(x: Tensor, axis: int = -1) -> Tensor:
+        return torch.softmax(x, dim=axis)
+
+    @staticmethod
+    def lerp(start: Tensor, end: Tensor, weight: float) -> Tensor:
+        return torch.lerp(start, end, weight)
 
     @staticmethod
     def abs(x: Tensor) -> Tensor:
@@ -110,6 +126,14 @@ class TorchOps:
     def cholesky(x: Tensor) -> tuple[Tensor, bool]:
         chol, info = torch.linalg.cholesky_ex(x)
         return chol, bool(info.any())
+
+    @staticmethod
+    def spd_inverse(x: Tensor) -> Tensor:
+        return torch.cholesky_inverse(torch.linalg.cholesky(x))
+
+    @staticmethod
+    def solve_lower(chol: Tensor, b: Tensor) -> Tensor:
+        return torch.linalg.solve_triangular(chol, b.unsqueeze(-1), upper=False).squeeze(-1)
 
     @staticmethod
     def cho_solve(chol: Tensor, b: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from backends.spec import Adapter, HyperparameterError, hparam_fields
+from db.limits import run_problems
 from harness import external, registry
 from harness.approx.exact import EXACT_MAX_ENTRIES
 from harness.errors import ConfigError
@@ -174,8 +175,23 @@ class Plan:
     skipped: dict[str, str]
 
 
+def check_limits(spec: ApproxSpec) -> None:
+    """The reference run's tag, names, device and seed fit every database (:mod:`db.limits`)."""
+    problems = run_problems(
+        suite=spec.suite,
+        optimizer=spec.reference,
+        backend=spec.backend,
+        tag=spec.tag,
+        device=spec.device,
+        seed=spec.seed,
+    )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def prepare(spec: ApproxSpec) -> Plan:
     """Resolve names and hyperparameters; raises the user errors of bad input before anything runs."""
+    check_limits(spec)
     suite = get_suite(spec.suite)
     backend_module(spec.backend)
     if spec.dtype not in ("float32", "float64"):

@@ -21,6 +21,7 @@ from harness.approx import (
     store_result,
     summary,
 )
+from harness.approx.planning import check_limits
 from harness.commands.runs import DbOption, fmt_float, make_console, parse_assignments
 from harness.devices import single_device
 from harness.errors import ConfigError
@@ -190,10 +191,11 @@ def register(app: typer.Typer) -> None:
         isolated = spec.involves_third_party
         # Bad names and hyperparameters fail here, before anything runs (in the worker for
         # third-party adapters, which never run in this process: it may hold the database URL).
+        check_limits(spec)
         plan = None if isolated else prepare(spec)
         store = None
         if not no_store:
-            store = open_store(db)  # an unreachable database fails before the evaluation
+            store = open_store(db, writable=True)  # an unusable database fails before the evaluation
         err = make_console(stderr=True)
         if isolated:
             err.print(Text("third-party adapters: evaluating in an isolated worker process"))

@@ -1,14 +1,18 @@
-"""``ngbench db upgrade`` and ``ngbench db current``: the schema's Alembic revision."""
+"""``ngbench db upgrade`` and ``ngbench db current`` (the schema's Alembic revision), and
+``ngbench db recover`` (store the results of a recovery file, :mod:`harness.recovery`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from db.engine import connect, current_revision, head_revision, masked
+from db.store import open_store
 from harness.commands.runs import DbOption, make_console
+from harness.recovery import recover as recover_file
 
 
 def register(app: typer.Typer) -> None:
@@ -34,3 +38,22 @@ def register(app: typer.Typer) -> None:
         make_console().print(Text(f"{masked(url)}: revision {rev or 'none'} (newest {head})"))
         if check and rev != head:
             raise typer.Exit(1)
+
+    @db_app.command("recover")
+    def recover(
+        recovery_file: Annotated[
+            Path, typer.Argument(help="Recovery file named by a storage failure.", metavar="FILE")
+        ],
+        db: DbOption = None,
+    ) -> None:
+        """Store the results kept in a recovery file (those already stored are not stored again)."""
+        store = open_store(db, writable=True)
+        done = recover_file(store, recovery_file)
+        store.dispose()
+        line = (
+            f"{recovery_file}: {done.records} result(s); stored {done.stored}, already stored {done.already} "
+            f"in {store.display_url}"
+        )
+        if done.detached:
+            line += f"; {done.detached} stored without their sweep (it is not in this database)"
+        make_console().print(Text(line))

@@ -30,7 +30,7 @@ from rich.text import Text
 
 from harness import registry
 from harness.commands.runs import DbOption, make_console
-from harness.commands.sweep import DevicesOption, run_plan
+from harness.commands.sweep import DevicesOption, raise_if_kept, run_plan
 from harness.errors import ConfigError
 from harness.plans import expand
 from harness.site import build_site
@@ -115,6 +115,7 @@ def register(app: typer.Typer) -> None:
         summary, store = run_plan("sweep", plan, "local", devs, workers, True, db, None, "fork", cpu_workers)
         url = store.display_url
         store.dispose()
+        raise_if_kept(summary)
         console = make_console()
         console.print(Text(f"results: {url} (list them with: ngbench runs)"))
         if summary.interrupted:

@@ -20,7 +20,8 @@ from db.store import open_store
 from harness import external, registry
 from harness.devices import single_device
 from harness.errors import ConfigError
-from harness.runner import RunSpec, execute, prepare
+from harness.recovery import store_or_keep
+from harness.runner import RunSpec, check_limits, execute, prepare
 from harness.worker import Job, Lane
 from suites import get_suite, list_suites
 
@@ -104,6 +105,7 @@ def _progress(total: int, console: Console):  # type: ignore[no-untyped-def]
 
 def validate_external(spec: Any) -> None:
     """What ``runner.prepare`` checks, for an adapter described by a scrubbed worker."""
+    check_limits(spec)
     suite = get_suite(spec.suite)
     if spec.dtype not in ("float32", "float64"):
         raise ConfigError(f"unknown dtype {spec.dtype!r} (known: float32, float64)")
@@ -123,13 +125,6 @@ def run_in_worker(spec: Any) -> Any:
         return lane.run(Job(index=0, spec=spec)).result
     finally:
         lane.close()
-
-
-def _text(value: Any) -> str:
-    """A free-text cell: empty for a missing value (``None``, or pandas' NaN for an empty tag)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
 
 
 def register(app: typer.Typer) -> None:
@@ -153,10 +148,8 @@ def register(app: typer.Typer) -> None:
             table = Table("optimizer", "backend", "from", "paper", "description")
             for b in backends:
                 for name, cls in registry.adapters(b).items():
-                    source = registry.distribution_of(cls) or (
-                        "built-in" if registry.adapter_origin(cls).startswith("built-in") else cls.__module__
-                    )
-                    table.add_row(Text(name), Text(b), Text(source), Text(cls.paper), Text(cls.description))
+                    origin = registry.adapter_origin(cls)
+                    table.add_row(Text(name), Text(b), Text(origin), Text(cls.paper), Text(cls.description))
             out.print(table)
             for problem in registry.entry_point_errors():
                 print(f"ngbench: warning: {problem}", file=sys.stderr)
@@ -198,7 +191,7 @@ def register(app: typer.Typer) -> None:
         )
         if external.is_builtin(optimizer, backend):
             prepare(spec)  # unknown names and bad hyperparameters fail here, before anything is written
-            store = open_store(db)  # an unreachable database fails here, before the run
+            store = open_store(db, writable=True)  # an unusable database fails here, before the run
             err = make_console(stderr=True)
             on_step, close = _progress(spec.steps or 0, err)
             try:
@@ -208,12 +201,12 @@ def register(app: typer.Typer) -> None:
         else:
             # Third-party code never runs in this process, which holds the database URL.
             validate_external(spec)
-            store = open_store(db)
+            store = open_store(db, writable=True)
             make_console(stderr=True).print(
                 Text("third-party adapter: running in an isolated worker process (no progress display)")
             )
             result = run_in_worker(spec)
-        run_id = store.save_run(result)
+        run_id = store_or_keep(store, result)
         summary = {
             "run_id": run_id,
             "database": store.display_url,
@@ -318,7 +311,7 @@ def register(app: typer.Typer) -> None:
                 metric,
                 fmt_seconds(row.step_time_median_s),
                 fmt_bytes(row.peak_memory_bytes),
-                _text(row.tag),
+                row.tag if isinstance(row.tag, str) else "",  # no tag is empty, not pandas' NaN
             )
             table.add_row(*(Text(str(c)) for c in cells))
         console = make_console()

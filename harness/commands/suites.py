@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import sys
 from typing import Annotated
@@ -41,6 +42,9 @@ def _floats(text: str | None, option: str) -> list[float] | None:
         raise ConfigError(f"{option} expects comma-separated numbers, got {text!r}") from None
     if not values:
         raise ConfigError(f"{option} expects at least one number")
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"{option} expects finite numbers, got {bad[0]}")
     return values
 
 

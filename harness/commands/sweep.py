@@ -23,9 +23,10 @@ from rich.text import Text
 from harness import nightly as nightly_mod
 from harness import plans
 from harness.commands.runs import DbOption, fmt_seconds, make_console
-from harness.errors import USER_ERRORS
+from harness.errors import USER_ERRORS, DatabaseError
 from harness.sweep import load_config, parse_devices
-from suites import get_suite
+from leaderboard.catalogue import suite_catalogue
+from leaderboard.ranking import protocol_deviation
 
 ExecutorOption = Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")]
 WorkersOption = Annotated[
@@ -61,38 +62,9 @@ def _hp_text(hparams: dict[str, Any], preset: str | None) -> str:
     return f"preset={preset} {hp}" if preset else hp
 
 
-def unranked_reason(spec: Any) -> str:
-    """Why the leaderboard will show ``spec``'s run but not rank it (empty: it will rank it): a step
-    budget, time budget or evaluation cadence other than the suite's changes time-to-target, so
-    such runs are never scored (``leaderboard.ranking.protocol_deviation`` applies the same rule)."""
-    suite = get_suite(spec.suite)
-    notes = []
-    for value, label, expected in (
-        (spec.steps, "step budget", suite.budget.steps),
-        (spec.time_budget_s, "time budget", suite.budget.time_s),
-        (spec.eval_every, "evaluation cadence", suite.eval_every),
-    ):
-        if value is not None and value != expected:
-            notes.append(f"{label} {value:g} overrides the suite's {expected if expected is not None else 'none'}")
-    return "; ".join(notes)
-
-
-def unranked_lines(specs: Any) -> list[str]:
-    """One line per distinct reason some runs of ``specs`` will not be ranked, with their count."""
-    counts: dict[str, int] = {}
-    for spec in specs:
-        reason = unranked_reason(spec)
-        if reason:
-            counts[reason] = counts.get(reason, 0) + 1
-    return [
-        f"  {n} of {len(specs)} run(s) will be shown but NOT ranked: {reason} (drop the override to rank them)"
-        for reason, n in counts.items()
-    ]
-
-
 def _print_plan(plan: Any) -> None:
     out = make_console()
-    columns = ["#", "suite", "optimizer", "backend", "seed", "hparams", "steps", "timeout", "ranked"]
+    columns = ["#", "suite", "optimizer", "backend", "seed", "hparams", "steps", "timeout"]
     if plan.tuned:
         columns.insert(4, "trial")
     table = Table(*columns)
@@ -106,14 +78,11 @@ def _print_plan(plan: Any) -> None:
             Text(_hp_text(s.hparams, s.preset)),
             str(s.steps or "suite"),
             fmt_seconds(s.timeout_s),
-            Text("no: " + unranked_reason(s) if unranked_reason(s) else "yes"),
         ]
         if plan.tuned:
             row.insert(4, str(plan.role_of(i).trial))
         table.add_row(*row)
     out.print(table)
-    for line in unranked_lines(plan.specs):
-        out.print(Text(line.strip()))
     if plan.tuned:
         p = plan.config.tuning
         out.print(
@@ -127,6 +96,27 @@ def _print_plan(plan: Any) -> None:
         out.print(Text(f"{plan.name}: {len(plan.specs)} runs"))
     for note in plan.skipped:
         out.print(Text(f"  skipped: {note}"))
+    for line in unranked_lines(plan.specs, "will be stored but not ranked"):
+        out.print(Text(line))
+
+
+def unranked_lines(specs: Any, what: str) -> list[str]:
+    """Which runs the board will not rank and why (``leaderboard.ranking.protocol_deviation``):
+    a run that overrides its suite's budget or evaluation cadence is shown, never scored."""
+    catalogue = suite_catalogue()
+    reasons: dict[str, list[int]] = {}
+    for i, spec in enumerate(specs):
+        reason = protocol_deviation(dataclasses.asdict(spec), catalogue.get(spec.suite))
+        if reason:
+            reasons.setdefault(f"{spec.suite}: {reason}", []).append(i)
+    if not reasons:
+        return []
+    total = sum(len(v) for v in reasons.values())
+    lines = [f"  {total} of {len(specs)} run(s) {what} (a board scores only the suite's own protocol):"]
+    for reason, indices in reasons.items():
+        shown = ", ".join(f"#{i}" for i in indices[:8]) + (", ..." if len(indices) > 8 else "")
+        lines.append(f"    {shown}: {reason}")
+    return lines
 
 
 def _summary_text(summary: Any, store: Any) -> str:
@@ -147,9 +137,25 @@ def _summary_text(summary: Any, store: Any) -> str:
             f"  {summary.key_mismatches} run(s) got a different key on their worker than expected "
             "(heterogeneous workers?); stored under the worker's key"
         )
+    if summary.recovered:
+        parts.append(
+            f"  {summary.recovered} result(s) could not be stored; kept in {summary.recovery_file} "
+            f"(ngbench db recover {summary.recovery_file})"
+        )
     if summary.interrupted:
         parts.append("  resume with the same command and --resume")
     return "\n".join(parts)
+
+
+def raise_if_kept(summary: Any) -> None:
+    """A sweep whose storage failed ends with the documented one-line storage error (exit 2)."""
+    phases = [summary.trials, summary.reruns] if hasattr(summary, "selections") else [summary]
+    for phase in phases:
+        if phase is not None and phase.recovered:
+            raise DatabaseError(
+                f"{phase.storage_error}; {phase.recovered} result(s) kept in {phase.recovery_file}: "
+                f"store them with `ngbench db recover {phase.recovery_file}`"
+            )
 
 
 def _tuned_text(result: Any) -> str:
@@ -196,7 +202,9 @@ def run_plan(
     )
     out = make_console()
     if not plan.tuned:
-        out.print(Text("\n".join([_summary_text(result, store), *unranked_lines(plan.specs)])))
+        out.print(Text(_summary_text(result, store)))
+        for line in unranked_lines(plan.specs, "stored but not ranked"):
+            out.print(Text(line))
         return result, store
     out.print(Text(_summary_text(result.trials, store).replace("sweep ", "tuned sweep ", 1) + " [trials]"))
     if result.selections:
@@ -251,6 +259,7 @@ def register(app: typer.Typer) -> None:
         summary, _ = done
         if json_out:
             print(json.dumps(summary_json(summary)))
+        raise_if_kept(summary)
         if summary.interrupted:
             raise typer.Exit(130)
 
@@ -293,6 +302,7 @@ def register(app: typer.Typer) -> None:
         )
         assert done is not None
         summary, store = done
+        raise_if_kept(summary)
         if summary.interrupted:
             make_console(stderr=True).print("nightly interrupted: no report written (resume with --resume)")
             raise typer.Exit(130)

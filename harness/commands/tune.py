@@ -25,6 +25,7 @@ from harness.commands.sweep import (
     TagOption,
     WorkersOption,
     _print_plan,
+    raise_if_kept,
     run_plan,
     summary_json,
 )
@@ -157,5 +158,6 @@ def register(app: typer.Typer) -> None:
         summary, _ = run_plan("tune", plan, executor, devs, workers, resume, db, ray_address, isolation)
         if json_out:
             print(json.dumps(summary_json(summary), default=str))
+        raise_if_kept(summary)
         if summary.interrupted:
             raise typer.Exit(130)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from harness.conformance.context import Check, Context
 from harness.conformance.declarations import DECLARATION_CHECKS
 from harness.conformance.outputs import OUTPUT_CHECKS
 from harness.errors import ConfigError
+from harness.step_checks import format_error
 
 CHECKS: tuple[Check, ...] = (*DECLARATION_CHECKS, *OUTPUT_CHECKS, *BEHAVIOUR_CHECKS)
 CHECK_NAMES: tuple[str, ...] = tuple(c.name for c in CHECKS)
@@ -143,11 +143,11 @@ def _run_check(ctx: Context, check: Check, timeout_s: float) -> CheckResult:
     except CheckSkipped as exc:
         status, note, detail = "skip", str(exc), None
     except TimeoutError as exc:
-        status, note, detail = "fail", str(exc), "".join(traceback.format_exception(exc))
+        status, note, detail = "fail", str(exc), format_error(exc)
     except Exception as exc:  # adapter code reached outside a guard: still one line, never a crash
         status = "fail"
         note = exception_reason(check.name, exc, ctx.files)
-        detail = "".join(traceback.format_exception(exc))
+        detail = format_error(exc)
     return CheckResult(check.name, status, note, time.perf_counter() - t0, detail)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from backends.spec import (
 )
 from harness import registry
 from harness.conformance.base import TINY_SUITES, CheckFailure, CheckSkipped, exception_reason, first_line
+from harness.step_checks import format_error
 from suites import get_suite
 from suites.layers import Linear, ModelSpec
 from suites.spec import LIKELIHOODS, Dataset, Suite
@@ -134,7 +134,7 @@ class Context:
         except (CheckFailure, CheckSkipped, TimeoutError):
             raise
         except Exception as exc:
-            detail = "".join(traceback.format_exception(exc))
+            detail = format_error(exc)
             raise CheckFailure(exception_reason(what, exc, self.files), detail) from None
 
     # -- problems

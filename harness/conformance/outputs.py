@@ -26,6 +26,7 @@ from harness.conformance.base import (
     scalar,
 )
 from harness.conformance.context import Check, Context, Trajectory
+from harness.step_checks import params_problem
 
 
 def _check_init(ctx: Context) -> str:
@@ -43,12 +44,9 @@ def check_array(ctx: Context, problem: Any, value: Any, what: str, like: Any) ->
     """``value`` as numpy if it is a flat, finite array like the parameters ``like``; else fail."""
     if not ctx.is_array(value):
         raise CheckFailure(f"{what}: a {type(value).__name__}, not a {ctx.backend} array")
-    if tuple(value.shape) != (problem.num_params,):
-        raise CheckFailure(f"{what}: shape {tuple(value.shape)}, expected the flat ({problem.num_params},)")
-    if value.dtype != like.dtype:
-        raise CheckFailure(f"{what}: dtype {value.dtype}, the parameters' is {like.dtype}")
-    if ctx.backend == "torch" and value.device != like.device:
-        raise CheckFailure(f"{what}: on {value.device}, the parameters on {like.device}")
+    reason = params_problem(problem, value, like, what)
+    if reason is not None:
+        raise CheckFailure(reason)
     arr = ctx.numpy(problem, value)
     if not np.all(np.isfinite(arr)):
         raise CheckFailure(f"{what}: {int(np.sum(~np.isfinite(arr)))} non-finite entries")

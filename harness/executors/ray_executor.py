@@ -12,9 +12,11 @@ which streams outcomes back as tasks finish (``ray.wait``) and alone writes to t
   were running and a long sweep does not flood the scheduler;
 * no retries by Ray (``max_retries=0``): a task whose worker or node died comes back as a
   ``crashed`` run and is retried by ``--resume``, like every other failure;
-* the driver removes database URLs from its environment while it starts a local Ray instance,
-  because local Ray workers inherit it; on a cluster, never put credentials into the
-  ``runtime_env``.
+* the driver removes database URLs and other credentials from its environment while it
+  starts a local Ray instance, because local Ray workers inherit it; it keeps Ray's own
+  cluster credentials (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``RAY_AUTH_MODE``), which
+  joining a head with token authentication needs (:func:`hidden_from_ray`); the runs' own
+  processes see neither. On a cluster, never put credentials into the ``runtime_env``.
 
 The expected run key (for skipping finished runs) comes from a probe task; a homogeneous
 cluster (same GPU model, same framework versions on every node) is assumed. The key a worker
@@ -30,7 +32,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.devices import plan_devices
@@ -38,6 +40,21 @@ from harness.errors import ConfigError
 from harness.executors.base import Executor
 from harness.runner import RunResult
 from harness.worker import Job, Lane, Outcome, failed_result, scrubbed_environ
+
+#: Ray's own cluster credentials (token authentication, the default of the pinned Ray): the
+#: driver keeps them through ``ray.init`` so it can join a head that requires a token. They
+#: are Ray's, not the database's, and the run processes never see them either
+#: (:func:`harness.worker.worker_environ` scrubs every ``*TOKEN*`` variable).
+RAY_CLUSTER_CREDENTIALS: frozenset[str] = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"})
+
+
+def hidden_from_ray(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``env`` removed while the driver starts or joins Ray: every credential
+    :func:`~harness.worker.scrubbed_environ` removes (database URLs, passwords, tokens), except
+    Ray's own cluster credentials (:data:`RAY_CLUSTER_CREDENTIALS`)."""
+    clean = scrubbed_environ(env)
+    return {k: v for k, v in env.items() if k not in clean and k not in RAY_CLUSTER_CREDENTIALS}
+
 
 #: The Ray worker process's lane (one per process; reused by the tasks it runs).
 _LANE: Lane | None = None
@@ -153,8 +170,7 @@ class RayExecutor(Executor):
             raise ConfigError("the Ray executor needs ray: pip install 'ngbench[ray]'") from None
         if not ray.is_initialized():
             # Local Ray workers inherit the driver's environment: keep credentials out of it.
-            clean = scrubbed_environ()
-            hidden = {k: v for k, v in os.environ.items() if k not in clean}
+            hidden = hidden_from_ray(os.environ)
             for k in hidden:
                 del os.environ[k]
             try:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.spec import BACKENDS, Distribution
+from db.limits import INT32_MAX, int32_problems, text_problems
+from harness import external, registry
 from harness.errors import ConfigError
 from harness.sweep.protocol import (
     DEFAULT_RERUN_SEEDS,
@@ -22,6 +24,8 @@ from harness.sweep.protocol import (
     distribution_from_toml,
 )
 from harness.sweep.schema import BUDGET_KEYS, DEFAULT_TIMEOUT_S, DTYPES, KEYS, TRACKS, TUNING_KEYS, SweepConfig
+from suites import get_suite
+from suites.registry import UnknownSuiteError
 
 
 class Problems:
@@ -99,6 +103,8 @@ def _seeds(raw: dict[str, Any], problems: Problems) -> tuple[int, ...]:
         problems.add("seeds is empty: the sweep would have no runs")
     if any(v < 0 for v in value):
         problems.add(f"seeds must be non-negative, got {value!r}")
+    elif any(v > INT32_MAX for v in value):
+        problems.add(f"seeds must be at most {INT32_MAX} (stored as 32-bit integers), got {max(value)}")
     dupes = sorted({v for v in value if value.count(v) > 1})
     if dupes:
         problems.add(f"seeds lists {', '.join(map(str, dupes))} more than once")
@@ -204,8 +210,13 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
         problems.add("missing required key 'name' (the sweep's name, a string)")
     elif not isinstance(name, str) or not name.strip():
         problems.add(f"name must be a non-empty string, got {name!r}")
+    else:
+        _limit_problems(text_problems("sweep name", name), problems)
     suites = _str_list(raw, "suites", problems, required=True)
     optimizers = _str_list(raw, "optimizers", problems, required=True)
+    for what, values in (("suite", suites), ("optimizer", optimizers)):
+        for value in values or ():
+            _limit_problems(text_problems(what, value), problems, f"{value[:40]!r}: ")
     backends = _str_list(raw, "backends", problems, required=False) or ("torch",)
     for b in backends:
         if b not in BACKENDS:
@@ -228,6 +239,8 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
     tag = raw.get("tag")
     if tag is not None and not (isinstance(tag, str) and tag.strip()):
         problems.add(f"tag must be a non-empty string, got {tag!r}")
+    elif tag is not None:
+        _limit_problems(text_problems("tag", tag.strip()), problems)
     devices = None
     try:
         devices = parse_devices(raw.get("devices"))
@@ -267,6 +280,8 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
     if protocol is not None:
         track = "tuned"
         seeds = protocol.rerun_seeds
+    if problems.items:  # report unknown names now too, not after the file's other problems are fixed
+        _name_problems(suites or (), optimizers or (), backends, problems)
     problems.raise_if_any()
     assert suites is not None and optimizers is not None and isinstance(name, str)
     return SweepConfig(
@@ -291,6 +306,36 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
         tuning=protocol,
         search=search,
     )
+
+
+def _name_problems(
+    suites: Sequence[str], optimizers: Sequence[str], backends: Sequence[str], problems: Problems
+) -> None:
+    """Unknown suites and built-in-style optimizer names, found without running anything.
+
+    The full resolution (:func:`harness.sweep.resolve`, adapters described in a worker) only
+    runs on a file without other problems; this finds the names it would reject, so one pass
+    reports everything. ``module:Class`` references are left to the full resolution.
+    """
+    for name in suites:
+        try:
+            get_suite(name)
+        except UnknownSuiteError as exc:
+            problems.add(f"suites: {exc}")
+    usable = [b for b in backends if b in BACKENDS and registry.backend_available(b)]
+    if not usable:
+        return
+    known = {n for b in usable for n in [*registry.builtin_names(b), *external.entry_point_names(b)]}
+    for opt in optimizers:
+        if ":" not in opt and opt not in known:
+            listing = ", ".join(sorted(known))
+            problems.add(f"optimizers: unknown optimizer {opt!r}{suggest(opt, sorted(known))} (known: {listing})")
+
+
+def _limit_problems(found: list[str], problems: Problems, prefix: str = "") -> None:
+    """Add the storage-limit problems of one value (:mod:`db.limits`)."""
+    for message in found:
+        problems.add(prefix + message)
 
 
 def _non_negative_int(raw: dict[str, Any], key: str, default: int, problems: Problems) -> int:
@@ -337,6 +382,8 @@ def _tuning(
             rerun = tuple(range(value))
     elif isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         rerun = tuple(value)
+        for v in rerun:
+            _limit_problems(int32_problems("rerun_seeds", v), problems)
     else:
         problems.add(f"rerun_seeds must be a positive integer K (seeds 0..K-1) or a list of integers, got {value!r}")
     sampler = raw.get("sampler", DEFAULT_SAMPLER)
@@ -347,6 +394,7 @@ def _tuning(
         sampler=sampler if isinstance(sampler, str) else repr(sampler),
         study_seed=_non_negative_int(raw, "study_seed", 0, problems),
     )
+    _limit_problems(int32_problems("trial_seed", protocol.trial_seed), problems)
     for message in protocol.problems():
         problems.add(message)
     search: dict[str, dict[str, Distribution]] = {}

@@ -1,7 +1,8 @@
 """The Jinja environment the pages render with: autoescaping, strict undefined, the filters.
 
 Every value from the database reaches a page through a template that escapes it
-(``select_autoescape``, also for string templates); nothing from the database is marked safe.
+(``select_autoescape``, also for string templates) and writes out Unicode bidirectional
+controls (``finalize``: :func:`neutral_output`); nothing from the database is marked safe.
 Formatting lives in :mod:`leaderboard.format`; the filters here only name it for the templates.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from db.engine import masked
 from db.statuses import FAILED_STATUSES
@@ -32,6 +34,7 @@ def environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=neutral_output,
     )
     env.filters.update(
         seconds=fmt.seconds,
@@ -50,6 +53,16 @@ def environment() -> Environment:
     )
     env.globals.update(status_words=STATUS_WORDS, failed_statuses=FAILED_STATUSES, DASH=fmt.DASH)
     return env
+
+
+def neutral_output(v: Any) -> Any:
+    """Every ``{{ ... }}`` output with its bidirectional controls written out (:func:`leaderboard.format.neutral`):
+    a right-to-left override in a tag cannot reorder the rest of a page. Markup stays markup."""
+    if isinstance(v, Markup):
+        return Markup(fmt.neutral(str(v)))
+    if isinstance(v, str):
+        return fmt.neutral(v)
+    return v
 
 
 def date_text(v: Any) -> str:

@@ -18,30 +18,14 @@ from leaderboard.views.common import has_failure, optimizer_order, ratio_class, 
 from leaderboard.views.confidence import board_confidence
 
 
-def uncompared_optimizers(chosen: pd.DataFrame) -> set[str]:
-    """Optimizers that no other optimizer was scored against: on every suite where they have a
-    scored entry they are alone. A score is relative to the others on the same suites (a
-    performance profile), so such an optimizer would rank first with a perfect score by having no
-    competition; it is listed, not ranked."""
-    if chosen.empty:
-        return set()
-    per_suite = chosen.groupby("suite")["optimizer"].nunique()
-    out = set()
-    for opt, rows in chosen.groupby("optimizer"):
-        if all(per_suite[s] == 1 for s in set(rows["suite"])):
-            out.add(opt)
-    return out
-
-
 def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
     """Score table, suite × optimizer matrix and profile points of one board."""
     chosen = board_table(data.entries, board.key)
-    uncompared = uncompared_optimizers(chosen)
-    if uncompared:
-        chosen = chosen[~chosen["optimizer"].isin(uncompared)]
     optimizers = [o for o in optimizer_order(data) if o in set(chosen["optimizer"])] if len(chosen) else []
     suites = [s for s in scorable_suites(data) if len(chosen) and s in set(chosen["suite"])]
     untargeted = sorted({s for s in (chosen["suite"] if len(chosen) else []) if s not in suites})
+    alone = compared_only(chosen, suites, optimizers)
+    optimizers = [o for o in optimizers if o not in alone]
     time_table = pd.DataFrame(scoring.INF, index=pd.Index(optimizers, name="optimizer"), columns=suites, dtype=float)
     steps_table = time_table.copy()
     by_cell = {}
@@ -64,14 +48,19 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
         else data.entries
     )
     stale_cells = {(r.optimizer, r.suite) for r in stale.itertuples(index=False)}
-    stale_only = sorted({o for o, _ in stale_cells} - set(optimizers), key=str)
+    stale_only = sorted({o for o, _ in stale_cells} - set(optimizers) - set(alone), key=str)
     confidence = board_confidence(data, chosen, suites) if optimizers else board_confidence(data, chosen.iloc[0:0], [])
     rows = []
     order = list(scores.index) if len(scores) else []
-    for opt in order + stale_only + [o for o in sorted(uncompared, key=str) if o not in stale_only]:
+    for opt in order + alone + stale_only:
         cells: list[dict[str, Any]] = []
         for suite in suites:
             entry = by_cell.get((opt, suite))
+            if entry is not None and opt in alone:  # shown, compared with nothing: no ratio
+                cells.append(
+                    {"suite": suite, "css": "none", "ratio": None, "ttt": entry.ttt, "status": "", "entry": None}
+                )
+                continue
             if entry is None:
                 css = "stale" if (opt, suite) in stale_cells else "none"
                 cells.append({"suite": suite, "css": css, "ratio": None, "ttt": None, "status": "", "entry": None})
@@ -114,8 +103,8 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
                 "score_steps": float(score["score_steps"]) if score is not None else math.nan,
                 "reached": int(score["reached"]) if score is not None else 0,
                 "suites": len(suites),
-                "stale_only": score is None and opt not in uncompared,
-                "unranked": "no other optimizer was scored on its suites" if opt in uncompared else "",
+                "stale_only": score is None and opt not in alone,
+                "not_compared": opt in alone,
                 "failures": int(
                     sum(
                         n
@@ -138,6 +127,7 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
         "optimizers": optimizers,
         "suites": suites,
         "untargeted": untargeted,
+        "alone": alone,
         "rows": rows,
         "profile_points": points,
         "time_table": time_table,
@@ -148,6 +138,22 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
         "flops_measured": confidence["flops_measured"],
         "ladder": confidence["ladder"],
     }
+
+
+def compared_only(chosen: pd.DataFrame, suites: list[str], optimizers: list[str]) -> list[str]:
+    """The optimizers of a board that no other optimizer was scored against on any of its suites.
+
+    A board ranks optimizers against each other: an optimizer whose every scored suite has no
+    other optimizer's entry (a lone submission, the only run on a board) compares with nothing
+    and would be "fastest" with score 1.0, so it is listed without a rank. Suites keep their
+    scoring: a missing cell of another optimizer counts as a miss, as on every board.
+    """
+    if not len(chosen) or not suites:
+        return []
+    rows = chosen[chosen["suite"].isin(suites)]
+    counts = {suite: len(set(group)) for suite, group in rows.groupby("suite")["optimizer"]}
+    on_shared = {o for o, s in zip(rows["optimizer"], rows["suite"], strict=True) if counts.get(s, 0) >= 2}
+    return [o for o in optimizers if o not in on_shared]
 
 
 def board_environments(data: SiteData, board: Board) -> list[dict[str, Any]]:

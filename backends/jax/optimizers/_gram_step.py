@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from backends import schedules
 from backends.jax import sample_space
+from backends.jax.ops import JAX_OPS
 from backends.jax.static import StaticInt
 from backends.spec import Batch, Problem
 
@@ -44,13 +45,8 @@ def scheduled_update(
     ``update_norm``. The step counter enters the schedule in the parameters' dtype, so a
     float32 run stays float32.
     """
-    hp = state.hparams
     step = state.step.astype(params.dtype)
-    lr_t = schedules.scheduled_lr(hp.lr, hp.lr_decay, step, int(state.total_steps))
-    norm = jnp.linalg.norm(direction)
-    size = schedules.step_size(lr_t, norm, hp.normalise_update)
-    new = params - size * direction
-    stats = {"lr": size, "lr_schedule": lr_t, "direction_norm": norm, "update_norm": size * norm}
+    new, stats = schedules.scheduled_update(JAX_OPS, state.hparams, params, direction, step, int(state.total_steps))
     return new, state._replace(step=state.step + 1), stats
 
 

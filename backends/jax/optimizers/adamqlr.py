@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from backends import damping as lm
+from backends import adamqlr_maths
 from backends.jax import likelihoods
+from backends.jax.ops import JAX_OPS
 from backends.methods import adamqlr
 from backends.spec import Batch, adapter_class
 
@@ -77,30 +78,21 @@ class AdamQLR(adapter_class(adamqlr.CARD, "jax")):  # type: ignore[misc]
         d, adam_state = adam(hp).update(g, state.adam)
 
         q = oracle.ggn_quad(d) if hp.curvature == "fisher" else hessian_quadratic(problem, params, batch, d)
-        q = q.astype(F64)
-        gd = jnp.dot(g, d).astype(F64)
-        dd = jnp.dot(d, d).astype(F64)
         lam = state.damping.astype(F64)
-        damped = q + lam * dd
-        # The code's saddle-free option takes |.| in the step only, not in the model change.
-        s = -gd / (jnp.abs(damped) if hp.saddle_free else damped)
-        if hp.lr_clipping is not None:
-            s = jnp.clip(s, -hp.lr_clipping, hp.lr_clipping)
-        new_params = params + s.astype(dtype) * d
+        model = adamqlr_maths.quadratic_step(JAX_OPS, hp, q, g, d, lam)
+        new_params = adamqlr_maths.update(JAX_OPS, params, model, d)
 
         stats: dict[str, Any] = {
             "loss": loss,
-            "lr": (-s).astype(dtype),
+            "lr": (-model.s).astype(dtype),
             "damping": state.damping,
-            "curvature": q.astype(dtype),
-            "grad_dot_direction": gd.astype(dtype),
+            "curvature": model.curvature.astype(dtype),
+            "grad_dot_direction": model.grad_dot_direction.astype(dtype),
         }
         new_lam = lam
         if hp.adaptive_damping:
-            model_change = lm.quadratic_value_1d(s, gd, damped)
-            new_loss = problem.oracle(new_params, batch).loss().astype(F64)
-            rho = lm.reduction_ratio(loss.astype(F64), new_loss, model_change, where=jnp.where)
-            new_lam = lm.lm_update(lam, rho, adamqlr.lm_rule(hp), where=jnp.where)
+            new_loss = problem.oracle(new_params, batch).loss()
+            rho, new_lam, model_change = adamqlr_maths.adapt_damping(JAX_OPS, hp, lam, model, loss, new_loss)
             stats.update(rho=rho.astype(dtype), model_change=model_change.astype(dtype))
         return new_params, AdamQLRState(hp, adam_state, jnp.asarray(new_lam, F64).astype(dtype)), stats
 

@@ -25,13 +25,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from backends import blocks, egn_gram
-from backends import damping as lm
+from backends import egn_gram
 from backends.jax.batched_passes import tap_grads_many
 from backends.jax.control_flow import counted_while_loop
 from backends.jax.ops import JAX_OPS
-from backends.jax.output_hessian import hessian_factor
-from backends.jax.sample_space import damped_solve
 from backends.methods import egn
 from backends.spec import Batch, Oracle, Problem, adapter_class
 
@@ -51,89 +48,21 @@ class EGNState(NamedTuple):
     damping: Array
 
 
-class Solve(NamedTuple):
-    """The output-space solve: ``d = sum_n Jz_n^T w_n`` with ``w_n = S_n v_n``."""
-
-    d: Array
-    #: ``s`` and ``v`` (``B*C``, float64) for the closed forms of ``g^T d`` and ``d^T G d``.
-    s: Array
-    v: Array
-
-
-def output_factor(likelihood: str, logits: Array, r: Array, jitter: float) -> tuple[Array | None, Array]:
-    """``(S, s)`` with ``Q_n = S_n S_n^T`` and ``S_n s_n = r_n`` (float64); ``S = None`` means identity.
-
-    Cross-entropy, ``jitter = 0``: ``S_n = diag(sqrt p) - p sqrt(p)^T``, ``s_n = r_n / sqrt(p)``
-    (exact since ``r_n`` is in ``range(Q_n)``). ``jitter > 0``: ``S_n = chol(Q_n + jitter I)``,
-    ``s_n = S_n^{-1} r_n`` (somax v1.0).
-    """
-    r64 = r.astype(F64)
-    if likelihood != "softmax_ce":
-        return None, r64
-    p = jax.nn.softmax(logits.astype(F64), axis=-1)
-    if jitter == 0.0:
-        S = hessian_factor(likelihood, logits, F64)
-        assert S is not None
-        return S, r64 / jnp.sqrt(p)
-    C = p.shape[-1]
-    Q = jax.vmap(jnp.diag)(p) - p[:, :, None] * p[:, None, :]
-    L = jnp.linalg.cholesky(Q + jitter * jnp.eye(C, dtype=F64))
-    return L, jax.scipy.linalg.solve_triangular(L, r64[..., None], lower=True)[..., 0]
-
-
-def taps_gram_applicable(problem: Problem) -> bool:
-    """Every trainable parameter sits in a Linear layer fed 2-D inputs (``backends.blocks``)."""
-    return blocks.linear_on_vectors_only(problem.layout)
-
-
-def _solve(gram: Array, s: Array, batch_size: int, lam: Array) -> Array:
-    """``v = (K + B lam I)^{-1} s`` in float64: Cholesky, with the sample-space solve's
-    nearest-PSD eigen fallback (see the torch twin: the cross-entropy factor leaves ``B`` exact
-    zero eigenvalues that float32 rounding can push below a tiny ``B lam``)."""
-    return damped_solve(gram, s, batch_size * lam).x
-
-
-def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Array, mode: str) -> Solve:
+def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Array, mode: str) -> egn_gram.Solve:
     """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
     z, r = oracle.logits, oracle.logit_grads()
-    B, C = z.shape
-    S, s = output_factor(problem.likelihood, z, r, hp.q_jitter)
-    s = s.reshape(-1)
+    S, s = egn_gram.output_factor(JAX_OPS, problem.likelihood, z, r, hp.q_jitter)
     if mode == "taps":
         # Jt Jt^T and Jt^T v from the taps (backends.egn_gram): no per-sample Jacobian, no extra pass.
         a = oracle.tap_inputs()
-        if S is None:
-            columns = jnp.broadcast_to(jnp.eye(C, dtype=z.dtype)[:, None, :], (C, B, C))
-        else:
-            columns = jnp.transpose(S, (2, 0, 1)).astype(z.dtype)
-        E = tap_grads_many(problem, oracle, columns)  # per layer (C, B, out)
-        gram, abars = egn_gram.tap_gram(JAX_OPS, problem.layout, a, E)
-        v = _solve(gram.astype(F64), s, B, lam)
-        d = egn_gram.tap_direction(JAX_OPS, problem.layout, E, abars, v.reshape(B, C).astype(z.dtype))
-        return Solve(d, s, v)
-    Jt = egn_gram.dense_rows(JAX_OPS, S, oracle.output_jacobian())  # (B C, P), working dtype
-    v = _solve((Jt @ Jt.T).astype(F64), s, B, lam)
-    return Solve(Jt.T @ v.astype(Jt.dtype), s, v)
-
-
-def gram_mode(problem: Problem, hp: egn.EGNHyperparams) -> str:
-    if hp.gram == "auto":
-        return "taps" if taps_gram_applicable(problem) else "dense"
-    if hp.gram == "taps" and not taps_gram_applicable(problem):
-        raise ValueError("egn: gram='taps' needs every parameter in a Linear layer with 2-D inputs")
-    return str(hp.gram)
+        E = tap_grads_many(problem, oracle, egn_gram.factor_columns(JAX_OPS, S, z))  # per layer (C, B, out)
+        return egn_gram.solve_taps(JAX_OPS, problem.layout, a, E, s.reshape(-1), lam)
+    return egn_gram.solve_dense(JAX_OPS, S, oracle.output_jacobian(), s.reshape(-1), lam)
 
 
 def initial_step_size(hp: egn.EGNHyperparams, previous: Array) -> Array:
     """``backends.methods.egn.initial_step_size`` for a traced ``alpha_prev`` (float64)."""
     return jnp.minimum(hp.ls_increase * jnp.asarray(previous, F64), hp.lr)
-
-
-def _lerp(start: Array, end: Array, weight: float) -> Array:
-    """``torch.lerp``'s two-sided formula (the same rounding as the torch twin)."""
-    if weight < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * (1.0 - weight)
 
 
 class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
@@ -150,14 +79,14 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
 
     def _direction(
         self, problem: Problem, params: Array, state: EGNState, batch: Batch[Array]
-    ) -> tuple[Any, Solve, Array, Array | None]:
+    ) -> tuple[Any, egn_gram.Solve, Array, Array | None]:
         hp = state.hparams
-        mode = gram_mode(problem, hp)
+        mode = egn_gram.gram_mode(problem.layout, hp)
         oracle = problem.oracle(params, batch, taps=mode == "taps")
         sol = egn_solve(problem, oracle, hp, state.damping.astype(F64), mode)
         if hp.momentum == 0.0 or state.momentum is None:
             return oracle, sol, sol.d, None
-        m = _lerp(state.momentum, sol.d, 1.0 - hp.momentum)
+        m = JAX_OPS.lerp(state.momentum, sol.d, 1.0 - hp.momentum)
         correction = (1.0 - hp.momentum ** (state.steps + 1).astype(F64)).astype(m.dtype)
         return oracle, sol, m / correction, m
 
@@ -176,11 +105,8 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         need_gd = hp.line_search or hp.adaptive_damping
         gd = jnp.zeros((), F64)
         if need_gd:
-            if m is None:
-                # g = Jt^T s / B and d = Jt^T v with Jt Jt^T v = s - B lam v.
-                gd = jnp.dot(sol.s, sol.s) / B - lam * jnp.dot(sol.s, sol.v)
-            else:
-                gd = jnp.dot(oracle.grad(), d).astype(F64)
+            # Without momentum from the solve (g = Jt^T s / B, d = Jt^T v), else one backward.
+            gd = egn_gram.grad_dot_direction(sol, B, lam) if m is None else jnp.dot(oracle.grad(), d).astype(F64)
 
         stats: dict[str, Any] = {"loss": loss, "damping": state.damping}
         new_loss: Array | None = None
@@ -215,10 +141,8 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
             if new_loss is None:
                 new_loss = problem.oracle(new_params, batch).loss()
             # Without momentum d = Jt^T v, so d^T G d = |Jt Jt^T v|^2 / B = |s - B lam v|^2 / B.
-            dGd = jnp.sum(jnp.square(sol.s - B * lam * sol.v)) / B if m is None else oracle.ggn_quad(d).astype(F64)
-            model_change = -alpha * gd + 0.5 * alpha * alpha * dGd
-            rho = lm.reduction_ratio(loss.astype(F64), new_loss.astype(F64), model_change, where=jnp.where)
-            new_lam = lm.lm_update(lam, rho, egn.lm_rule(hp), where=jnp.where)
+            dGd = egn_gram.ggn_quad(JAX_OPS, sol, B, lam) if m is None else oracle.ggn_quad(d).astype(F64)
+            rho, new_lam, model_change = egn_gram.adapt_damping(JAX_OPS, hp, lam, loss, new_loss, alpha, gd, dGd)
             stats.update(rho=rho.astype(dtype), model_change=model_change.astype(dtype))
         if need_gd:
             stats["grad_dot_direction"] = gd.astype(dtype)

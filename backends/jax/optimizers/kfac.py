@@ -31,10 +31,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from backends import damping as lm
+from backends import kfac_maths
 from backends.jax import kfac_factors as kf
 from backends.jax.batched_passes import output_tangents, tap_grads_many
 from backends.jax.control_flow import counted_switch
+from backends.jax.ops import JAX_OPS
 from backends.jax.output_hessian import apply_factor, factor_columns
 from backends.methods import kfac
 from backends.spec import Batch, Oracle, Problem, adapter_class
@@ -111,56 +112,13 @@ def locations(problem: Problem) -> list[int]:
 # --------------------------------------------------------------------------- the quadratic model
 
 
-class _Proposal(NamedTuple):
-    oracle: Oracle
-    loss: Array
-    grad_h: Array
-    factors: tuple[kf.LayerStats, ...]
-    inverses: tuple[kf.LayerInverse, ...]
-    #: ``Ft^{-1} grad h`` (ascent-signed).
-    direction: Array
-
-
-def _output_inner(oracle: Oracle, u: Array, w: Array) -> Array:
-    """``(1/B) sum_n u_n^T Q_n w_n`` (float64)."""
-    return jnp.mean(jnp.sum(u * oracle.output_hessian_apply(w), axis=-1)).astype(F64)
-
-
-def _dot(x: Array, y: Array) -> Array:
-    return jnp.dot(x, y).astype(F64)
-
-
 def _quadratic_step(
-    problem: Problem, hp: kfac.KFACHyperparams, prop: _Proposal, lam: Array, vel: Array | None
+    problem: Problem, hp: kfac.KFACHyperparams, prop: kfac_maths.Proposal, lam: Array, vel: Array | None
 ) -> tuple[Array, Array, Array]:
-    """``(w1, w2, M(delta))`` from the exact quadratic model over ``span{p, vel}`` (Sec. 7)."""
-    oracle, p, grad_h = prop.oracle, prop.direction, prop.grad_h
-    tangents = output_tangents(problem, oracle, [p] if vel is None else [p, vel])
-    u_p = tangents[0]
-    c11, d11, b1 = _output_inner(oracle, u_p, u_p), _dot(p, p), _dot(grad_h, p)
-    if vel is None:
-        zero = jnp.zeros((), F64)
-        c12 = c22 = d12 = d22 = b2 = zero
-    else:
-        u_v = tangents[1]
-        c12, c22 = _output_inner(oracle, u_p, u_v), _output_inner(oracle, u_v, u_v)
-        d12, d22, b2 = _dot(p, vel), _dot(vel, vel), _dot(grad_h, vel)
-    eta = hp.l2_reg
-    undamped = lm.Quadratic2D(c11 + eta * d11, c12 + eta * d12, c22 + eta * d22, b1, b2)
-    damped = lm.Quadratic2D(undamped.a11 + lam * d11, undamped.a12 + lam * d12, undamped.a22 + lam * d22, b1, b2)
-    w1, w2 = lm.solve_quadratic_2d(
-        damped,
-        fixed1=None if hp.adaptive_lr else -hp.lr,
-        fixed2=None if hp.adaptive_momentum else hp.momentum,
-        where=jnp.where,
-    )
-    w1, w2 = jnp.asarray(w1, F64), jnp.asarray(w2, F64)
-    model_change = (damped if hp.include_damping_in_quad_change else undamped).value(w1, w2)
-    return w1, w2, jnp.asarray(model_change, F64)
-
-
-def _fixed_step(hp: kfac.KFACHyperparams) -> tuple[Array, Array, Array]:
-    return jnp.asarray(-hp.lr, F64), jnp.asarray(hp.momentum, F64), jnp.asarray(math.nan, F64)
+    """``(w1, w2, M(delta))`` from the exact quadratic model over ``span{p, vel}`` (Sec. 7;
+    ``backends.kfac_maths.quadratic_step``): the JVP tangents here, the maths there."""
+    tangents = output_tangents(problem, prop.oracle, [prop.direction] if vel is None else [prop.direction, vel])
+    return kfac_maths.quadratic_step(JAX_OPS, hp, prop.oracle, tangents, prop.direction, vel, prop.grad_h, lam)
 
 
 # --------------------------------------------------------------------------- the adapter
@@ -178,7 +136,7 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
             jnp.asarray(hparams.damping, dtype),
         )
 
-    def _propose(self, problem: Problem, params: Array, state: KFACState, batch: Batch[Array]) -> _Proposal:
+    def _propose(self, problem: Problem, params: Array, state: KFACState, batch: Batch[Array]) -> kfac_maths.Proposal:
         hp = state.hparams
         oracle = problem.oracle(params, batch, taps=True)
         loss, g = oracle.loss_and_grad()
@@ -192,10 +150,8 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
 
         # The first step always refreshes: refresh_inverses(0) holds for every schedule.
         inverses = jax.lax.cond(refresh_inverses(state.steps, hp), invert, lambda: state.inverses)
-        grad_h = g + hp.l2_reg * params if hp.l2_reg else g
-        untapped = (1.0 / identity_weight).astype(g.dtype) if hp.untapped == "damped_identity" else 1.0
-        p = kf.precondition(problem.layout, inverses, grad_h, untapped)
-        return _Proposal(oracle, loss, grad_h, factors, inverses, p)
+        grad_h, p = kfac_maths.proposal(JAX_OPS, hp, problem.layout, inverses, g, params, identity_weight)
+        return kfac_maths.Proposal(oracle, loss, grad_h, factors, inverses, p)
 
     def direction(self, problem: Problem, params: Array, state: KFACState, batch: Batch[Array]) -> Array:
         return self._propose(problem, params, state, batch).direction
@@ -218,7 +174,7 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
         need_model = hp.adaptive_lr or hp.adaptive_momentum or adapt
         variants: dict[str, Callable[[], tuple[Array, Array, Array]]] = {}
         if need_model is not True:
-            variants["fixed"] = lambda: _fixed_step(hp)
+            variants["fixed"] = lambda: kfac_maths.fixed_step(JAX_OPS, hp, lam)
         if need_model is not False:
             variants["first"] = lambda: _quadratic_step(problem, hp, prop, lam, None)
             if use_velocity:
@@ -232,10 +188,7 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
             index = jnp.where(need_model, model, names.index("fixed")) if "fixed" in names else model
         w1, w2, model_change = counted_switch(problem.counters, index, list(variants.values()))
 
-        p = prop.direction
-        delta = w1.astype(dtype) * p
-        if vel is not None:
-            delta = delta + w2.astype(dtype) * vel  # zero before the first step
+        delta = kfac_maths.update(JAX_OPS, w1, w2, prop.direction, vel)  # vel is zero before the first step
         new_params = params + delta
 
         nan = jnp.asarray(math.nan, F64)
@@ -243,13 +196,8 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
         if hp.adaptive_damping:
 
             def adapt_lambda() -> tuple[Array, Array]:
-                new_loss = problem.oracle(new_params, batch).loss().astype(F64)
-                old_h, new_h = prop.loss.astype(F64), new_loss
-                if hp.l2_reg:
-                    old_h = old_h + 0.5 * hp.l2_reg * _dot(params, params)
-                    new_h = new_h + 0.5 * hp.l2_reg * _dot(new_params, new_params)
-                r = lm.reduction_ratio(old_h, new_h, model_change, where=jnp.where)
-                return r, lm.lm_update(lam, r, kfac.lm_rule(hp), where=jnp.where)
+                new_loss = problem.oracle(new_params, batch).loss()
+                return kfac_maths.adapt_damping(JAX_OPS, hp, lam, prop.loss, new_loss, params, new_params, model_change)
 
             rho, new_lam = counted_switch(problem.counters, adapt, [lambda: (nan, lam), adapt_lambda])
 

@@ -14,6 +14,7 @@ from torch import Tensor
 from backends import schedules
 from backends.spec import Batch, Problem
 from backends.torch import sample_space
+from backends.torch.ops import TORCH_OPS
 
 
 class ScheduledState(NamedTuple):
@@ -37,12 +38,7 @@ def scheduled_update(
     ``step_along_direction`` holds), ``lr_schedule`` (``lr_t``), ``direction_norm`` and
     ``update_norm``.
     """
-    hp = state.hparams
-    lr_t = schedules.scheduled_lr(hp.lr, hp.lr_decay, state.step, state.total_steps)
-    norm = torch.linalg.vector_norm(direction)
-    size = schedules.step_size(lr_t, norm, hp.normalise_update)
-    new = params - size * direction
-    stats = {"lr": size, "lr_schedule": lr_t, "direction_norm": norm, "update_norm": size * norm}
+    new, stats = schedules.scheduled_update(TORCH_OPS, state.hparams, params, direction, state.step, state.total_steps)
     return new, state._replace(step=state.step + 1), stats
 
 

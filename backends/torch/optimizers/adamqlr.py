@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor
 
-from backends import damping as lm
+from backends import adamqlr_maths
 from backends.methods import adamqlr
 from backends.spec import Batch, adapter_class
 from backends.torch import likelihoods
+from backends.torch.ops import TORCH_OPS
 
 if TYPE_CHECKING:
     from backends.torch.problem import TorchProblem
@@ -74,24 +75,22 @@ class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
         mu, nu, d = adam_direction(hp, state, g)
 
         fisher = hp.curvature == "fisher"
-        q = (oracle.ggn_quad(d) if fisher else hessian_quadratic(problem, params, batch, d)).to(torch.float64)
-        gd = torch.dot(g, d).to(torch.float64)
-        dd = torch.dot(d, d).to(torch.float64)
+        q = oracle.ggn_quad(d) if fisher else hessian_quadratic(problem, params, batch, d)
         lam = state.damping
-        damped = q + lam * dd
-        # The code's saddle-free option takes |.| in the step only, not in the model change.
-        s = -gd / (damped.abs() if hp.saddle_free else damped)
-        if hp.lr_clipping is not None:
-            s = s.clamp(-hp.lr_clipping, hp.lr_clipping)
-        new_params = params + s.to(params.dtype) * d
+        model = adamqlr_maths.quadratic_step(TORCH_OPS, hp, q, g, d, lam)
+        new_params = adamqlr_maths.update(TORCH_OPS, params, model, d)
 
-        stats: dict[str, Any] = {"loss": loss, "lr": -s, "damping": lam, "curvature": q, "grad_dot_direction": gd}
+        stats: dict[str, Any] = {
+            "loss": loss,
+            "lr": -model.s,
+            "damping": lam,
+            "curvature": model.curvature,
+            "grad_dot_direction": model.grad_dot_direction,
+        }
         new_lam = lam
         if hp.adaptive_damping:
-            model_change = lm.quadratic_value_1d(s, gd, damped)
-            new_loss = problem.oracle(new_params, batch).loss_value().to(torch.float64)
-            rho = lm.reduction_ratio(loss.to(torch.float64), new_loss, model_change, where=torch.where)
-            new_lam = lm.lm_update(lam, rho, adamqlr.lm_rule(hp), where=torch.where)
+            new_loss = problem.oracle(new_params, batch).loss_value()
+            rho, new_lam, model_change = adamqlr_maths.adapt_damping(TORCH_OPS, hp, lam, model, loss, new_loss)
             stats.update(rho=rho, model_change=model_change)
         return new_params, AdamQLRState(hp, state.steps + 1, mu, nu, new_lam), stats
 

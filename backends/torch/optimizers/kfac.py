@@ -17,11 +17,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from backends import damping as lm
+from backends import kfac_maths
 from backends.methods import kfac
 from backends.spec import Batch, Oracle, Problem, adapter_class
 from backends.torch import kfac_factors as kf
 from backends.torch.batched_passes import output_tangents, tap_grads_many
+from backends.torch.ops import TORCH_OPS
 from backends.torch.output_hessian import apply_factor, factor_columns
 
 
@@ -68,31 +69,12 @@ def fold(
     )
 
 
-class _Proposal(NamedTuple):
-    oracle: Oracle
-    loss: Tensor
-    grad_h: Tensor
-    factors: tuple[kf.LayerStats, ...]
-    inverses: tuple[kf.LayerInverse, ...]
-    #: ``Ft^{-1} grad h`` (ascent-signed).
-    direction: Tensor
-
-
-def _output_inner(oracle: Oracle, u: Tensor, w: Tensor) -> Tensor:
-    """``(1/B) sum_n u_n^T Q_n w_n`` (float64)."""
-    return (u * oracle.output_hessian_apply(w)).sum(-1).mean().to(torch.float64)
-
-
-def _dot(x: Tensor, y: Tensor) -> Tensor:
-    return torch.dot(x, y).to(torch.float64)
-
-
 class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: Problem, hparams: kfac.KFACHyperparams) -> KFACState:
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return KFACState(hparams, 0, None, None, None, lam)
 
-    def _propose(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> _Proposal:
+    def _propose(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> kfac_maths.Proposal:
         hp = state.hparams
         oracle = problem.oracle(params, batch, taps=True)
         loss, g = oracle.loss_and_grad()
@@ -104,10 +86,8 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
             inverses = tuple(kf.layer_inverse(st, identity_weight, hp.damping_form) for st in factors)
         else:
             inverses = state.inverses
-        grad_h = g + hp.l2_reg * params if hp.l2_reg else g
-        untapped = (1.0 / identity_weight).to(g.dtype) if hp.untapped == "damped_identity" else 1.0
-        p = kf.precondition(problem.layout, list(inverses), grad_h, untapped)
-        return _Proposal(oracle, loss, grad_h, factors, inverses, p)
+        grad_h, p = kfac_maths.proposal(TORCH_OPS, hp, problem.layout, inverses, g, params, identity_weight)
+        return kfac_maths.Proposal(oracle, loss, grad_h, factors, inverses, p)
 
     def direction(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> Tensor:
         return self._propose(problem, params, state, batch).direction
@@ -123,42 +103,13 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
             vel = None  # a zero momentum coefficient: skip the velocity's JVP (as kfac-jax does)
         adapt = kfac.adapt_damping(state.steps, hp)
 
-        nan = torch.tensor(math.nan, dtype=torch.float64, device=lam.device)
         if hp.adaptive_lr or hp.adaptive_momentum or adapt:
             # The exact quadratic model over span{p, vel} (Sec. 7): GGN terms by JVPs.
             tangents = output_tangents(problem, oracle, [p] if vel is None else [p, vel])
-            u_p = tangents[0]
-            c11, d11, b1 = _output_inner(oracle, u_p, u_p), _dot(p, p), _dot(grad_h, p)
-            if vel is None:
-                zero = torch.zeros((), dtype=torch.float64, device=lam.device)
-                c12 = c22 = d12 = d22 = b2 = zero
-            else:
-                u_v = tangents[1]
-                c12, c22 = _output_inner(oracle, u_p, u_v), _output_inner(oracle, u_v, u_v)
-                d12, d22, b2 = _dot(p, vel), _dot(vel, vel), _dot(grad_h, vel)
-            eta = hp.l2_reg
-            undamped = lm.Quadratic2D(c11 + eta * d11, c12 + eta * d12, c22 + eta * d22, b1, b2)
-            damped = lm.Quadratic2D(
-                undamped.a11 + lam * d11, undamped.a12 + lam * d12, undamped.a22 + lam * d22, b1, b2
-            )
-            w1, w2 = lm.solve_quadratic_2d(
-                damped,
-                fixed1=None if hp.adaptive_lr else -hp.lr,
-                fixed2=None if hp.adaptive_momentum else hp.momentum,
-                where=torch.where,
-            )
-            w1, w2 = (
-                torch.as_tensor(w1, dtype=torch.float64, device=lam.device),
-                torch.as_tensor(w2, dtype=torch.float64, device=lam.device),
-            )
-            model_change = (damped if hp.include_damping_in_quad_change else undamped).value(w1, w2)
+            w1, w2, model_change = kfac_maths.quadratic_step(TORCH_OPS, hp, oracle, tangents, p, vel, grad_h, lam)
         else:
-            w1 = torch.tensor(-hp.lr, dtype=torch.float64, device=lam.device)
-            w2 = torch.tensor(hp.momentum, dtype=torch.float64, device=lam.device)
-            model_change = nan
-        delta = w1.to(p.dtype) * p
-        if vel is not None:
-            delta = delta + w2.to(p.dtype) * vel
+            w1, w2, model_change = kfac_maths.fixed_step(TORCH_OPS, hp, lam)
+        delta = kfac_maths.update(TORCH_OPS, w1, w2, p, vel)
         new_params = params + delta
 
         stats: dict[str, Any] = {
@@ -167,17 +118,14 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
             "momentum": w2,
             "damping": lam,
             "model_change": model_change,
-            "rho": nan,
+            "rho": torch.tensor(math.nan, dtype=torch.float64, device=lam.device),
         }
         new_lam = lam
         if adapt:
-            new_loss = problem.oracle(new_params, batch).loss_value().to(torch.float64)
-            old_h, new_h = prop.loss.to(torch.float64), new_loss
-            if hp.l2_reg:
-                old_h = old_h + 0.5 * hp.l2_reg * _dot(params, params)
-                new_h = new_h + 0.5 * hp.l2_reg * _dot(new_params, new_params)
-            rho = lm.reduction_ratio(old_h, new_h, model_change, where=torch.where)
-            new_lam = lm.lm_update(lam, rho, kfac.lm_rule(hp), where=torch.where)
+            new_loss = problem.oracle(new_params, batch).loss_value()
+            rho, new_lam = kfac_maths.adapt_damping(
+                TORCH_OPS, hp, lam, prop.loss, new_loss, params, new_params, model_change
+            )
             stats["rho"] = rho
         new_state = KFACState(hp, state.steps + 1, prop.factors, prop.inverses, delta, new_lam)
         return new_params, new_state, stats

@@ -1,0 +1,104 @@
+"""The step-cost benchmark: the run loop's timed region, the pass-kind probes, floor and efficiency.
+
+Timing figures belong in the benchmark, not here: these tests check the arithmetic (the floor
+solved from probes with known costs), what each probe asks the oracle (read from the counters),
+and that the run loop and the benchmark time a step through one function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import harness.runner
+from benchmarks import pass_costs, step_cost
+from harness import registry
+from harness.runner import RunSpec, execute
+from harness.timing import TimedStep
+from suites import get_suite
+
+
+def test_pass_costs_recovers_known_costs_from_probe_times() -> None:
+    true = {"forward": 0.3, "backward": 0.7, "jvp": 0.5, "vjp": 0.6, "per_sample": 4.0}
+    counts = {
+        "probe:forward": {"forward": 1},
+        "probe:gradient": {"forward": 1, "backward": 1},
+        "probe:jvp": {"jvp": 1},
+        "probe:vjp": {"forward": 1, "vjp": 1},
+        "probe:per_sample": {"per_sample": 1},
+    }
+    times = {p: sum(n * true[k] for k, n in c.items()) for p, c in counts.items()}
+    got = pass_costs.pass_costs(counts, times)
+    assert got == pytest.approx(true, rel=1e-12)
+    # An adapter with one forward, two backwards and two JVPs (K-FAC's shape of step):
+    assert pass_costs.floor({"forward": 1, "backward": 2, "jvp": 2}, got) == pytest.approx(0.3 + 1.4 + 1.0)
+
+
+def test_floor_is_nan_for_a_counted_kind_without_a_probe_and_ignores_zero_counts() -> None:
+    costs = {"forward": 1.0, "backward": 2.0}
+    assert pass_costs.floor({"forward": 1, "backward": 1, "jvp": 0}, costs) == 3.0
+    assert math.isnan(pass_costs.floor({"forward": 1, "per_sample": 1}, costs))
+
+
+def test_negative_least_squares_costs_are_clipped_to_zero() -> None:
+    # Noise can make a difference of two probe times negative; a cost is never below zero.
+    got = pass_costs.pass_costs(
+        {"probe:forward": {"forward": 1}, "probe:gradient": {"forward": 1, "backward": 1}},
+        {"probe:forward": 2.0, "probe:gradient": 1.5},
+    )
+    assert got == {"forward": 2.0, "backward": 0.0}
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_each_probe_asks_the_oracle_what_its_name_says(backend: str) -> None:
+    module = registry.backend_module(backend)
+    problem = module.build_problem(get_suite("digits-mlp"), seed=0, dtype="float32", device="cpu")
+    expected = {
+        "forward": {"forward": 1},
+        "gradient": {"forward": 1, "backward": 1},
+        "jvp": {"jvp": 1},
+        "vjp": {"forward": 1, "vjp": 1},
+        "per_sample": {"per_sample": 1},
+    }
+    for query, passes in expected.items():
+        probe = pass_costs.Probe(query)
+        step = problem.make_step(probe)
+        before = problem.counters.snapshot()
+        params, _, stats = step(problem.params0, probe.init(problem, None), problem.device_batch(0))
+        after = problem.counters.snapshot()
+        assert {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)} == passes, query
+        assert np.isfinite(float(stats["probe"]))
+        assert np.array_equal(np.asarray(params), np.asarray(problem.params0))  # parameters unchanged
+
+
+def test_benchmark_reports_floor_and_efficiency_from_its_own_rounds() -> None:
+    measured = step_cost.measure("torch", "digits-mlp", ["sgd", "sf"], rounds=4, warmup=1)
+    assert set(measured.pass_costs) == set(pass_costs.PASS_KINDS)
+    by_name = {c.adapter: c for c in measured.costs}
+    assert set(by_name) == {"sgd", "sf"}  # probes are not adapters in the table
+    for cost in by_name.values():
+        assert cost.status == "ok"
+        assert cost.floor_s == pytest.approx(pass_costs.floor(cost.passes, measured.pass_costs))
+        assert cost.efficiency == pytest.approx(cost.median_s / cost.floor_s)
+    assert by_name["sf"].passes["backward"] == 2 * by_name["sgd"].passes["backward"]  # SF's sampled-label pass
+    extra = by_name["sf"].floor_s - by_name["sgd"].floor_s
+    assert extra == pytest.approx(measured.pass_costs["backward"], abs=1e-12)  # the floor counts it once
+    assert "| efficiency |" in step_cost.format_table(measured.costs)
+
+
+def test_the_run_loop_times_a_step_through_the_shared_timed_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = harness.runner.timed_step
+
+    def fixed(problem, step_fn, params, state, batch):  # type: ignore[no-untyped-def]
+        out = real(problem, step_fn, params, state, batch)
+        calls.append(1)
+        return TimedStep(out.params, out.state, out.stats, 0.25)
+
+    monkeypatch.setattr(harness.runner, "timed_step", fixed)
+    result = execute(RunSpec("tiny-ce", "sgd", device="cpu", steps=6, stop_at_target=False))
+    assert result.status in ("budget_exhausted", "done", "target_reached")
+    assert len(calls) == 6
+    assert result.step_time_median_s == 0.25
