@@ -34,11 +34,19 @@ the flat vector). They may branch on parameter shapes and layer kinds but must n
 suite's name or data to pick hyperparameters, and must do all their per-step work inside
 ``step`` where the timer sees it.
 
+Wrapping an existing optimizer: ``wrap_torch_optimizer(cls, card=..., **kw)`` (a ``torch.optim``
+optimizer; move-only state, see :attr:`Capabilities.consumes_state`) and ``wrap_optax(tx_factory,
+card=...)`` (an optax transformation) build adapters from this contract alone, with the
+parameter groups of ``backends.param_groups``; both are re-exported here lazily.
+
+An optional hook, :meth:`Adapter.eval_params`, gives the parameters to evaluate at (untimed).
+
 Third-party adapters register under the entry-point group :data:`ENTRY_POINT_GROUP`.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import typing
 from collections.abc import Mapping
@@ -126,6 +134,20 @@ class Capabilities:
     #: EMA, Adam moments, FNGD's table). ``None``: undeclared, the approximation-quality track
     #: infers it from the state's contents.
     stateful_direction: bool | None = None
+    #: The state is *move-only*: ``step`` may advance the buffers of the state it is given in
+    #: place and hand them on in the state it returns; the given state is then consumed, and
+    #: stepping it again raises :class:`StateConsumedError`. The run loop hands each state on
+    #: exactly once; code that needs a state twice ``copy.deepcopy``-s it first (the battery
+    #: does). ``wrap_torch_optimizer`` declares it: a torch optimizer's state is updated in place.
+    consumes_state: bool = False
+    #: Whether the torch and JAX adapters of this name promise to agree (``parity`` check, float64,
+    #: rtol 1e-6). ``False`` for wrappers of two different libraries (Muon: ``torch.optim.Muon``
+    #: orthogonalises in bfloat16, ``optax.contrib.muon`` in the working dtype): no parity is claimed.
+    cross_backend_parity: bool = True
+
+
+class StateConsumedError(RuntimeError):
+    """A move-only state (``capabilities.consumes_state``) was stepped a second time."""
 
 
 # --------------------------------------------------------------------------- the batch
@@ -175,6 +197,14 @@ class Adapter:
     def direction(self, problem: Problem, params: Any, state: Any, batch: Batch[Any]) -> Any:
         raise NotImplementedError
 
+    def eval_params(self, problem: Problem, params: Any, state: Any) -> Any:
+        """The parameters to evaluate at after a step (default: ``params``), called untimed before
+        every evaluation, like AlgoPerf's ``prepare_for_eval``: Schedule-Free evaluates its
+        averaged iterate ``x`` while it steps from ``y``. Pure: no passes through the oracle, no
+        write into ``params`` or ``state``, the same answer when called twice; the run continues
+        from ``params``, not from what this returns."""
+        return params
+
     @classmethod
     def resolve(cls, overrides: Mapping[str, Any] | None = None, preset: str | None = None) -> Any:
         """Defaults, then the preset, then ``overrides``; validated."""
@@ -221,6 +251,25 @@ def from_card(card: MethodCard, backend: str) -> dict[str, Any]:
         "capabilities": card.capabilities,
         "presets": card.presets,
     }
+
+
+#: Lazily re-exported wrappers: name -> (module, attribute). Imported by name on first use, so the
+#: contract module imports no framework, and a torch adapter that imports it never pulls in JAX
+#: (nor the reverse): ``backends.torch`` and ``backends.jax`` stay independent.
+_LAZY_EXPORTS: dict[str, tuple[str, str]] = {
+    "wrap_torch_optimizer": ("backends.torch.wrap", "wrap_torch_optimizer"),
+    "torch_part": ("backends.torch.wrap", "part"),
+    "wrap_optax": ("backends.jax.wrap", "wrap_optax"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``wrap_torch_optimizer``/``torch_part`` (``backends.torch.wrap``) and ``wrap_optax``
+    (``backends.jax.wrap``), imported on first use."""
+    if name in _LAZY_EXPORTS:
+        module, attr = _LAZY_EXPORTS[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def adapter_class(card: MethodCard, backend: str) -> type[Adapter]:

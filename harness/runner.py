@@ -288,7 +288,7 @@ def _loop(
     def evaluate(step: int) -> dict[str, float]:
         meter.pause()  # an evaluation's memory is not the steps'
         start = time.perf_counter()
-        ev = problem.evaluate(params)
+        ev = problem.evaluate(adapter.eval_params(problem, params, state))  # untimed, like prepare_for_eval
         result.eval_time_s += time.perf_counter() - start
         meter.resume()
         for name, value in ev.items():

@@ -92,7 +92,7 @@ def test_the_battery_checks_what_the_issue_asks() -> None:
 def test_the_control_adapter_passes_everything() -> None:
     report = conformance.check_adapter(BROKEN + "Good")
     assert report.ok, report.format()
-    assert [r.status for r in report.results].count("pass") == len(conformance.CHECKS) - 1
+    assert [r.status for r in report.results].count("pass") == len(conformance.CHECKS) - 2  # parity, state_handoff
     assert report["parity"].status == "skip"
 
 
@@ -126,7 +126,7 @@ def test_a_hanging_adapter_fails_on_time() -> None:
 
 def test_checks_subset_runs_prerequisites() -> None:
     report = conformance.check_adapter("sgd", "torch", checks=["lowers_loss"])
-    assert [r.name for r in report.results] == ["adapter", "capabilities", "init", "lowers_loss"]
+    assert [r.name for r in report.results] == ["adapter", "capabilities", "init", "step_outputs", "lowers_loss"]
     assert report.ok
 
 
@@ -258,7 +258,8 @@ def test_cli_new_adapter_then_check_adapter(tmp_path: Path) -> None:
     out = ngbench("check-adapter", "my_opt.py:MyOpt", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"my-opt (torch) from file {path}" in out.stdout
-    assert f"{len(conformance.CHECKS)} checks: {len(conformance.CHECKS) - 1} passed, 0 failed, 1 skipped" in out.stdout
+    # skipped: parity (no twin) and state_handoff (a pure state, not move-only)
+    assert f"{len(conformance.CHECKS)} checks: {len(conformance.CHECKS) - 2} passed, 0 failed, 2 skipped" in out.stdout
     out = ngbench("new-adapter", "jax-opt", "--backend", "jax", "--out", str(tmp_path / "sub"), cwd=tmp_path)
     assert out.returncode == 2 and f"directory {tmp_path / 'sub'} does not exist" in out.stderr
     (tmp_path / "sub").mkdir()

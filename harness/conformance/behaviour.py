@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 
+from backends.spec import Adapter
 from harness import registry
 from harness.conformance.base import (
     CONSISTENCY_RTOL,
@@ -22,8 +23,8 @@ from harness.conformance.base import (
     max_rel,
     scalar,
 )
-from harness.conformance.context import Check, Context, convex_loss, convex_suite
-from harness.conformance.outputs import first_difference
+from harness.conformance.context import Check, Context, Trajectory, convex_loss, convex_suite
+from harness.conformance.outputs import check_array, compare_snapshot, first_difference, snapshot
 
 
 def _check_lowers_loss(ctx: Context) -> str:
@@ -128,6 +129,8 @@ def _check_parity(ctx: Context) -> str:
         raise CheckSkipped(f"{label} backend unavailable ({type(exc).__name__}: {first_line(str(exc))})") from None
     if twin is None:
         raise CheckSkipped(f"no {other} adapter named {ctx.cls.name!r}")
+    if not (ctx.cls.capabilities.cross_backend_parity and twin.capabilities.cross_backend_parity):
+        raise CheckSkipped(f"no parity claimed with the {other} adapter (capabilities.cross_backend_parity = False)")
     twin_ctx = Context(twin, other, f"{twin.__module__}:{twin.__qualname__}", ctx.device)
     twin_ctx._problems = ctx._problems
     if twin_ctx.hparams != ctx.hparams:
@@ -154,19 +157,79 @@ def _check_parity(ctx: Context) -> str:
     return f"agrees with the {other} adapter (max rel. diff {worst:.1g})"
 
 
+def _check_eval_params(ctx: Context) -> str:
+    hook = getattr(ctx.cls, "eval_params", None)
+    if hook is None or hook is Adapter.eval_params:
+        return "default hook: evaluates at the parameters themselves"
+    notes = []
+    for suite in ctx.suites():
+        problem = ctx.problem(suite)
+        run = ctx.run(problem, 2)
+        params, state, batch = run.last, run.state, problem.device_batch(2)
+        before = snapshot(ctx, problem, params, state, batch)
+        counts = problem.counters.snapshot()
+        with ctx.guard("eval_params"):
+            first = ctx.adapter.eval_params(problem, params, state)
+        at = f"eval_params on {suite.name}"
+        spent = {k: n - counts.get(k, 0) for k, n in problem.counters.snapshot().items() if n != counts.get(k, 0)}
+        if spent:
+            raise CheckFailure(f"{at} ran {spent} pass(es): the hook is untimed and may not evaluate the model")
+        compare_snapshot(ctx, problem, before, params, state, batch, at)
+        e1 = check_array(ctx, problem, first, f"{at} returned parameters", params)
+        with ctx.guard("eval_params"):
+            e2 = ctx.numpy(problem, ctx.adapter.eval_params(problem, params, state))
+        if not np.array_equal(e1, e2):
+            raise CheckFailure(f"{at} changes when called again: the hook must not advance any state")
+        resumed = ctx.run(problem, 1, params=params, state=state, start=2)
+        reference = ctx.run(problem, 3)
+        if first_difference(Trajectory([reference.params[2]], [], None, None), resumed) is not None:
+            raise CheckFailure(f"{at}: the run continues differently after the hook was called")
+        notes.append(f"{suite.name} moves the parameters by {max_rel(e1, ctx.numpy(problem, params)):.2g}")
+    return "pure, untimed, no passes; " + "; ".join(notes)
+
+
 #: The checks of this module, in battery order.
 BEHAVIOUR_CHECKS: tuple[Check, ...] = (
     Check(
-        "lowers_loss", "defaults lower the loss of tiny convex problems", _check_lowers_loss, ("adapter", "init"), True
+        "lowers_loss",
+        "defaults lower the loss of tiny convex problems",
+        _check_lowers_loss,
+        ("adapter", "init", "step_outputs"),
+        True,
     ),
     Check(
         "direction_consistent",
         "the first update is -lr * direction (when declared)",
         _check_direction_consistent,
-        ("adapter", "init"),
+        ("adapter", "init", "step_outputs"),
         True,
     ),
-    Check("suite_blind", "results do not depend on the suite's name", _check_suite_blind, ("adapter", "init"), True),
-    Check("hidden_work", "no passes in init, no threads left running", _check_hidden_work, ("adapter", "init"), True),
-    Check("parity", "torch and JAX adapters of one method agree (float64)", _check_parity, ("adapter", "init"), True),
+    Check(
+        "suite_blind",
+        "results do not depend on the suite's name",
+        _check_suite_blind,
+        ("adapter", "init", "step_outputs"),
+        True,
+    ),
+    Check(
+        "hidden_work",
+        "no passes in init, no threads left running",
+        _check_hidden_work,
+        ("adapter", "init", "step_outputs"),
+        True,
+    ),
+    Check(
+        "eval_params",
+        "the evaluation hook is pure and runs no passes",
+        _check_eval_params,
+        ("adapter", "init", "step_outputs"),
+        True,
+    ),
+    Check(
+        "parity",
+        "torch and JAX adapters of one method agree (float64)",
+        _check_parity,
+        ("adapter", "init", "step_outputs"),
+        True,
+    ),
 )

@@ -5,6 +5,7 @@ convex problems of the battery.
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -192,8 +193,17 @@ class Context:
         with self.guard("init"):
             return adapter.init(problem, hparams if hparams is not None else self.hparams)
 
+    @property
+    def consumes_state(self) -> bool:
+        """The adapter declares a move-only state (``capabilities.consumes_state``)."""
+        return bool(getattr(getattr(self.cls, "capabilities", None), "consumes_state", False))
+
     def step(self, fn: Callable[..., Any], params: Any, state: Any, batch: Any) -> tuple[Any, Any, Any]:
+        """One prepared step. A move-only state is deep-copied first (untimed, battery only), so the
+        checks may step, compare and re-use states; ``state_handoff`` checks the refusal itself."""
         with self.guard("step"):
+            if self.consumes_state:
+                state = copy.deepcopy(state)
             out = fn(params, state, batch)
         if not (isinstance(out, tuple) and len(out) == 3):
             raise CheckFailure(f"step returned {type(out).__name__}, not a (params, state, stats) tuple")

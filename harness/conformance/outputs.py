@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from backends.spec import StateConsumedError
 from harness.conformance.base import (
     LOSS_RTOL,
     STAT_PATTERN,
     STRUCTURE_STEPS,
     CheckFailure,
+    CheckSkipped,
     close,
     first_line,
     leaves,
@@ -38,7 +40,7 @@ def _check_init(ctx: Context) -> str:
     return f"{type(state).__name__}({', '.join(state._fields)})"
 
 
-def _check_array(ctx: Context, problem: Any, value: Any, what: str, like: Any) -> np.ndarray:
+def check_array(ctx: Context, problem: Any, value: Any, what: str, like: Any) -> np.ndarray:
     """``value`` as numpy if it is a flat, finite array like the parameters ``like``; else fail."""
     if not ctx.is_array(value):
         raise CheckFailure(f"{what}: a {type(value).__name__}, not a {ctx.backend} array")
@@ -64,7 +66,7 @@ def _check_step_outputs(ctx: Context) -> str:
                 expected = ctx.batch_loss(problem, params, batch)  # before step: it may write into params
             new, state, stats = ctx.step(fn, params, state, batch)
             at = f"step {t} on {suite.name}"
-            _check_array(ctx, problem, new, f"{at} returned parameters", params)
+            check_array(ctx, problem, new, f"{at} returned parameters", params)
             if type(state) is not type(state0):
                 raise CheckFailure(f"{at} returned a {type(state).__name__} state, init a {type(state0).__name__}")
             if state[0] != ctx.hparams:
@@ -101,7 +103,7 @@ def _check_direction_outputs(ctx: Context) -> str:
         after_one = ctx.step(ctx.step_fn(problem), params0, fresh, batch)
         for label, params, state in (("fresh", params0, fresh), ("after one step", after_one[0], after_one[1])):
             at = f"direction ({label} state, {suite.name})"
-            d1 = _check_array(ctx, problem, ctx.direction(problem, params, state, batch), at, params)
+            d1 = check_array(ctx, problem, ctx.direction(problem, params, state, batch), at, params)
             if not np.any(d1 != 0):
                 raise CheckFailure(f"{at} is zero")
             d2 = ctx.numpy(problem, ctx.direction(problem, params, state, batch))
@@ -113,7 +115,7 @@ def _check_direction_outputs(ctx: Context) -> str:
             if ctx.backend == "jax" and label == "fresh" and suite.name == ctx.suites()[0].name:
                 # harness.api.direction calls it eagerly; the approximation track jits it.
                 eager = ctx.direction(problem, params, state, batch, eager=True)
-                de = _check_array(ctx, problem, eager, f"eager {at}", params)
+                de = check_array(ctx, problem, eager, f"eager {at}", params)
                 if not close(de, d1, 1e-9):
                     raise CheckFailure(f"{at}: eager and jitted results differ (max rel. diff {max_rel(de, d1):.2g})")
     return "flat, finite, non-zero and repeatable on " + ", ".join(s.name for s in ctx.suites())
@@ -124,9 +126,9 @@ def _check_float32(ctx: Context) -> str:
     problem = ctx.problem(suite, "float32")
     params0 = problem.params0
     run = ctx.run(problem, 2)
-    _check_array(ctx, problem, run.last, "parameters after two float32 steps", params0)
+    check_array(ctx, problem, run.last, "parameters after two float32 steps", params0)
     d = ctx.direction(problem, run.last, run.state, problem.device_batch(2))
-    _check_array(ctx, problem, d, "the direction in float32", params0)
+    check_array(ctx, problem, d, "the direction in float32", params0)
     for path, leaf in leaves(run.state, "state"):
         # 0-d control scalars (an adaptive damping, a step count) may stay float64 on purpose.
         if ctx.is_array(leaf) and _is_floating(leaf) and len(leaf.shape) > 0 and leaf.dtype != params0.dtype:
@@ -140,7 +142,7 @@ def _is_floating(array: Any) -> bool:
     return bool(np.issubdtype(np.dtype(array.dtype), np.floating))
 
 
-def _snapshot(ctx: Context, problem: Any, params: Any, state: Any, batch: Any) -> dict[str, np.ndarray]:
+def snapshot(ctx: Context, problem: Any, params: Any, state: Any, batch: Any) -> dict[str, np.ndarray]:
     out = {"the parameters": ctx.numpy(problem, params)}
     for name in ("x", "y", "index", "noise"):
         out[f"batch.{name}"] = ctx.numpy(problem, getattr(batch, name))
@@ -150,10 +152,10 @@ def _snapshot(ctx: Context, problem: Any, params: Any, state: Any, batch: Any) -
     return out
 
 
-def _compare_snapshot(
+def compare_snapshot(
     ctx: Context, problem: Any, before: dict[str, np.ndarray], params: Any, state: Any, batch: Any, what: str
 ) -> None:
-    after = _snapshot(ctx, problem, params, state, batch)
+    after = snapshot(ctx, problem, params, state, batch)
     for key, old in before.items():
         new = after.get(key)
         if new is None or new.shape != old.shape or not np.array_equal(new, old, equal_nan=old.dtype.kind == "f"):
@@ -168,11 +170,11 @@ def _check_no_mutation(ctx: Context) -> str:
         params, state = problem.params0, ctx.init(problem)
         for t in range(2):
             batch = problem.device_batch(t)
-            before = _snapshot(ctx, problem, params, state, batch)
+            before = snapshot(ctx, problem, params, state, batch)
             ctx.direction(problem, params, state, batch)
-            _compare_snapshot(ctx, problem, before, params, state, batch, f"direction (step {t}, {suite.name})")
+            compare_snapshot(ctx, problem, before, params, state, batch, f"direction (step {t}, {suite.name})")
             new, new_state, _ = ctx.step(fn, params, state, batch)
-            _compare_snapshot(ctx, problem, before, params, state, batch, f"step {t} on {suite.name}")
+            compare_snapshot(ctx, problem, before, params, state, batch, f"step {t} on {suite.name}")
             params, state = new, new_state
     return "parameters, batch and state left untouched by step and direction"
 
@@ -250,6 +252,29 @@ def _check_state_roundtrip(ctx: Context) -> str:
     return "pickle" + (" and torch.save" if ctx.backend == "torch" else "") + " round trips continue identically"
 
 
+def _check_state_handoff(ctx: Context) -> str:
+    if not ctx.consumes_state:
+        raise CheckSkipped("the state is not move-only (capabilities.consumes_state = False)")
+    suite = ctx.suites()[0]
+    problem = ctx.problem(suite)
+    fn = ctx.step_fn(problem)
+    params, state = problem.params0, ctx.init(problem)
+    with ctx.guard("step"):
+        fn(params, state, problem.device_batch(0))
+    try:
+        fn(params, state, problem.device_batch(1))
+    except StateConsumedError:
+        return "stepping a consumed state raises StateConsumedError"
+    except Exception as exc:
+        raise CheckFailure(
+            f"stepping a consumed state raised {type(exc).__name__}: {first_line(str(exc))}, not StateConsumedError"
+        ) from None
+    raise CheckFailure(
+        "capabilities.consumes_state is declared but stepping the same state twice was accepted: "
+        "raise backends.spec.StateConsumedError on a consumed state"
+    )
+
+
 #: The checks of this module, in battery order.
 OUTPUT_CHECKS: tuple[Check, ...] = (
     Check(
@@ -266,31 +291,42 @@ OUTPUT_CHECKS: tuple[Check, ...] = (
         "direction_outputs",
         "flat, finite, non-zero, repeatable direction",
         _check_direction_outputs,
-        ("adapter", "init"),
+        ("adapter", "init", "step_outputs"),
         True,
     ),
     Check(
-        "float32", "float32 parameters, directions and state stay float32", _check_float32, ("adapter", "init"), True
+        "float32",
+        "float32 parameters, directions and state stay float32",
+        _check_float32,
+        ("adapter", "init", "step_outputs"),
+        True,
     ),
     Check(
         "no_mutation",
         "inputs (parameters, batch, state) are never written into",
         _check_no_mutation,
-        ("adapter", "init"),
+        ("adapter", "init", "step_outputs"),
         True,
     ),
     Check(
         "deterministic",
         "same seed, same result; nothing kept on the instance",
         _check_deterministic,
-        ("adapter", "init"),
+        ("adapter", "init", "step_outputs"),
+        True,
+    ),
+    Check(
+        "state_handoff",
+        "a move-only state refuses a second step",
+        _check_state_handoff,
+        ("adapter", "init", "step_outputs"),
         True,
     ),
     Check(
         "state_roundtrip",
         "the state survives pickle (and torch.save) and continues exactly",
         _check_state_roundtrip,
-        ("adapter", "init"),
+        ("adapter", "init", "step_outputs"),
         True,
     ),
 )
