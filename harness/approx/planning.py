@@ -151,15 +151,25 @@ class ApproxSpec:
             methods = registry.builtin_names(self.backend) + external.entry_point_names(self.backend)
         return [self.reference, *methods]
 
+    def _third_party(self, name: str) -> bool:
+        offered = set(external.entry_point_names(self.backend))
+        return ":" in name or (name in offered and not external.is_builtin(name, self.backend))
+
     @property
     def involves_third_party(self) -> bool:
         """Whether any adapter of the evaluation comes from outside ngbench (then it runs in a
         worker). Unknown names are not third-party: they fail validation in the parent."""
-        offered = set(external.entry_point_names(self.backend))
-        return any(
-            ":" in name or (name in offered and not external.is_builtin(name, self.backend))
-            for name in self.adapter_names()
-        )
+        return any(self._third_party(name) for name in self.adapter_names())
+
+    def local_part(self) -> ApproxSpec | None:
+        """This evaluation without its third-party methods, for checking in the parent (``None``
+        where the reference itself is third-party): bad suites, names, dtypes and built-in
+        hyperparameters fail before the worker starts or the database is opened."""
+        if self._third_party(self.reference):
+            return None
+        local = tuple(n for n in self.adapter_names()[1:] if not self._third_party(n)) or (self.reference,)
+        hparams = {k: v for k, v in self.hparams.items() if k in local}
+        return dataclasses.replace(self, optimizers=local, hparams=hparams)
 
 
 @dataclass

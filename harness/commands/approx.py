@@ -193,12 +193,16 @@ def register(app: typer.Typer) -> None:
         # third-party adapters, which never run in this process: it may hold the database URL).
         check_limits(spec)
         plan = None if isolated else prepare(spec)
+        local = spec.local_part() if isolated else None
+        if local is not None:
+            prepare(local)  # the built-in part fails here, before the worker and the database
         store = None
         if not no_store:
             store = open_store(db, writable=True)  # an unusable database fails before the evaluation
         err = make_console(stderr=True)
         if isolated:
-            err.print(Text("third-party adapters: evaluating in an isolated worker process"))
+            if err.is_terminal:
+                err.print(Text("third-party adapters: evaluating in an isolated worker process"))
             result = evaluate_isolated(spec)
         else:
             result = evaluate(
