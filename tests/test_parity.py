@@ -32,13 +32,23 @@ ORACLE_RTOL = 1e-10
 
 
 def shared_adapters() -> list[str]:
-    """Adapter names available in both backends, built-ins in display order first."""
-    names = set(registry.adapters("torch")) & set(registry.adapters("jax"))
+    """Adapter names available in both backends that claim the same update on both (a row that
+    wraps two different libraries declares ``cross_backend_parity=False``), built-ins first."""
+    torch_adapters, jax_adapters = registry.adapters("torch"), registry.adapters("jax")
+    names = {
+        n
+        for n in set(torch_adapters) & set(jax_adapters)
+        if torch_adapters[n].capabilities.cross_backend_parity and jax_adapters[n].capabilities.cross_backend_parity
+    }
     order = {name: i for i, name in enumerate(BUILTIN_METHODS)}
     return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
 ADAPTERS = shared_adapters()
+
+
+def test_every_builtin_method_is_checked_for_parity() -> None:
+    assert set(BUILTIN_METHODS) <= set(ADAPTERS)
 
 
 @cache
