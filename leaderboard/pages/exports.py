@@ -132,6 +132,7 @@ def entries_export(entries: pd.DataFrame | None) -> pd.DataFrame | None:
             "memory_kind",
             "compile_time",
             "passes",
+            "grad_equivalents",
             "hparams",
             "run_ids",
         )
@@ -145,5 +146,6 @@ def entries_export(entries: pd.DataFrame | None) -> pd.DataFrame | None:
             "stt": "steps_to_target",
             "ratio": "ratio_to_best",
             "step_time": "step_time_median_s",
+            "grad_equivalents": "grad_equivalents_per_step",
         }
     )
