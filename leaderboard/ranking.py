@@ -53,9 +53,9 @@ import numpy as np
 import pandas as pd
 
 from db.statuses import FAILED_STATUSES, STATUSES, UNSCORED_STATUSES
-from leaderboard.cost import grad_equivalents
 from leaderboard import format as fmt
 from leaderboard.catalogue import MethodInfo, SuiteInfo
+from leaderboard.cost import grad_equivalents
 from leaderboard.scoring import INF, TrialResult, choose_trial, median_to_target, rank_trials, trial_tier
 
 #: Roles scored per track (any other track scores ``run`` and ``rerun``).

@@ -172,10 +172,7 @@ class _BatchContext:
         if not_comparable is not None:
             extra["ng_not_comparable"] = not_comparable
         elif self.exact is not None:
-            if l2 > 0.0:
-                ng = self.exact.solve(g, (ng_damping or 0.0) + l2)
-            else:
-                ng = self.ng(ng_damping)
+            ng = self.exact.solve(g, (ng_damping or 0.0) + l2) if l2 > 0.0 else self.ng(ng_damping)
             ng_norm, d_norm = float(np.linalg.norm(ng)), float(np.linalg.norm(d))
             if ng_norm > 0 and d_norm > 0:
                 out["cos_ng"] = float(d @ ng) / (d_norm * ng_norm)
