@@ -82,3 +82,6 @@ def test_site_shows_and_exports_grad_equivalents(tmp_path: Path) -> None:
     assert "gradient equivalents per step" in run_page
     opt_page = (tmp_path / "site" / "optimizers" / "egn.html").read_text()
     assert "grad. equiv. / step" in opt_page and ">7</td>" in opt_page
+    method = (tmp_path / "site" / "data.html").read_text()
+    assert 'id="cost"' in method and "forward 0.333, backward 0.667, VJP 0.667, JVP 0.667, per-sample pass 1." in method
+    assert "1000 times" in method and "p ≤ 0.05" in method and "50 %, 80 %, 95 %, 100 %" in method
