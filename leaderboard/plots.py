@@ -234,3 +234,44 @@ def damping_sweep(frame: pd.DataFrame, style: Mapping[str, Mapping[str, str]], *
         handles, labels = ax.get_legend_handles_labels()
         _legend(fig, handles, labels)
         _save(fig, path)
+
+
+def ladder(
+    rungs: Sequence[Mapping[str, Any]],
+    style: Mapping[str, Mapping[str, str]],
+    *,
+    optimizers: Sequence[str],
+    path: Path,
+) -> None:
+    """Score vs target-ladder rung per optimizer (one panel per measure: time, steps).
+
+    ``rungs``: in rung order, each ``{"rung": label, "fraction": f, "scores": {optimizer:
+    (score_time, score_steps)}}`` (:func:`leaderboard.views.confidence.board_confidence`).
+    """
+    with matplotlib.rc_context(RC):
+        fig, axes = _figure(9.0, 3.4, 1, 2)
+        fractions = [float(r["fraction"]) for r in rungs]
+        labels = [str(r["rung"]) for r in rungs]
+        for ax, (col, measure) in zip(axes[0], ((0, "time"), (1, "steps"))):
+            for opt in optimizers:
+                ys = [r["scores"][opt][col] if opt in r["scores"] else math.nan for r in rungs]
+                if all(not math.isfinite(y) for y in ys):
+                    continue
+                ax.plot(
+                    fractions,
+                    ys,
+                    marker="o",
+                    markersize=3,
+                    label=_label(opt),
+                    linewidth=1.4,
+                    **dict(style.get(opt, {})),
+                )
+            ax.set_xticks(fractions)
+            ax.set_xticklabels(labels)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("rung (fraction of the way from the initial metric to the target)")
+            ax.set_ylabel(f"score by {measure}")
+            ax.set_title(f"by {measure}-to-rung")
+        handles, labels_ = axes[0, 0].get_legend_handles_labels()
+        _legend(fig, handles, labels_)
+        _save(fig, path)

@@ -55,6 +55,7 @@ import pandas as pd
 from db.statuses import FAILED_STATUSES, STATUSES, UNSCORED_STATUSES
 from leaderboard import format as fmt
 from leaderboard.catalogue import MethodInfo, SuiteInfo
+from leaderboard.cost import grad_equivalents
 from leaderboard.scoring import INF, TrialResult, choose_trial, median_to_target, rank_trials, trial_tier
 
 #: Roles scored per track (any other track scores ``run`` and ``rerun``).
@@ -136,7 +137,7 @@ def annotate(
     (outcome); ``board``, ``role_scored`` and ``protocol_note`` (eligibility); ``latest`` (the
     newest eligible run of its seed, stale and current runs apart), ``scored`` (latest and
     current) and ``superseded``; ``sgd_ratio`` and ``sgd_ref`` (step-time ratio to SGD); ``when``
-    (finished, else created).
+    (finished, else created); ``grad_equivalents_per_step`` (:mod:`leaderboard.cost`).
     """
     runs = runs.copy()
     n = len(runs)
@@ -231,6 +232,10 @@ def annotate(
         ref_kind[runs["sgd_ratio"].isna()] = None
         runs["sgd_ref"] = ref_kind
     runs["when"] = runs["finished_at"].where(runs["finished_at"].notna(), runs["created_at"])
+    # Passes per step weighed by their cost in gradients (leaderboard.cost), from the stored counts.
+    runs["grad_equivalents_per_step"] = (
+        [grad_equivalents(p) for p in runs["passes_per_step"]] if n else pd.Series(dtype=float)
+    )
     return runs
 
 
@@ -305,7 +310,7 @@ def aggregate_entries(runs: pd.DataFrame) -> pd.DataFrame:
     (dict), ``ttt`` and ``stt`` (medians with misses as ``inf``, see
     :func:`leaderboard.scoring.median_to_target`), medians of ``final_train_loss``,
     ``best_val_metric``, ``step_time`` (median step time), ``sgd_ratio``, ``peak_memory``,
-    ``compile_time``, ``train_time``; ``sgd_ref``, ``memory_kind``, ``passes``,
+    ``compile_time``, ``train_time``, ``grad_equivalents``; ``sgd_ref``, ``memory_kind``, ``passes``,
     ``config_label``, ``run_ids``, and ``chosen`` (the optimizer's scored entry in its board and
     suite) and ``configs`` (how many current configurations it was chosen from).
     """
@@ -332,6 +337,7 @@ def aggregate_entries(runs: pd.DataFrame) -> pd.DataFrame:
         "compile_time",
         "train_time",
         "passes",
+        "grad_equivalents",
         "config_label",
         "hparams",
         "run_ids",
@@ -370,6 +376,7 @@ def aggregate_entries(runs: pd.DataFrame) -> pd.DataFrame:
                 "compile_time": _median(g["compile_time_s"]),
                 "train_time": _median(g["train_time_s"]),
                 "passes": _median_passes(g["passes_per_step"]),
+                "grad_equivalents": _median(g["grad_equivalents_per_step"]),
                 "config_label": g["config_label"].iloc[0],
                 "hparams": g["hparams"].iloc[0],
                 "run_ids": [int(i) for i in g["id"]],
@@ -520,6 +527,7 @@ def add_failed_studies(entries: pd.DataFrame, studies: pd.DataFrame) -> pd.DataF
                 "compile_time": math.nan,
                 "train_time": math.nan,
                 "passes": {},
+                "grad_equivalents": math.nan,
                 "config_label": f"no configuration: all {s.trials} tuning trials failed",
                 "hparams": {},
                 "run_ids": [],

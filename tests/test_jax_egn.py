@@ -82,7 +82,7 @@ def test_variants_match_the_torch_adapter(suite: str, hparams: dict[str, object]
 
 def test_conv_models_use_the_dense_jacobian_and_match_the_torch_adapter() -> None:
     j = assert_twins_agree("egn", "test-conv", {"damping": 0.2, "adaptive_damping": True}, steps=2)
-    assert j["passes"][0] == {"forward": 2, "per_sample": 1}
+    assert j["passes"][0] == {"forward": 3, "backward": 10}  # dense Jacobian: its forward, C = 10 reverse passes
 
 
 def test_line_search_compiles_once_and_books_one_forward_per_trial(tiny_problems) -> None:  # type: ignore[no-untyped-def]

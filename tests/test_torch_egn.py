@@ -170,14 +170,20 @@ def test_contract_shapes_dtypes_no_mutation_and_pickle() -> None:
 
 
 def test_pass_counts_per_step() -> None:
-    """Taps Gram: one forward and C backward passes (no per-sample Jacobian, no VJP); the dense
-    Gram: one per-sample (vmap(jacrev)) pass."""
+    """Both Grams book the same C reverse passes for the same rows of ``Jt``: the taps Gram one
+    forward and C backward passes; the dense Gram (``vmap(jacrev)``) the same plus the forward
+    that ``jacrev`` runs again (issue 16: it used to book one per-sample pass)."""
     p, b = problem_and_batch("tiny-ce")
-    for gram, expected in (("taps", {"forward": 1, "backward": 3}), ("dense", {"forward": 1, "per_sample": 1})):
+    C = 3
+    counts = {}
+    for gram in ("taps", "dense"):
         before = p.counters.snapshot()
         EGN().step(p, p.params0, EGN().init(p, EGN.resolve({"gram": gram})), b)
         after = p.counters.snapshot()
-        assert {k: after[k] - before[k] for k in after if after[k] != before[k]} == expected
+        counts[gram] = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    assert counts["taps"] == {"forward": 1, "backward": C}
+    assert counts["dense"] == {"forward": 2, "backward": C}
+    assert counts["dense"]["backward"] == counts["taps"]["backward"]
 
 
 def test_presets_resolve_and_take_a_step() -> None:

@@ -252,8 +252,12 @@ class JaxOracle:
         def single(flat: Array, x: Array) -> Array:
             return model.apply(flat, x[None], frozen)[0]
 
-        self._counters.add("per_sample")
-        return jax.vmap(jax.jacrev(single), in_axes=(None, 0))(self.params, self.batch.x)
+        jz = jax.vmap(jax.jacrev(single), in_axes=(None, 0))(self.params, self.batch.x)
+        # What it computes: its own forward and C reverse passes (one per output, vectorised
+        # over the batch), the passes the taps Gram books for the same rows.
+        self._counters.add("forward")
+        self._counters.add("backward", int(jz.shape[1]))
+        return jz
 
     # ------------------------------------------------------------------ sampled labels
     def sample_targets(self, k: int = 1) -> Array:

@@ -247,14 +247,19 @@ class TorchOracle:
         return likelihoods.output_quadratic(self.likelihood, self.logits, u).mean()
 
     def output_jacobian(self) -> Tensor:
-        """Dense ``Jz`` of shape ``(B, C, P)`` (small problems only: references and EGN)."""
+        """Dense ``Jz`` of shape ``(B, C, P)`` (small problems only: references and EGN).
+
+        Booked as what it computes: its own forward and ``C`` reverse passes (one per output,
+        vectorised over the batch), the passes the taps Gram books for the same rows."""
         model = self.problem.fmodel
 
         def single(flat: Tensor, x: Tensor) -> Tensor:
             return model(flat, x.unsqueeze(0)).squeeze(0)
 
-        self._counters.add("per_sample")
-        return vmap(torch.func.jacrev(single), in_dims=(None, 0))(self.params, self.batch.x)
+        jz = vmap(torch.func.jacrev(single), in_dims=(None, 0))(self.params, self.batch.x)
+        self._counters.add("forward")
+        self._counters.add("backward", int(jz.shape[1]))
+        return jz
 
     # ------------------------------------------------------------------ sampled labels
     def sample_targets(self, k: int = 1) -> Tensor:

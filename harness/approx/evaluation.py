@@ -14,6 +14,7 @@ import numpy as np
 
 from backends.spec import Batch, hparams_dict
 from harness import keys
+from harness.approx.comparability import l2_term, ng_not_comparable
 from harness.approx.exact import (
     EXACT_MAX_ROWS,
     OutputSpaceNG,
@@ -87,6 +88,7 @@ class _BatchContext:
 
     def __init__(self, problem: Any, params: Any, batch: Batch[Any], exact_allowed: bool) -> None:
         self.problem = problem
+        self.params = params
         self.oracle = problem.oracle(params, batch)
         g = self.oracle.grad()
         self.g = np.asarray(problem.to_numpy(g), dtype=np.float64)
@@ -99,6 +101,7 @@ class _BatchContext:
         self.exact: OutputSpaceNG | None = None
         self.exact_error: str | None = None
         self._ng: dict[float | None, np.ndarray] = {}
+        self._regularised: dict[float, tuple[np.ndarray, float]] = {}
         if exact_allowed:
             try:
                 self.exact = exact_natural_gradient(problem, self.oracle)
@@ -122,8 +125,25 @@ class _BatchContext:
             extra["exact_ng_error"] = self.exact_error
         return extra
 
-    def figures(self, d_arr: Any, ng_damping: float | None) -> tuple[dict[str, float | None], dict[str, Any]]:
-        """The row figures of a direction ``d`` (one JVP for ``d^T G d``)."""
+    def regularised(self, eta: float) -> tuple[np.ndarray, float]:
+        """``(g + eta theta, gamma_SGD)`` of the objective ``L + eta/2 |theta|^2`` (one JVP)."""
+        if eta not in self._regularised:
+            theta = np.asarray(self.problem.to_numpy(self.params), dtype=np.float64)
+            gh = self.g + eta * theta
+            v = self.problem.from_numpy(gh.astype(np.asarray(self.problem.to_numpy(self.params)).dtype))
+            quad = _scalar(self.problem, self.oracle.ggn_quad(v)) + eta * float(gh @ gh)
+            self._regularised[eta] = (gh, indicator(float(gh @ gh), quad))
+        return self._regularised[eta]
+
+    def figures(
+        self, d_arr: Any, ng_damping: float | None, *, l2: float = 0.0, not_comparable: str | None = None
+    ) -> tuple[dict[str, float | None], dict[str, Any]]:
+        """The row figures of a direction ``d`` (one JVP for ``d^T G d``).
+
+        ``l2 = eta > 0``: the method preconditions the gradient of ``L + eta/2 |theta|^2``, so
+        gamma, gamma_SGD and the exact NG are those of that objective
+        (:mod:`harness.approx.comparability`). ``not_comparable``: the reason the cosine and
+        relative error to the exact NG are left empty."""
         d = np.asarray(self.problem.to_numpy(d_arr), dtype=np.float64)
         extra: dict[str, Any] = {}
         if d.shape != self.g.shape:
@@ -132,19 +152,27 @@ class _BatchContext:
             extra["nonfinite_direction"] = True
             nan = math.nan
             return {"gamma": nan, "gamma_ratio_sgd": nan, "dtg": nan, "dtgd": nan, "update_norm": nan}, extra
-        dtg = float(d @ self.g)
+        g, gamma_sgd = self.g, self.gamma_sgd
         dtgd = _scalar(self.problem, self.oracle.ggn_quad(d_arr))
+        if l2 > 0.0:
+            g, gamma_sgd = self.regularised(l2)
+            dtgd += l2 * float(d @ d)
+            extra["l2_reg"] = l2
+            extra["objective"] = "L + l2_reg/2 |theta|^2"
+        dtg = float(d @ g)
         gamma = indicator(dtg, dtgd)
         out: dict[str, float | None] = {
             "gamma": gamma,
-            "gamma_ratio_sgd": gamma / self.gamma_sgd if self.gamma_sgd and math.isfinite(self.gamma_sgd) else math.nan,
+            "gamma_ratio_sgd": gamma / gamma_sgd if gamma_sgd and math.isfinite(gamma_sgd) else math.nan,
             "dtg": dtg,
             "dtgd": dtgd,
             "update_norm": float(np.linalg.norm(d)),
         }
         extra["descent"] = bool(dtg > 0)
-        if self.exact is not None:
-            ng = self.ng(ng_damping)
+        if not_comparable is not None:
+            extra["ng_not_comparable"] = not_comparable
+        elif self.exact is not None:
+            ng = self.exact.solve(g, (ng_damping or 0.0) + l2) if l2 > 0.0 else self.ng(ng_damping)
             ng_norm, d_norm = float(np.linalg.norm(ng)), float(np.linalg.norm(d))
             if ng_norm > 0 and d_norm > 0:
                 out["cos_ng"] = float(d @ ng) / (d_norm * ng_norm)
@@ -306,7 +334,9 @@ def evaluate(
                 ng_damping = lam_state if lam_state is not None else v.damping
                 try:
                     d = direction_fn(v)(params, state, batch)
-                    figures, more = ctx.figures(d, ng_damping)
+                    figures, more = ctx.figures(
+                        d, ng_damping, l2=l2_term(v.hparams), not_comparable=ng_not_comparable(v.method)
+                    )
                 except Exception as exc:  # an adapter's failure is a recorded result
                     extra["error"] = f"direction: {one_line(exc)}"
                     rows.append(_row(k, step, v.method, v.damping, j, ctx.imbalance, extra))

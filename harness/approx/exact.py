@@ -121,6 +121,17 @@ class OutputSpaceNG:
         """``(G + lam I)^{-1} g``; ``None`` or ``0``: ``G^+ g``."""
         return self.jt.T @ (self.U @ (self.coef * self._weights(damping)))
 
+    def solve(self, v: np.ndarray, damping: float) -> np.ndarray:
+        """``(G + mu I)^{-1} v`` for any ``v`` (``(P,)``) and ``mu > 0``, by Woodbury:
+        ``(1/mu) (v - Jt^T (Jt Jt^T + B mu I)^{-1} Jt v)`` (the natural gradient of a regularised
+        objective, whose gradient is not in the row space of ``Jt``)."""
+        mu = float(damping)
+        if not mu > 0.0:
+            raise ValueError(f"solve needs a positive damping, got {damping}")
+        v = np.asarray(v, dtype=np.float64)
+        inner = self.U @ ((self.U.T @ (self.jt @ v)) / (self.evals + self.batch_size * mu))
+        return (v - self.jt.T @ inner) / mu
+
     def quadratic_terms(self, damping: float | None) -> tuple[float, float]:
         """``(d^T g, d^T G d)`` of :meth:`direction` in closed form."""
         h = self._weights(damping)

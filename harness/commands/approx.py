@@ -75,6 +75,21 @@ def _stage_header(step: int, total: int) -> str:
     return f"{pct:.0f}% (step {step})"
 
 
+def comparability_notes(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Per method, why its cosine to the exact NG is not comparable, or the objective it was
+    scored on (harness/approx/comparability.py)."""
+    notes: dict[str, str] = {}
+    for r in rows:
+        extra = r.get("extra") or {}
+        if extra.get("ng_not_comparable"):
+            notes.setdefault(r["method"], f"cosine to the exact NG not comparable: {extra['ng_not_comparable']}")
+        elif extra.get("objective"):
+            notes.setdefault(
+                r["method"], f"scored on {extra['objective']} (l2_reg = {extra.get('l2_reg')}), what it preconditions"
+            )
+    return notes
+
+
 def render_summary(frame: Any, result: Any, value: str = "gamma_ratio_sgd", title: str = "") -> Table:
     """Median ``value`` per method (and damping) x checkpoint, as a rich table (all text escaped)."""
     table = summary(frame, value)
@@ -214,6 +229,8 @@ def register(app: typer.Typer) -> None:
         console.print(render_summary(frame, result, title="median gamma / gamma_SGD (below 1: closer to NG than SGD)"))
         if result.exact_ng.get("available"):
             console.print(render_summary(frame, result, "cos_ng", title="median cosine to the exact damped NG"))
+            for method, reason in comparability_notes(result.rows).items():
+                console.print(Text(f"{method}: {reason}"))
         else:
             console.print(Text(f"exact natural gradient not computed: {result.exact_ng.get('reason')}"))
         for name, reason in result.skipped.items():

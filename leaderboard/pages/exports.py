@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from leaderboard import uncertainty
+from leaderboard.cost import PASS_WEIGHTS
 from leaderboard.pages.context import BuildContext
+from suites.ladder import FRACTIONS
 
 #: The tables ``data.html`` lists, with what each holds.
 TABLES: tuple[tuple[str, str], ...] = (
@@ -78,6 +81,14 @@ def write(ctx: BuildContext) -> None:
         "data.html",
         environments=data.environments.to_dict("records") if len(data.environments) else [],
         tables=TABLES,
+        method={
+            "fractions": [f"{round(100 * f)} %" for f in FRACTIONS],
+            "resamples": uncertainty.N_RESAMPLES,
+            "level": uncertainty.LEVEL,
+            "alpha": uncertainty.ALPHA,
+            "min_seeds": uncertainty.MIN_SEEDS_FOR_SIGNIFICANCE,
+            "weights": dict(PASS_WEIGHTS),
+        },
     )
     if not (ctx.out / "data" / "approx.json").exists():
         ctx.write_table("data/approx", None)
@@ -132,6 +143,7 @@ def entries_export(entries: pd.DataFrame | None) -> pd.DataFrame | None:
             "memory_kind",
             "compile_time",
             "passes",
+            "grad_equivalents",
             "hparams",
             "run_ids",
         )
@@ -145,5 +157,6 @@ def entries_export(entries: pd.DataFrame | None) -> pd.DataFrame | None:
             "stt": "steps_to_target",
             "ratio": "ratio_to_best",
             "step_time": "step_time_median_s",
+            "grad_equivalents": "grad_equivalents_per_step",
         }
     )

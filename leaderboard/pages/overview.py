@@ -27,8 +27,18 @@ def write(ctx: BuildContext) -> None:
                 ctx.style,
                 tau_max=scoring.TAU_MAX,
             )
+        ladder_plot = None
+        if len(view["ladder"]) > 1:
+            ladder_plot = ctx.plot(
+                "ladder",
+                f"plots/ladder-{board.slug}.svg",
+                view["ladder"],
+                ctx.style,
+                optimizers=[r["optimizer"] for r in view["rows"] if not r["stale_only"]],
+            )
         context: dict[str, Any] = {
             "board": board,
+            "ladder_plot": ladder_plot,
             "view": view,
             "selectors": selectors(ctx, board),
             "environments": board_environments(data, board),

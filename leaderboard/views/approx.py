@@ -39,6 +39,11 @@ def _quantile(q: float) -> Any:
     return agg
 
 
+def _first_text(s: pd.Series) -> str | None:
+    """The first non-empty text of a group (``None`` when there is none)."""
+    return next((str(x) for x in s if isinstance(x, str) and x), None)
+
+
 def approx_views(data: SiteData) -> list[dict[str, Any]]:
     """γ/γ_SGD per (suite, backend) of the reference runs: vs training stage, and vs damping.
 
@@ -60,6 +65,10 @@ def approx_views(data: SiteData) -> list[dict[str, Any]]:
     a["ratio"] = _gamma_ratios(a)
     a["damping_key"] = pd.to_numeric(a["damping"], errors="coerce")
     a["uphill"] = [isinstance(x, dict) and x.get("descent") is False for x in a["extra"]]
+    # Where the harness judged the cosine to the exact NG not comparable, or scored the method on
+    # the regularised objective it preconditions (harness/approx/comparability.py).
+    a["ng_not_comparable"] = [x.get("ng_not_comparable") if isinstance(x, dict) else None for x in a["extra"]]
+    a["objective"] = [x.get("objective") if isinstance(x, dict) else None for x in a["extra"]]
     order = {m: i for i, m in enumerate(optimizer_order(data))}
 
     def method_order(s: pd.Series) -> pd.Series:
@@ -92,6 +101,8 @@ def approx_views(data: SiteData) -> list[dict[str, Any]]:
                 batches=("batch", "nunique"),
                 uphill=("uphill", "sum"),
                 damping=("main_damping", "first"),
+                ng_not_comparable=("ng_not_comparable", _first_text),
+                objective=("objective", _first_text),
             )
             .reset_index()
             .sort_values(["method", "checkpoint"], key=method_order)
@@ -108,6 +119,9 @@ def approx_views(data: SiteData) -> list[dict[str, Any]]:
                     "values": [by_cp[c].median if c in by_cp else math.nan for c in checkpoints],
                     "cos_ng": last.cos_ng,
                     "rel_err_ng": last.rel_err_ng,
+                    # NaN (what pandas makes of a group without text) is truthy in a template.
+                    "ng_not_comparable": last.ng_not_comparable if isinstance(last.ng_not_comparable, str) else None,
+                    "objective": last.objective if isinstance(last.objective, str) else None,
                     "imbalance": last.imbalance,
                     "batches": int(gm["batches"].max()),
                     "uphill": int(gm["uphill"].sum()),

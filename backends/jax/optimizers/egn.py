@@ -3,7 +3,7 @@
 The same algorithm, hyperparameters, statistics and pass counts as the torch adapter
 (``backends/torch/optimizers/egn.py``; parity is tested), jitted whole:
 
-* ``J J^T`` from the dense output Jacobian (``vmap(jacrev)``, one per-sample pass) or, when every
+* ``J J^T`` from the dense output Jacobian (``vmap(jacrev)``: its forward and ``C`` reverse passes) or, when every
   parameter sits in a 2-D-input Linear layer, from the layer taps of ``C`` reverse passes
   vectorised into one (``Jt Jt^T = sum_layers (E E^T) * (Abar Abar^T)``); the Gram in the working
   dtype, its ``BC x BC`` Cholesky solve in float64;
