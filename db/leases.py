@@ -145,3 +145,23 @@ def release(store: Store, owner: str, keys: Iterable[str] | None = None) -> None
         raise DatabaseError(
             f"could not release run leases in {store.display_url}: {getattr(exc, 'orig', None) or exc}"
         ) from None
+
+
+def drop_stale(store: Store) -> int:
+    """Delete the leases no live sweep holds (expired, or held by a dead process on this host);
+    a killed sweep leaves such leases behind, also for runs it stored before it died."""
+    now = time.time()
+    try:
+        with store.session() as s, s.begin():
+            stale = [
+                lease.lease_key
+                for lease in s.scalars(select(RunLease))
+                if lease.expires_at <= now or owner_is_dead(lease.owner)
+            ]
+            if stale:
+                s.execute(delete(RunLease).where(RunLease.lease_key.in_(stale)))
+            return len(stale)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"could not clear stale run leases in {store.display_url}: {getattr(exc, 'orig', None) or exc}"
+        ) from None

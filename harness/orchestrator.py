@@ -246,6 +246,8 @@ def run_sweep(
     stop = _StopFlag()
     completed = False
     owner = leases.new_owner()
+    with contextlib.suppress(DatabaseError):  # what a killed sweep left behind; they expire anyway
+        leases.drop_stale(store)
     held: dict[str, str] = {}  # run key -> lease key, for the runs this sweep claimed
 
     def release(job: Job) -> None:

@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from db import leases
+from db.models import RunLease
 from db.store import Store, open_store
 from harness.runner import RunResult, RunSpec
 
@@ -79,3 +81,17 @@ def test_a_finished_run_is_never_claimed_and_a_nightly_claims_within_its_sweep(s
     assert leases.claim(store, "k1", owner, sweep_id=nightly, scope="sweep") == leases.CLAIMED
     assert leases.claim(store, "k2", leases.new_owner(), sweep_id=nightly, scope="sweep") == leases.CLAIMED
     assert sorted(k for k, _ in _leases(store)) == sorted(["k2", f"{nightly}:k1", f"{nightly}:k2"])
+
+
+def test_a_new_sweep_drops_the_leases_a_killed_sweep_left_behind(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'l.db'}")
+    live = leases.new_owner()
+    dead = f"{socket.gethostname()}:999999999:deadbeef0000"  # no such process on this host
+    with store.session() as s, s.begin():
+        s.add(RunLease(lease_key="dead", sweep_id=None, owner=dead, expires_at=time.time() + 100))
+        s.add(RunLease(lease_key="expired", sweep_id=None, owner=live, expires_at=time.time() - 1))
+        s.add(RunLease(lease_key="held", sweep_id=None, owner=live, expires_at=time.time() + 100))
+    assert leases.drop_stale(store) == 2
+    with store.session() as s:
+        assert [lease.lease_key for lease in s.query(RunLease)] == ["held"]
+    store.dispose()
