@@ -303,28 +303,14 @@ class Store:
         if scope not in ("sweep", "global"):
             raise ValueError(f"scope must be 'sweep' or 'global', got {scope!r}")
         key = result.key
-        try:
-            with self.engine.connect() as conn:
-                if key is not None:
-                    self._lock_key(conn, key)
-                with Session(bind=conn, expire_on_commit=False) as s:
-                    if key is not None:
-                        q = select(Run.id).where(Run.key == key, Run.status.in_(FINISHED_STATUSES))
-                        if scope == "sweep":
-                            q = q.where(Run.sweep_id == sweep_id)
-                        existing = s.scalar(q.order_by(Run.id).limit(1))
-                        if existing is not None:
-                            conn.rollback()
-                            return existing, False
-                    run_id = self._add_run(
-                        s, result, sweep_id=sweep_id, track=track, role=role, trial=trial, config_hash=config_hash
-                    )
-                    s.flush()
-                conn.commit()
-                return run_id, True
-        except SQLAlchemyError as exc:
-            reason = getattr(exc, "orig", None) or exc
-            raise DatabaseError(f"could not store the run in {self.display_url}: {reason}") from None
+        existing = None
+        if key is not None:
+            existing = select(Run.id).where(Run.key == key, Run.status.in_(FINISHED_STATUSES))
+            if scope == "sweep":
+                existing = existing.where(Run.sweep_id == sweep_id)
+        return self._insert_unless(
+            key, existing, result, sweep_id=sweep_id, track=track, role=role, trial=trial, config_hash=config_hash
+        )
 
     def save_run_unless_stored(
         self,
@@ -344,32 +330,37 @@ class Store:
         """
         spec = result.spec
         ident = f"{result.key}|{spec.suite}|{spec.optimizer}|{spec.backend}|{spec.seed}|{result.started_at}"
+        existing = select(Run.id).where(
+            Run.suite == spec.suite,
+            Run.optimizer == spec.optimizer,
+            Run.backend == spec.backend,
+            Run.seed == spec.seed,
+            Run.status == result.status,
+            Run.steps == result.steps,
+            Run.key.is_(None) if result.key is None else Run.key == result.key,
+            Run.started_at.is_(None) if result.started_at is None else Run.started_at == _parse_time(result.started_at),
+            Run.finished_at.is_(None)
+            if result.finished_at is None
+            else Run.finished_at == _parse_time(result.finished_at),
+        )
+        return self._insert_unless(
+            ident, existing, result, sweep_id=sweep_id, track=track, role=role, trial=trial, config_hash=config_hash
+        )
+
+    def _insert_unless(self, lock: str | None, existing: Any, result: Any, **where: Any) -> tuple[int, bool]:
+        """Insert ``result`` unless the query ``existing`` finds a run; check and insert are one
+        transaction under ``lock``'s key lock. ``(run id, inserted)``."""
         try:
             with self.engine.connect() as conn:
-                self._lock_key(conn, ident)
+                if lock is not None:
+                    self._lock_key(conn, lock)
                 with Session(bind=conn, expire_on_commit=False) as s:
-                    q = select(Run.id).where(
-                        Run.suite == spec.suite,
-                        Run.optimizer == spec.optimizer,
-                        Run.backend == spec.backend,
-                        Run.seed == spec.seed,
-                        Run.status == result.status,
-                        Run.steps == result.steps,
-                        Run.key.is_(None) if result.key is None else Run.key == result.key,
-                        Run.started_at.is_(None)
-                        if result.started_at is None
-                        else Run.started_at == _parse_time(result.started_at),
-                        Run.finished_at.is_(None)
-                        if result.finished_at is None
-                        else Run.finished_at == _parse_time(result.finished_at),
-                    )
-                    existing = s.scalar(q.order_by(Run.id).limit(1))
                     if existing is not None:
-                        conn.rollback()
-                        return existing, False
-                    run_id = self._add_run(
-                        s, result, sweep_id=sweep_id, track=track, role=role, trial=trial, config_hash=config_hash
-                    )
+                        found = s.scalar(existing.order_by(Run.id).limit(1))
+                        if found is not None:
+                            conn.rollback()
+                            return found, False
+                    run_id = self._add_run(s, result, **where)
                     s.flush()
                 conn.commit()
                 return run_id, True

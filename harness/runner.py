@@ -172,12 +172,13 @@ def _finite_float(value: Any) -> float:
         return math.nan
 
 
-def check_limits(spec: RunSpec) -> None:
-    """Refuse (``ConfigError``, every problem in one line) a spec whose tag, names, device or seed
-    no database could store (:mod:`db.limits`): found before the run, not after it."""
+def check_limits(spec: Any, *, optimizer: str | None = None) -> None:
+    """Refuse (``ConfigError``, every problem in one line) a run spec whose tag, names, device or
+    seed no database could store (:mod:`db.limits`): found before the run, not after it.
+    ``optimizer`` replaces the spec's (an approximation spec names its reference run's)."""
     problems = run_problems(
         suite=spec.suite,
-        optimizer=spec.optimizer,
+        optimizer=spec.optimizer if optimizer is None else optimizer,
         backend=spec.backend,
         tag=spec.tag,
         device=spec.device,

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from backends.spec import Adapter, HyperparameterError, hparam_fields
-from db.limits import run_problems
 from harness import external, registry
 from harness.approx.exact import EXACT_MAX_ENTRIES
 from harness.errors import ConfigError
 from harness.registry import adapters as registry_adapters
 from harness.registry import backend_module, get_adapter
+from harness.runner import check_limits as check_run_limits
 from suites import get_suite
 from suites.spec import Suite
 
@@ -187,16 +187,7 @@ class Plan:
 
 def check_limits(spec: ApproxSpec) -> None:
     """The reference run's tag, names, device and seed fit every database (:mod:`db.limits`)."""
-    problems = run_problems(
-        suite=spec.suite,
-        optimizer=spec.reference,
-        backend=spec.backend,
-        tag=spec.tag,
-        device=spec.device,
-        seed=spec.seed,
-    )
-    if problems:
-        raise ConfigError("; ".join(problems))
+    check_run_limits(spec, optimizer=spec.reference)
 
 
 def prepare(spec: ApproxSpec) -> Plan:
