@@ -89,6 +89,13 @@ def _lane(module: Any, suite: Suite, adapter: Any, hparams: Any) -> _Lane:
     return _Lane(prob, prob.make_step(adapter), prob.params0, adapter.init(prob, hparams))
 
 
+def _adapter_lane(module: Any, suite: Suite, available: dict[str, Any], name: str) -> _Lane:
+    """The lane of ``name``: an adapter at its defaults, or ``adapter:preset`` at that preset."""
+    adapter, _, preset = name.partition(":")
+    cls = available[adapter]
+    return _lane(module, suite, cls(), cls.resolve(None, preset or None))
+
+
 def _passes(lane: _Lane) -> dict[str, float]:
     after = lane.problem.counters.snapshot()
     return {k: (after[k] - lane.counts0.get(k, 0)) / len(lane.times) for k in after}
@@ -107,7 +114,7 @@ def measure(
     if "sgd" not in names:
         names = ["sgd", *names]
     suite = PROBLEMS[problem]()
-    lanes = {name: _lane(module, suite, available[name](), available[name].resolve()) for name in names}
+    lanes = {name: _adapter_lane(module, suite, available, name) for name in names}
     for query in pass_costs.QUERIES:
         probe = pass_costs.Probe(query)
         lanes[probe.name] = _lane(module, suite, probe, None)
