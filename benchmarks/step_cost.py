@@ -15,7 +15,9 @@ parameter-efficient fine-tuning, where the iEF paper reports EF/iEF at AdamW's s
 Run directly for the table (both backends if installed)::
 
     python -m benchmarks.step_cost [--backend torch jax] [--problem digits-mlp digits-wide]
-                                   [--rounds 100] [--warmup 10] [--threads 2]
+                                   [--rounds 100] [--warmup 10] [--threads 2] [--store [DB]]
+
+``--store`` appends the table to the database (``db.step_costs``; the optimizer pages show it).
 
 asv: ``StepCost.track_ratio_to_sgd`` and ``track_step_time`` per (backend, problem, adapter).
 """
@@ -249,22 +251,83 @@ class StepCost:
     track_efficiency.unit = "ratio"  # type: ignore[attr-defined]
 
 
+def machine_description(backends: list[str], threads: int | None) -> str:
+    """Where a table was measured, in words: host, CPU, cores, threads and framework versions."""
+    from harness import environment
+
+    record = environment.fingerprint(backends[0], "cpu") if backends else {}
+    versions = ", ".join(f"{b} {record.get(b)}" for b in backends if record.get(b))
+    return (
+        f"{record.get('hostname')}: {record.get('cpu')} ({record.get('cpu_count')} cores), "
+        f"{threads or 'default'} thread(s); {versions}"
+    )
+
+
+def store_table(
+    db: str | None, costs: list[Cost], backends: list[str], threads: int | None, rounds: int, store: Any = None
+) -> int:
+    """Append ``costs`` to the database ``db`` (``db.step_costs``) with the machine, threads,
+    commit and time of the measurement; returns the rows written."""
+    from dataclasses import asdict
+
+    from db.step_costs import save_step_costs
+    from db.store import open_store
+    from harness import environment
+
+    commit, dirty = environment.git_state()
+    target = store or open_store(db, writable=True)
+    try:
+        return save_step_costs(
+            target,
+            [asdict(c) for c in costs],
+            machine=machine_description(backends, threads),
+            threads=threads,
+            git_commit=commit,
+            git_dirty=dirty,
+            rounds=rounds,
+        )
+    finally:
+        if store is None:
+            target.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Per-step cost of every adapter (ratio to SGD).")
     parser.add_argument("--backend", nargs="+", default=None)
     parser.add_argument("--problem", nargs="+", default=list(PROBLEMS))
-    parser.add_argument("--adapter", nargs="+", default=None)
+    parser.add_argument("--adapter", nargs="+", default=None, help="adapters, or adapter:preset")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--store",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DB",
+        help="append the table to a database (default: NGBENCH_DB_URL or ./ngbench.db); "
+        "the optimizer pages show the newest row per backend, problem and adapter",
+    )
     args = parser.parse_args()
+    import sys
+
     from harness import registry
+    from harness.errors import USER_ERRORS
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     backends = args.backend or [b for b in ("torch", "jax") if registry.backend_available(b)]
+    store = None
+    if args.store is not None:  # refuse a database that cannot take the table before measuring
+        from db.store import open_store
+
+        try:
+            store = open_store(args.store or None, writable=True)
+        except USER_ERRORS as exc:
+            print(f"ngbench: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     costs: list[Cost] = []
     tables: dict[tuple[str, str], dict[str, float]] = {}
     for backend in backends:
@@ -275,6 +338,10 @@ def main() -> None:
     print(format_table(costs))
     print()
     print(format_pass_costs(tables))
+    if store is not None:
+        written = store_table(None, costs, backends, args.threads, args.rounds, store=store)
+        store.dispose()
+        print(f"\nstored {written} rows in {store.display_url}")
 
 
 if __name__ == "__main__":
