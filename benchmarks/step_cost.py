@@ -70,6 +70,8 @@ class Measurement(NamedTuple):
 
     costs: list[Cost]
     pass_costs: dict[str, float]
+    #: Median step of each extra lane (``measure(extra=...)``), by name.
+    extra: dict[str, float]
 
 
 @dataclass
@@ -104,10 +106,17 @@ def _passes(lane: _Lane) -> dict[str, float]:
 
 
 def measure(
-    backend: str, problem: str, adapters: list[str] | None = None, rounds: int = 100, warmup: int = 10
+    backend: str,
+    problem: str,
+    adapters: list[str] | None = None,
+    rounds: int = 100,
+    warmup: int = 10,
+    extra: dict[str, Any] | None = None,
 ) -> Measurement:
     """Round-robin step timing of ``adapters`` (default: all in ``backend``) on ``problem``, with
-    the pass-kind probes of ``benchmarks.pass_costs`` in the same rounds (floor and efficiency)."""
+    the pass-kind probes of ``benchmarks.pass_costs`` in the same rounds (floor and efficiency).
+    ``extra``: more probe-like steppers (``init``, ``step``) timed in the same rounds, reported
+    by name in :attr:`Measurement.extra` (e.g. a method's linear algebra on its own)."""
     from harness import registry
 
     module = registry.backend_module(backend)
@@ -120,6 +129,8 @@ def measure(
     for query in pass_costs.QUERIES:
         probe = pass_costs.Probe(query)
         lanes[probe.name] = _lane(module, suite, probe, None)
+    for name, stepper in (extra or {}).items():
+        lanes[name] = _lane(module, suite, stepper, None)
     batches = {name: [lane.problem.device_batch(i) for i in range(rounds + warmup)] for name, lane in lanes.items()}
     for i in range(rounds + warmup):
         if i == warmup:
@@ -141,6 +152,7 @@ def measure(
     costs = pass_costs.pass_costs(probe_passes, {n: float(np.median(lane.times)) for n, lane in probes.items()})
     out = []
     sgd_median = float(np.median(lanes["sgd"].times))
+    extra_medians = {n: float(np.median(lanes[n].times)) for n in extra or {} if lanes[n].times}
     for name in names:
         lane = lanes[name]
         prob = lane.problem
@@ -167,7 +179,7 @@ def measure(
                 efficiency=med / floor_s if floor_s > 0 else float("nan"),
             )
         )
-    return Measurement(out, costs)
+    return Measurement(out, costs, extra_medians)
 
 
 def format_table(costs: list[Cost]) -> str:
