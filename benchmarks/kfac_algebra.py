@@ -76,9 +76,9 @@ class _AlgebraProbe:
         return params, state, {"probe": sum(inv.left.sum() + inv.right.sum() for inv in fresh)}
 
 
-def refreshes_per_step(preset: str | None, rounds: int, warmup: int) -> float:
+def refreshes_per_step(preset: str | None, rounds: int, warmup: int, overrides: dict[str, Any] | None = None) -> float:
     """Inverse refreshes per timed step of a configuration (the card's schedule)."""
-    hp = kfac.CARD.Hyperparams(**kfac.CARD.presets.get(preset or "", {}))
+    hp = kfac.CARD.Hyperparams(**{**kfac.CARD.presets.get(preset or "", {}), **(overrides or {})})
     return sum(kfac.refresh_inverses(t, hp) for t in range(warmup, warmup + rounds)) / rounds
 
 

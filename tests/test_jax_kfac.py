@@ -55,10 +55,11 @@ def test_amortised_statistics_schedule_on_a_traced_counter() -> None:
 
 
 def test_amortised_preset_matches_the_torch_adapter_across_skipped_statistics() -> None:
-    """The ``amortised`` preset (statistics every 10 steps, inverses every 100 after 3 warm-up
-    refreshes) with a 3-step statistics period so that 7 steps hold two skipped runs and a
-    second statistics step (t = 3, 6) and the LM steps t = 4: same iterates, statistics and
-    passes per step (the sampled-label backward only on t = 0, 3, 6) in float64."""
+    """The ``amortised`` preset (statistics every 10 steps, fixed lr and momentum) with a 3-step
+    statistics period and a 4-step inverse period, so that 7 steps hold skipped statistics
+    steps, statistics steps t = 3, 6, an inverse refresh on a skipped step (t = 4) and the LM
+    step t = 4: same iterates, statistics and passes per step (the sampled-label backward only
+    on t = 0, 3, 6) in float64."""
     hparams = {**KFAC.presets["amortised"], "stats_update_period": 3, "inverse_update_period": 4}
     j = assert_twins_agree("kfac", "tiny-ce", hparams, steps=7, directions=False)
     assert j["step"].compile_count == 1

@@ -15,9 +15,11 @@ from suites import get_suite
 def test_refreshes_per_step_follow_the_card_schedules() -> None:
     # Defaults: T3 = 20, so timed steps 10..109 refresh at 20, 40, 60, 80, 100.
     assert kfac_algebra.refreshes_per_step(None, rounds=100, warmup=10) == pytest.approx(0.05)
-    # amortised: inverses every 100 steps (after the 3 warm-up refreshes): only t = 100.
-    assert kfac_algebra.refreshes_per_step("amortised", rounds=100, warmup=10) == pytest.approx(0.01)
-    assert kfac_algebra.refreshes_per_step("amortised", rounds=10, warmup=0) == pytest.approx(0.3)
+    # With a 100-step period only t = 100; from t = 0, the 3 warm-up refreshes and t = 0.
+    assert kfac_algebra.refreshes_per_step("amortised", rounds=100, warmup=10) == pytest.approx(0.05)
+    hp = {"inverse_update_period": 100}
+    assert kfac_algebra.refreshes_per_step(None, rounds=100, warmup=10, overrides=hp) == pytest.approx(0.01)
+    assert kfac_algebra.refreshes_per_step(None, rounds=10, warmup=0, overrides=hp) == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
