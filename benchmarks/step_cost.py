@@ -331,6 +331,20 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     backends = args.backend or [b for b in ("torch", "jax") if registry.backend_available(b)]
+    try:  # bad names are one line and exit status 2, before anything is measured
+        for backend in backends:
+            available = registry.adapters(backend)
+            for name in args.adapter or []:
+                adapter, _, preset = name.partition(":")
+                if adapter not in available:
+                    raise ValueError(f"unknown adapter {adapter!r} on {backend}")
+                available[adapter].resolve(None, preset or None)
+        for problem in args.problem:
+            if problem not in PROBLEMS:
+                raise ValueError(f"unknown problem {problem!r} (known: {', '.join(PROBLEMS)})")
+    except (ValueError, *USER_ERRORS) as exc:
+        print(f"ngbench: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     store = None
     if args.store is not None:  # refuse a database that cannot take the table before measuring
         from db.store import open_store

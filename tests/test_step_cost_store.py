@@ -114,3 +114,23 @@ def test_optimizer_pages_show_the_newest_step_cost_escaped_or_not_measured(tmp_d
     assert SCRIPT_TAG not in page and "host &lt;script&gt;alert(1)&lt;/script&gt;" in section
     adamw = (tmp_path / "site" / "optimizers" / "adamw.html").read_text(encoding="utf-8")
     assert "Step cost: not measured" in adamw
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--adapter", "nope"], "unknown adapter 'nope' on torch"),
+        (["--adapter", "kfac:nope"], "unknown preset 'nope'"),
+        (["--problem", "nope"], "unknown problem 'nope'"),
+    ],
+)
+def test_bad_names_are_one_line_before_measuring(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["step_cost", "--backend", "torch", *args])
+    monkeypatch.setattr(step_cost, "measure", lambda *a, **k: pytest.fail("measured a bad name"))
+    with pytest.raises(SystemExit) as exc:
+        step_cost.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ngbench: error:") and message in err and "\n" not in err

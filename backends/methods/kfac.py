@@ -9,8 +9,8 @@ Step ``t`` (0-based) on batch ``B_t``::
                (Sec. 5; ``estimator="fisher_gradients"``), or exactly over labels (``fisher_exact``,
                C backward passes), or by curvature propagation (``curvature_prop``, kfac-jax's default)
     EMA        F <- (1 - w_k) F + w_k F_new, w_k = max(1/k, 1 - curvature_ema)   (paper, Sec. 5)
-               on statistics steps t % stats_update_period == 0, k = t // stats_update_period + 1
                or w_k = (1 - ema) / (1 - ema^k)                                   (kfac-jax, normalised)
+               on statistics steps t % stats_update_period == 0, k = t // stats_update_period + 1
     inverses   refreshed when t < inverse_warmup_steps or t % inverse_update_period == 0 (Sec. 8),
                factored Tikhonov with pi (Sec. 6.3) at gamma^2 = lam + eta, or exact (eigenbasis)
     proposal   p = Ft^{-1} (g + eta theta)             (block diagonal, Sec. 4.2; ``direction()``)
