@@ -100,6 +100,7 @@ def test_optimizer_pages_show_the_newest_step_cost_escaped_or_not_measured(tmp_d
         store.save_run(result("tiny-ce", optimizer, 0, ttt=0.05))
     when = datetime(2026, 12, 3, 13, 5, tzinfo=UTC)
     rows = [cost("sgd", 0.624e-3), cost("kfac", 2.661e-3, floor_s=1.822e-3), cost("kfac:amortised", 0.9e-3)]
+    rows.append(cost("kfac", math.nan, backend="jax", status="RuntimeError: <b>x</b>"))
     save_step_costs(
         store, rows, machine=f"host {SCRIPT_TAG}", threads=1, git_commit="0123456789abcdef", measured_at=when
     )
@@ -112,6 +113,7 @@ def test_optimizer_pages_show_the_newest_step_cost_escaped_or_not_measured(tmp_d
     assert "amortised" in section and "defaults" in section
     assert "2026-12-03 13:05 UTC" in section and "0123456789" in section
     assert SCRIPT_TAG not in page and "host &lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert "failed: RuntimeError: &lt;b&gt;x&lt;/b&gt;" in section and "<b>x</b>" not in page
     adamw = (tmp_path / "site" / "optimizers" / "adamw.html").read_text(encoding="utf-8")
     assert "Step cost: not measured" in adamw
 
