@@ -4,8 +4,8 @@ Every row is written only against the public adapter contract (``backends.spec``
 wrappers it ships (``wrap_torch_optimizer``, ``wrap_optax``) and, for the two libraries that must
 see the model rather than the oracle (SINGD hooks ``nn.Module`` layers, kfac-jax traces a tagged
 loss), the problem's model hook (``problem.module_from_flat``; ``problem.apply(..., at_tap=...)``):
-the worked example of a real submission in CONTRIBUTING.md. Nothing in ngbench names this package; it is found through the
-entry-point group ``ngbench.optimizers``.
+the worked example of a real submission in CONTRIBUTING.md. Nothing in ngbench names this
+package; it is found through the entry-point group ``ngbench.optimizers``.
 
 =====================  =====================================  ==============================
 row                    PyTorch                                JAX

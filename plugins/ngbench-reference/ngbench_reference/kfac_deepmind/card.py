@@ -25,8 +25,10 @@ needs a one-function patch on jax >= 0.9.2 (``ngbench_reference.kfac_deepmind.co
 when this adapter is loaded. Departures from a plain ``optimizer.step`` loop, forced by the step
 contract: no burn-in (``num_burnin_steps = 0``: kfac-jax's burn-in draws extra batches from an
 iterator, an ngbench step sees one batch), and the LM-update decision (a Python int in kfac-jax)
-is taken inside the compiled step with ``lax.cond``. Labels are sampled with ``jax.random`` from a
-key in the state seeded by the run's seed, not from the batch noise.
+is taken inside the compiled step with ``lax.cond``. kfac-jax samples its labels / signs with
+``jax.random`` from a key made of the batch noise (so a run is reproducible from its seed, but
+the samples differ from those of ngbench's ``kfac``, which reads the noise as uniforms). kfac-jax
+stages its own functions with ``jax.jit``; inside the harness's compiled step they are inlined.
 
 Passes: kfac-jax differentiates our model itself, so its passes do not go through the oracle. The
 adapter adds to the pass counters what one kfac-jax step does at these settings, per step: 1

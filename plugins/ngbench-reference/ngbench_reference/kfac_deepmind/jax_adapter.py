@@ -39,7 +39,6 @@ Tree = dict[str, Array]
 class KfacJaxState(NamedTuple):
     hparams: Any
     kfac: Any  # kfac_jax.Optimizer.State
-    key: Array  # label-sampling key, split once per step
     damping: Array  # kfac-jax's current damping (its state's), where the approximation track reads it
 
 
@@ -153,6 +152,17 @@ def _fixed_args(hp: Any, dtype: Any) -> dict[str, Array]:
     return kw
 
 
+#: kfac-jax's ``init`` takes a key; nothing it draws reaches a step (fixed, not the run's seed).
+INIT_KEY = jax.random.PRNGKey(0)
+
+
+def noise_key(batch: Batch[Array]) -> Array:
+    """kfac-jax's key for one step, from the batch's label-sampling noise (the contract's only
+    source of randomness): its first uniform, as 31 bits, folded into a fixed key."""
+    u = batch.noise.reshape(-1)[0]
+    return jax.random.fold_in(INIT_KEY, (u * 2**31).astype(jnp.uint32))
+
+
 def current_damping(hp: Any, kstate: Any, dtype: Any) -> Array:
     """The damping the next step preconditions with: kfac-jax's adapted value, or the fixed one."""
     return kstate.damping.astype(dtype) if hp.adaptive_damping else jnp.asarray(hp.damping, dtype)
@@ -166,19 +176,18 @@ class KfacJax(adapter_class(CARD, "jax")):  # type: ignore[misc]
 
     def init(self, problem: Any, hparams: Any) -> KfacJaxState:
         optimizer = build_optimizer(problem, hparams)
-        key, init_key = jax.random.split(jax.random.PRNGKey(problem.seed))
         example = problem.device_batch(0)  # shapes for kfac-jax's tracing only
         with working_precision(problem):
-            kstate = optimizer.init(to_tree(problem.layout, problem.params0), init_key, (example.x, example.y))
+            kstate = optimizer.init(to_tree(problem.layout, problem.params0), INIT_KEY, (example.x, example.y))
         kstate = _cast(kstate, problem.dtype)
-        return KfacJaxState(hparams, kstate, key, current_damping(hparams, kstate, problem.dtype))
+        return KfacJaxState(hparams, kstate, current_damping(hparams, kstate, problem.dtype))
 
     def step(
         self, problem: Any, params: Array, state: KfacJaxState, batch: Batch[Array]
     ) -> tuple[Array, KfacJaxState, dict[str, Any]]:
         hp = state.hparams
         optimizer = build_optimizer(problem, hp)
-        key, step_key = jax.random.split(state.key)
+        step_key = noise_key(batch)
         tree = to_tree(problem.layout, params)
         fixed = _fixed_args(hp, problem.dtype)
 
@@ -203,7 +212,7 @@ class KfacJax(adapter_class(CARD, "jax")):  # type: ignore[misc]
         self._count_passes(problem, hp)
         return (
             to_flat(problem.layout, new_tree),
-            KfacJaxState(hp, kstate, key, current_damping(hp, kstate, problem.dtype)),
+            KfacJaxState(hp, kstate, current_damping(hp, kstate, problem.dtype)),
             stats,
         )
 
@@ -235,7 +244,7 @@ class KfacJax(adapter_class(CARD, "jax")):  # type: ignore[misc]
                 ema_new=1.0,
                 identity_weight=hp.l2_reg + state.damping,
                 batch_size=batch.x.shape[0],
-                rng=jax.random.split(state.key)[1],  # the key the next step would use
+                rng=noise_key(batch),  # the key a step on this batch uses
                 func_args=args,
                 pmap_axis_name=None,
             )
