@@ -200,7 +200,7 @@ def _library_optimizers(name: str, hp: Any, problem: Any, tensors: list[Any]) ->
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name", ["muon", "schedulefree-adamw"])
+@pytest.mark.parametrize("name", ["muon", "schedulefree-adamw", "psgd-kron"])
 def test_jax_first_steps_equal_optax(name: str) -> None:
     """Two jitted steps of the wrapper equal the optax transformation applied directly to the
     per-layer dict with the same gradients (float64)."""
@@ -318,11 +318,14 @@ def test_muon_matches_the_closed_form_on_least_squares(backend: str, rtol: float
 # --------------------------------------------------------------------------- the battery and training
 
 
-# kfac-jax compiles its whole step (about 14 s on two cores) for every problem the battery builds: its
-# battery takes about 2 minutes, so CI leaves it to NGBENCH_SLOW_TESTS=1 (its steps are checked
-# against the library and it trains both suites in CI below).
+# kfac-jax and psgd-jax compile their whole step (kfac-jax: about 14 s on two cores) for every problem
+# the battery builds: their batteries take about 2 and 1.5 minutes, so CI leaves them to
+# NGBENCH_SLOW_TESTS=1 (their steps are checked against the libraries and they train both suites in
+# CI below).
+MINUTES_BATTERIES = {("kfac-jax", "jax"), ("psgd-kron", "jax")}
 BATTERY_ROWS = [
-    pytest.param(n, b, id=f"{n}-{b}", marks=[pytest.mark.minutes] if n == "kfac-jax" else []) for n, b in ROWS
+    pytest.param(n, b, id=f"{n}-{b}", marks=[pytest.mark.minutes] if (n, b) in MINUTES_BATTERIES else [])
+    for n, b in ROWS
 ]
 
 

@@ -160,7 +160,7 @@ def noise_key(batch: Batch[Array]) -> Array:
     """kfac-jax's key for one step, from the batch's label-sampling noise (the contract's only
     source of randomness): its first uniform, as 31 bits, folded into a fixed key."""
     u = batch.noise.reshape(-1)[0]
-    return jax.random.fold_in(INIT_KEY, (u * 2**31).astype(jnp.uint32))
+    return jax.random.fold_in(INIT_KEY, (u * 2.0**31).astype(jnp.uint32))
 
 
 def current_damping(hp: Any, kstate: Any, dtype: Any) -> Array:
@@ -235,6 +235,7 @@ class KfacJax(adapter_class(CARD, "jax")):  # type: ignore[misc]
         tree = to_tree(problem.layout, params)
         args = (tree, (batch.x, batch.y))
         g = problem.oracle(params, batch).grad()
+        key = noise_key(batch)
         with working_precision(problem):
             if not estimator.finalized:
                 estimator.finalize(args)
@@ -244,7 +245,7 @@ class KfacJax(adapter_class(CARD, "jax")):  # type: ignore[misc]
                 ema_new=1.0,
                 identity_weight=hp.l2_reg + state.damping,
                 batch_size=batch.x.shape[0],
-                rng=noise_key(batch),  # the key a step on this batch uses
+                rng=key,  # the key a step on this batch uses
                 func_args=args,
                 pmap_axis_name=None,
             )
