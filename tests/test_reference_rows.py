@@ -66,6 +66,7 @@ def test_every_row_is_registered_for_its_backends() -> None:
     assert {n for n, _ in ROWS} == {"muon", "schedulefree-adamw", "soap", "shampoo", "psgd-kron", "singd", "kfac-jax"}
 
 
+@pytest.mark.slow  # rescans every entry point and builds a problem: about 3.5 s
 def test_without_the_plugin_the_built_ins_still_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """The main package does not depend on the distribution: with its entry points gone the
     registry lists the built-in methods only, a reference name is an unknown optimizer, and a
@@ -200,7 +201,10 @@ def _library_optimizers(name: str, hp: Any, problem: Any, tensors: list[Any]) ->
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name", ["muon", "schedulefree-adamw", "psgd-kron"])
+@pytest.mark.parametrize(
+    "name",
+    ["muon", "schedulefree-adamw", pytest.param("psgd-kron", marks=pytest.mark.slow)],  # 4 s to compile
+)
 def test_jax_first_steps_equal_optax(name: str) -> None:
     """Two jitted steps of the wrapper equal the optax transformation applied directly to the
     per-layer dict with the same gradients (float64)."""
@@ -422,6 +426,7 @@ def test_kfac_jax_tree_views_dense_weights_as_kfac_jax_does() -> None:
     np.testing.assert_array_equal(np.asarray(jax_adapter.to_flat(problem.layout, tree)), np.asarray(problem.params0))
 
 
+@pytest.mark.slow  # a fresh interpreter importing kfac-jax: about 5 s
 def test_the_kfac_jax_patch_is_the_rows_own_and_only_installed_with_it() -> None:
     """One copy of the jax >= 0.9.2 patch: the tests' handle loads the row's module; importing the
     kfac-jax row installs it, a fresh process that never loads the row keeps kfac-jax's own."""
