@@ -14,7 +14,9 @@ pre-activation gradient ``e`` (bias as an extra input of ones), the Kronecker fa
 ``e`` comes from labels sampled from the model (``estimation_mode``: kfac-jax's default
 ``ggn_curvature_prop`` uses random-sign curvature propagation; ``fisher_gradients`` sampled labels;
 ``*_exact`` one pass per output). Parameters outside Linear layers on 2-D inputs (convolutions,
-attention, norms, embeddings, Rosenbrock's) get kfac-jax's generic block (its diagonal default).
+attention, norms, embeddings, Rosenbrock's) are left unregistered and get kfac-jax's default block
+for them, a diagonal (``NaiveDiagonal``; checked on digits-cnn: its convolution's weight and bias).
+Registering convolutions too (``register_conv2d`` with kfac-jax's kernel layout) is future work.
 
 Library: ``kfac_jax.Optimizer`` 0.0.8 (google-deepmind/kfac-jax), called as its README does (one
 ``optimizer.step`` per batch); the adapter hands it ngbench's model through the problem's model
