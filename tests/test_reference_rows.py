@@ -428,24 +428,30 @@ def test_kfac_jax_tree_views_dense_weights_as_kfac_jax_does() -> None:
 
 @pytest.mark.slow  # a fresh interpreter importing kfac-jax: about 5 s
 def test_the_kfac_jax_patch_is_the_rows_own_and_only_installed_with_it() -> None:
-    """One copy of the jax >= 0.9.2 patch: the tests' handle loads the row's module; importing the
-    kfac-jax row installs it, a fresh process that never loads the row keeps kfac-jax's own."""
+    """One copy of the jax >= 0.9.2 patch: the tests' handle loads the row's module; using the
+    kfac-jax row installs it; a fresh process that imports (registers) the row but never uses it
+    imports no kfac-jax, and kfac-jax imported there keeps its own function."""
     pytest.importorskip("kfac_jax")
+    import os
     import subprocess
 
     from kfac_jax._src import tag_graph_matcher
-    from ngbench_reference.kfac_deepmind import compat
+    from ngbench_reference.kfac_deepmind import compat, jax_adapter
 
     from tests import kfac_jax_compat
 
     assert compat.needs_patch()  # the pinned jax returns only the params from get_bind_params
     assert kfac_jax_compat.PATH.samefile(compat.__file__)
-    import ngbench_reference.kfac_deepmind.jax_adapter  # noqa: F401
-
+    jax_adapter.kfac()
     assert tag_graph_matcher.eval_jaxpr_eqn is compat.eval_jaxpr_eqn
-    code = "from kfac_jax._src import tag_graph_matcher as t; print(t.eval_jaxpr_eqn.__module__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "kfac_jax._src.tag_graph_matcher"
+    code = (
+        "import sys; import ngbench_reference.kfac_deepmind.jax_adapter; print('kfac_jax' in sys.modules); "
+        "from kfac_jax._src import tag_graph_matcher as t; print(t.eval_jaxpr_eqn.__module__)"
+    )
+    path = os.pathsep.join([str(ROOT), str(ROOT.parents[1]), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["False", "kfac_jax._src.tag_graph_matcher"]
 
 
 @pytest.mark.slow

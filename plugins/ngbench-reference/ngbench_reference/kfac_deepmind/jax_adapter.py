@@ -20,6 +20,7 @@ this module does:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -27,10 +28,17 @@ import jax
 import jax.numpy as jnp
 
 from backends.spec import Batch, adapter_class
-from ngbench_reference.kfac_deepmind import compat
 from ngbench_reference.kfac_deepmind.card import CARD
 
-kfac_jax = compat.install()  # kfac-jax 0.0.8 on jax >= 0.9.2; only when this row is loaded
+
+@functools.cache
+def kfac() -> Any:
+    """``kfac_jax`` with its jax >= 0.9.2 patch installed (``compat``), imported when the row is first
+    used: listing or registering the row (every JAX worker scans the entry points) imports neither."""
+    from ngbench_reference.kfac_deepmind import compat
+
+    return compat.install()
+
 
 Array = jax.Array
 Tree = dict[str, Array]
@@ -93,13 +101,13 @@ def loss_function(problem: Any) -> Callable[[Tree, tuple[Array, Array]], Array]:
             if k not in dense:
                 return s
             w, b = dense[k]
-            return kfac_jax.register_dense(s, a, tree[w], tree[b] if b is not None else None)
+            return kfac().register_dense(s, a, tree[w], tree[b] if b is not None else None)
 
         z = problem.apply(to_flat(layout, tree), x, at_tap=at_tap)
         if likelihood == "softmax_ce":
-            kfac_jax.register_softmax_cross_entropy_loss(z, y)
+            kfac().register_softmax_cross_entropy_loss(z, y)
         else:
-            kfac_jax.register_squared_error_loss(z, y, weight=0.5)  # kfac-jax: sum (z - y)^2
+            kfac().register_squared_error_loss(z, y, weight=0.5)  # kfac-jax: sum (z - y)^2
         return jnp.mean(per_sample_loss(likelihood, z, y))
 
     return loss
@@ -107,7 +115,7 @@ def loss_function(problem: Any) -> Callable[[Tree, tuple[Array, Array]], Array]:
 
 def build_optimizer(problem: Any, hp: Any) -> Any:
     """``kfac_jax.Optimizer`` for ``problem`` at ``hp`` (README-style, no burn-in)."""
-    return kfac_jax.Optimizer(
+    return kfac().Optimizer(
         value_and_grad_func=jax.value_and_grad(loss_function(problem)),
         l2_reg=hp.l2_reg,
         use_adaptive_learning_rate=hp.adaptive,
