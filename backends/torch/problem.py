@@ -105,6 +105,13 @@ class TorchProblem:
     def num_params(self) -> int:
         return self.layout.size
 
+    def apply(self, params: Tensor, x: Tensor, *, at_tap: Any = None) -> Tensor:
+        """Logits of ``x`` at the flat ``params`` (differentiable, no pass counted). ``at_tap`` is
+        the JAX model hook; torch libraries take the ``nn.Module`` of :meth:`module_from_flat`."""
+        if at_tap is not None:
+            raise NotImplementedError("at_tap is JAX-only; use problem.module_from_flat(params) in torch")
+        return self.fmodel.forward(params, x)
+
     def module_from_flat(self, flat: Tensor) -> nn.Module:
         """An ``nn.Module`` holding ``flat`` as its trainable parameters."""
         module = build_module(self.suite.model, self._arrays, self.dtype, self.device)
