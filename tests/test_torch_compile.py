@@ -118,3 +118,21 @@ def test_a_compiled_run_books_compile_time_apart_and_counts_the_eager_passes() -
     assert compiled.train_time_s == pytest.approx(steady + 2 * compiled.step_time_median_s, rel=1e-9)
     assert compiled.final_train_loss == pytest.approx(eager.final_train_loss, rel=1e-5)
     assert compiled.flops_per_step == eager.flops_per_step
+
+
+@pytest.mark.slow
+def test_a_compiler_failure_fails_the_run_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._inductor.compile_fx
+
+    def broken(graph: object, example_inputs: object) -> None:
+        raise RuntimeError("no C++ compiler on this host")
+
+    monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx", broken)
+    r = execute(RunSpec("tiny-ce", "sgd", steps=3, device="cpu", torch_compile=True))
+    assert r.status == "error" and r.steps == 0
+    assert r.error is not None
+    last = r.error.strip().splitlines()[-1]
+    assert last.endswith(
+        "TorchCompileError: torch.compile could not compile the SGD step "
+        "(RuntimeError: no C++ compiler on this host); run it eager (without --torch-compile)"
+    )

@@ -23,8 +23,10 @@ the median step as compile time, exactly as for JAX.
 
 A method whose step Dynamo cannot trace whole (a graph break: per-sample gradients under
 ``vmap``, ``Tensor.item()``) still runs: the pieces between breaks are compiled, the breaks run
-eagerly. A compiler failure is not hidden: it raises :class:`TorchCompileError` with one line,
-and the run is stored as failed with that message.
+eagerly. A compiler failure is not hidden, nor is a step that keeps recompiling (Dynamo's
+recompile limit, after which it would silently run eager), nor a step that fails compiled but
+not eager (EGN: PyTorch cannot call a compiled backward inside ``vmap``): each raises
+:class:`TorchCompileError` with one line, and the run is stored as failed with that message.
 """
 
 from __future__ import annotations
@@ -42,14 +44,23 @@ class TorchCompileError(RuntimeError):
     """``torch.compile`` could not compile an adapter's step."""
 
 
-def _trace_reverse_passes() -> None:
-    """Let Dynamo trace ``torch.autograd.grad`` into the graph (a process-wide Dynamo setting;
-    eager PyTorch does not read it). Absent in a PyTorch without it: the step graph-breaks there.
-    Dynamo is imported here, not with the backend: importing it takes seconds."""
+def _configure_dynamo() -> None:
+    """Process-wide Dynamo settings (eager PyTorch reads none of them): trace
+    ``torch.autograd.grad`` into the graph, and raise instead of silently running eager when a
+    step keeps recompiling. A setting this PyTorch lacks is left alone. Dynamo is imported here,
+    not with the backend: importing it takes seconds."""
     import torch._dynamo
 
-    if hasattr(torch._dynamo.config, "trace_autograd_ops"):
-        torch._dynamo.config.trace_autograd_ops = True
+    for name in ("trace_autograd_ops", "fail_on_recompile_limit_hit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, True)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the innermost error (Dynamo wraps the backend's own)."""
+    inner = getattr(exc, "inner_exception", None) or exc.__cause__ or exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
 
 
 class CompiledStep:
@@ -60,7 +71,7 @@ class CompiledStep:
     """
 
     def __init__(self, problem: Any, adapter: Any) -> None:
-        _trace_reverse_passes()
+        _configure_dynamo()
         self.compile_count = 0
         self._problem, self._step, self._name = problem, adapter.step, type(adapter).__name__
         self._tally = Counters()
@@ -82,14 +93,20 @@ class CompiledStep:
         problem.counters = tally
         try:
             return self._compiled(params, state, batch)
-        except torch._dynamo.exc.TorchDynamoException as exc:  # Dynamo is imported by __init__
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TorchCompileError(
-                f"torch.compile could not compile the {self._name} step ({reason}); "
-                "run it eager (without --torch-compile)"
-            ) from None
+        except (torch._dynamo.exc.TorchDynamoException, torch._dynamo.exc.FailOnRecompileLimitHit) as exc:
+            failure: BaseException = exc
+        except Exception as exc:
+            # An error of the adapter, or of compiled PyTorch? The eager step on the same inputs
+            # tells (its own error is the adapter's, raised as is).
+            failure = exc
+            problem.counters = Counters()
+            self._step(problem, params, state, batch)
         finally:
             problem.counters = counters
             counters.add_scaled(tally.counts, 1)
             for kind in tally.counts:
                 tally.counts[kind] = 0
+        raise TorchCompileError(
+            f"torch.compile could not compile the {self._name} step ({_reason(failure)}); "
+            "run it eager (without --torch-compile)"
+        ) from None
