@@ -16,10 +16,14 @@ PyTorch workloads. Three choices keep it compiled once, not once per step:
   from step to step (AdamW's step count) is compiled once more as a symbol, then reused; tensor
   shapes never change within a run and stay static.
 
-The state's structure may still change once (SGD's momentum buffer is ``None`` before the first
-step): that is one more compilation, at the second step. ``compile_count`` counts every graph
-the backend compiles, so the harness books every step that compiled as warm-up, its excess over
-the median step as compile time, exactly as for JAX.
+* **The first step runs eager.** An adapter's ``init`` may return a state whose structure the
+  first step changes (SGD's momentum buffer is ``None`` until then); compiled at the first
+  step, the step would be compiled again at the second. Eager, the first step brings the state
+  to its steady structure, and compilation starts at the second step.
+
+``compile_count`` counts every graph the backend compiles, so the harness books every step
+that compiled (and the first, as for any eager step) as warm-up, its excess over the median
+step as compile time, exactly as for JAX.
 
 A method whose step Dynamo cannot trace whole (a graph break: per-sample gradients under
 ``vmap``, ``Tensor.item()``) still runs: the pieces between breaks are compiled, the breaks run
@@ -75,6 +79,7 @@ class CompiledStep:
         self.compile_count = 0
         self._problem, self._step, self._name = problem, adapter.step, type(adapter).__name__
         self._tally = Counters()
+        self._eager_first = True
         self._compiled = torch.compile(self._eager, backend=self._inductor, dynamic=None, fullgraph=False)
 
     def _inductor(self, graph: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
@@ -88,6 +93,9 @@ class CompiledStep:
         return self._step(self._problem, params, state, batch)
 
     def __call__(self, params: Tensor, state: Any, batch: Batch[Tensor]) -> tuple[Tensor, Any, dict[str, Any]]:
+        if self._eager_first:  # the state takes its steady structure (module docstring)
+            self._eager_first = False
+            return self._step(self._problem, params, state, batch)
         problem, tally = self._problem, self._tally
         counters = problem.counters
         problem.counters = tally
