@@ -2,7 +2,7 @@
 
 The whole step ``(params, state, batch) -> (params, state, stats)`` is compiled by TorchDynamo
 with the inductor backend (C++/OpenMP kernels on CPU, Triton on CUDA), as AlgoPerf runs its
-PyTorch workloads. Three choices keep it compiled once, not once per step:
+PyTorch workloads. Four choices keep it compiled once or twice per run, not once per step:
 
 * **Pass counters stay outside the graph's guards.** The oracle adds to ``problem.counters``
   on every pass. Traced against the run's counters, Dynamo would guard on their current values
@@ -15,7 +15,6 @@ PyTorch workloads. Three choices keep it compiled once, not once per step:
 * **Automatic dynamic shapes** (``dynamic=None``): a Python number of the state that changes
   from step to step (AdamW's step count) is compiled once more as a symbol, then reused; tensor
   shapes never change within a run and stay static.
-
 * **The first step runs eager.** An adapter's ``init`` may return a state whose structure the
   first step changes (SGD's momentum buffer is ``None`` until then); compiled at the first
   step, the step would be compiled again at the second. Eager, the first step brings the state
