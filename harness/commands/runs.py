@@ -172,6 +172,14 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
         tag: Annotated[str | None, typer.Option(help="Free-text tag stored with the run.")] = None,
         no_stop_at_target: Annotated[bool, typer.Option(help="Keep training after the target is reached.")] = False,
+        torch_compile: Annotated[
+            bool,
+            typer.Option(
+                "--torch-compile",
+                help="Compile the step with torch.compile (torch only): compile time booked apart, "
+                "ranked as backend torch-compiled.",
+            ),
+        ] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
     ) -> None:
         """Run one optimizer on one suite, measured, and store the result."""
@@ -188,6 +196,7 @@ def register(app: typer.Typer) -> None:
             dtype=dtype,
             tag=tag,
             stop_at_target=not no_stop_at_target,
+            torch_compile=torch_compile,
         )
         if external.is_builtin(optimizer, backend):
             prepare(spec)  # unknown names and bad hyperparameters fail here, before anything is written
@@ -232,10 +241,12 @@ def register(app: typer.Typer) -> None:
             console = make_console()
             console.print(
                 Text(
-                    f"{suite} / {result.spec.optimizer} ({backend}, seed {seed}): {result.status} after "
+                    f"{suite} / {result.spec.optimizer} ({'torch-compiled' if torch_compile else backend}, "
+                    f"seed {seed}): {result.status} after "
                     f"{result.steps} steps; train loss {fmt_float(result.initial_train_loss)} -> "
                     f"{fmt_float(result.final_train_loss)}; best {result.val_metric} "
-                    f"{fmt_float(result.best_val_metric)}; median step {fmt_seconds(result.step_time_median_s)}; "
+                    f"{fmt_float(result.best_val_metric)}; median step {fmt_seconds(result.step_time_median_s)}"
+                    f"{f' (compile {fmt_seconds(result.compile_time_s)} apart)' if torch_compile else ''}; "
                     f"peak memory {fmt_bytes(result.peak_memory_bytes)} ({result.memory_kind}), "
                     f"{fmt_bytes(result.peak_memory_above_baseline_bytes)} above the baseline"
                 )
