@@ -40,7 +40,9 @@ def test_the_option_is_for_torch_only() -> None:
         prepare(RunSpec("tiny-ce", "sgd", backend="jax", torch_compile=True))
 
 
-def test_the_option_is_stored_in_the_spec_and_the_board_ranks_compiled_torch_apart(tmp_path: Path) -> None:
+def test_the_option_is_stored_in_the_spec_and_the_board_ranks_compiled_torch_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = open_store(tmp_path / "r.db")
     eager = result("tiny-ce", "sgd", 0, ttt=2.0)
     compiled = result("tiny-ce", "sgd", 0, ttt=1.0)
@@ -54,6 +56,12 @@ def test_the_option_is_stored_in_the_spec_and_the_board_ranks_compiled_torch_apa
 
     site = board_data.load(store)
     store.dispose()
+    # `ngbench runs` shows and filters the label the board uses.
+    capsys.readouterr()
+    assert main(["runs", "--db", str(tmp_path / "r.db"), "--csv"]) == 0
+    assert [line.split(",")[3] for line in capsys.readouterr().out.splitlines()[1:]] == ["torch", COMPILED_TORCH]
+    assert main(["runs", "--db", str(tmp_path / "r.db"), "--csv", "--backend", COMPILED_TORCH]) == 0
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == [str(ids[1])]
     runs = site.runs.set_index("id")
     assert list(runs.loc[list(ids), "backend"]) == ["torch", COMPILED_TORCH]
     assert {b.key for b in site.boards} == {("untuned", "torch", "Test CPU"), ("untuned", COMPILED_TORCH, "Test CPU")}

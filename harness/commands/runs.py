@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from backends.spec import BACKENDS
-from db.queries import environments_frame, metrics_frame, runs_frame
+from db.queries import environments_frame, metrics_frame, run_specs, runs_frame
 from db.store import open_store
 from harness import external, registry
 from harness.devices import single_device
@@ -23,6 +23,7 @@ from harness.errors import ConfigError
 from harness.recovery import store_or_keep
 from harness.runner import RunSpec, check_limits, execute, prepare
 from harness.worker import Job, Lane
+from leaderboard.labels import COMPILED_TORCH, backend_label
 from suites import get_suite, list_suites
 
 DbOption = Annotated[
@@ -265,7 +266,7 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
         suite: Annotated[str | None, typer.Option(help="Only this suite.")] = None,
         optimizer: Annotated[str | None, typer.Option(help="Only this optimizer.")] = None,
-        backend: Annotated[str | None, typer.Option(help="Only this backend.")] = None,
+        backend: Annotated[str | None, typer.Option(help="Only this backend (torch, torch-compiled, jax).")] = None,
         status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
         tag: Annotated[str | None, typer.Option(help="Only this tag.")] = None,
         limit: Annotated[int, typer.Option(min=1, help="Newest N runs.")] = 50,
@@ -273,7 +274,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Table of stored runs (newest last)."""
         store = open_store(db)
-        frame = runs_frame(store, suite=suite, optimizer=optimizer, backend=backend, status=status, tag=tag)
+        framework = "torch" if backend == COMPILED_TORCH else backend
+        frame = runs_frame(store, suite=suite, optimizer=optimizer, backend=framework, status=status, tag=tag)
+        if not frame.empty:  # compiled PyTorch shows (and filters) as the board labels it
+            specs = run_specs(store)
+            frame["backend"] = [backend_label(b, specs.get(int(i))) for b, i in zip(frame["backend"], frame["id"])]
+            if backend is not None:
+                frame = frame[frame["backend"] == backend]
         frame = frame.tail(limit)
         columns = [
             "id",
