@@ -68,7 +68,7 @@ def test_run_then_list_and_show(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["run", "tiny-cee", "sgd"], "unknown suite 'tiny-cee'; did you mean tiny-ce"),
-        (["run", "tiny-ce", "sgdd"], "unknown optimizer 'sgdd' for backend 'torch'; did you mean sgd?"),
+        (["run", "tiny-ce", "sgdd"], "unknown optimizer 'sgdd' for backend 'torch'; did you mean sgd"),
         (["run", "tiny-ce", "sgd", "--set", "lr=-1"], "sgd: lr must be > 0, got -1"),
         (["run", "tiny-ce", "sgd", "--set", "lr=fast"], "sgd: lr must be a number, got 'fast'"),
         (["run", "tiny-ce", "sgd", "--set", "momentum"], "--set expects key=value"),

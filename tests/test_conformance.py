@@ -286,7 +286,7 @@ def test_cli_reports_failures_with_reasons_and_exit_1(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["check-adapter", "sgdd"], "unknown optimizer 'sgdd' for backend 'torch'; did you mean sgd?"),
+        (["check-adapter", "sgdd"], "unknown optimizer 'sgdd' for backend 'torch'; did you mean sgd"),
         (["check-adapter", "nomodule:Thing"], "cannot import adapter module 'nomodule'"),
         (["check-adapter", "sgd", "--backend", "tf"], "unknown backend 'tf'"),
         (["check-adapter", "sgd", "--check", "nope"], "unknown check(s) nope"),
