@@ -175,5 +175,9 @@ class IgnoringInterrupt(_PlainSGD):
 
     def fault(self, params: Any, state: FaultState) -> Any:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        folder = os.environ.get("NGBENCH_TEST_MARKER_DIR")
+        if folder:  # tells a test the run is now in its hung step
+            with open(os.path.join(folder, f"hung-{os.getpid()}"), "w"):
+                pass
         time.sleep(3600)
         return params

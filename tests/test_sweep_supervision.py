@@ -121,9 +121,15 @@ def test_a_second_ctrl_c_stops_the_sweep_within_a_second(tmp_path: Path) -> None
     )
     db = tmp_path / "c.db"
     token = uuid.uuid4().hex
-    proc = cli(["sweep", "s.toml", "--db", str(db), "--devices", "cpu"], tmp_path, token)
-    _wait(lambda: (launcher := _launcher_of(proc.pid)) is not None and bool(_children(launcher)), 300, proc)
-    time.sleep(1.5)  # the run is in its hung step, with SIGINT ignored
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    proc = cli(
+        ["sweep", "s.toml", "--db", str(db), "--devices", "cpu"],
+        tmp_path,
+        token,
+        {"NGBENCH_TEST_MARKER_DIR": str(markers)},
+    )
+    _wait(lambda: any(markers.iterdir()), 300, proc)  # the run is in its hung step, with SIGINT ignored
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     second = time.monotonic()
