@@ -20,7 +20,7 @@ taps, the output Jacobian and the trial losses, and the line search's control fl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from backends import blocks
@@ -29,6 +29,12 @@ from backends.array_ops import Array, ArrayOps
 from backends.layout import ParamLayout
 from backends.methods.egn import EGNHyperparams, lm_rule
 from backends.sample_space import damped_solve
+from backends.spec import Oracle, Problem
+
+#: ``tap_grads_many(problem, oracle, cotangents)``: the tap cotangents of ``k`` logit cotangents
+#: ``(k, B, C)`` in one vectorised reverse pass, per tapped layer ``(k, B, ...)`` (each backend's
+#: ``batched_passes``).
+TapGradsMany = Callable[[Problem, Oracle, Array], list[Array]]
 
 
 class Solve(NamedTuple):
@@ -161,6 +167,29 @@ def solve_dense(ops: ArrayOps, S: Array | None, Jz: Array, s: Array, lam: Array)
     Jt = dense_rows(ops, S, Jz)
     v = _solve(ops, Jt @ Jt.T, s, Jz.shape[0], lam)
     return Solve(Jt.T @ ops.astype(v, Jt.dtype), s, v)
+
+
+def egn_solve(
+    ops: ArrayOps,
+    problem: Problem,
+    oracle: Oracle,
+    hp: EGNHyperparams,
+    lam: Array,
+    mode: str,
+    tap_grads_many: TapGradsMany,
+) -> Solve:
+    """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch.
+
+    ``mode`` (:func:`gram_mode`): ``"taps"`` forms ``Jt Jt^T`` and ``Jt^T v`` from the taps of
+    the ``C`` factor columns (one vectorised reverse pass, ``tap_grads_many``; the oracle must
+    record taps); ``"dense"`` from the output Jacobian (``oracle.output_jacobian()``).
+    """
+    z, r = oracle.logits, oracle.logit_grads()
+    S, s = output_factor(ops, problem.likelihood, z, r, hp.q_jitter)
+    if mode == "taps":
+        cotangents = tap_grads_many(problem, oracle, factor_columns(ops, S, z))  # per layer (C, B, out)
+        return solve_taps(ops, problem.layout, oracle.tap_inputs(), cotangents, s.reshape(-1), lam)
+    return solve_dense(ops, S, oracle.output_jacobian(), s.reshape(-1), lam)
 
 
 # --------------------------------------------------------------------------- the step's scalars

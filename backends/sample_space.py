@@ -40,18 +40,21 @@ binds them and keeps only the oracle plumbing (which passes give the taps or the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from backends import layer_kinds
 from backends.array_ops import Array, ArrayOps
 from backends.blocks import block_spans, positions_gram_path, uses_taps
 from backends.layout import ParamLayout, TappedLayer
+from backends.spec import Oracle
 
 __all__ = [
     "DampedSolve",
     "DenseJacobian",
     "GramDirection",
+    "OracleJacobians",
     "SampleJacobian",
     "TapJacobian",
     "WoodburyApply",
@@ -277,6 +280,55 @@ class DenseJacobian:
 
     def dense(self) -> Array:
         return self.jacobian
+
+
+# --------------------------------------------------------------------------- from the oracle
+
+
+@dataclass(frozen=True)
+class OracleJacobians:
+    """Which oracle passes give ``J``: the oracle protocol's side of the sample-space maths.
+
+    A backend binds its :class:`TapJacobian` and :class:`DenseJacobian` subclasses and
+    ``cotangent_rows(oracle, r)``, the per-sample gradients ``Jz_n^T r_n`` of logit cotangents
+    ``r`` (``(B, C)``) by one vectorised per-sample pass (the only framework-specific piece:
+    ``torch.func`` or ``jax.vmap``). The path (taps or dense) is :func:`uses_taps` of this
+    module, looked up at call time.
+    """
+
+    tap_jacobian: type[TapJacobian]
+    dense_jacobian: type[DenseJacobian]
+    cotangent_rows: Callable[[Any, Array], Array]
+
+    def true_jacobian(self, oracle: Oracle, *, with_grad: bool = False) -> SampleJacobian:
+        """``J`` for the true labels.
+
+        From the taps when :func:`uses_taps` (the oracle must have been created with
+        ``taps=True``): ``with_grad=True`` takes them from the reverse pass that also gives
+        ``oracle.grad()`` (for callers that need both); otherwise from a reverse pass of the
+        logit gradients for the taps alone (``tap_grads_for``: the parameter-gradient products
+        are skipped in torch, dropped by XLA under ``jit``). Else the dense per-sample gradients
+        (one per-sample pass).
+        """
+        layout = oracle.problem.layout
+        if uses_taps(layout):
+            cotangents = oracle.tap_grads() if with_grad else oracle.tap_grads_for(oracle.logit_grads())
+            return self.tap_jacobian(layout, oracle.tap_inputs(), cotangents)
+        return self.dense_jacobian(layout, oracle.per_sample_grads())
+
+    def cotangent_jacobian(self, oracle: Oracle, cotangents: Array) -> SampleJacobian:
+        """``J`` for logit cotangents ``(D, B, C)`` (e.g. SF's sampled-label gradients), rows
+        draw-major: one reverse pass per draw through the oracle's forward (taps), else one
+        per-sample pass per draw."""
+        layout = oracle.problem.layout
+        ops = self.tap_jacobian.ops
+        draws = int(cotangents.shape[0])
+        if uses_taps(layout):
+            per_draw = [oracle.tap_grads_for(cotangents[i]) for i in range(draws)]
+            stacked = [ops.concat([d[k] for d in per_draw]) for k in range(len(layout.tapped))]
+            return self.tap_jacobian(layout, oracle.tap_inputs(), stacked, draws=draws)
+        rows = ops.concat([self.cotangent_rows(oracle, cotangents[i]) for i in range(draws)])
+        return self.dense_jacobian(layout, rows)
 
 
 # --------------------------------------------------------------------------- solves

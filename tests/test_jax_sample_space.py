@@ -185,7 +185,7 @@ def test_dense_fallback_matches_the_taps(tiny_suite: str, monkeypatch: pytest.Mo
         return kinds, out, jac.matvec(params)
 
     kinds_taps, taps, taps_mv = p.jit(ops)(p.params0, b)
-    monkeypatch.setattr(ss, "uses_taps", lambda layout: False)
+    monkeypatch.setattr(shared_sample_space, "uses_taps", lambda layout: False)
     before = p.counters.snapshot()
     kinds_dense, dense, dense_mv = p.jit(ops)(p.params0, b)
     assert kinds_taps == ("TapJacobian", "TapJacobian") and kinds_dense == ("DenseJacobian", "DenseJacobian")

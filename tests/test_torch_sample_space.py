@@ -106,7 +106,7 @@ def test_dense_fallback_matches_the_taps(tiny_suite: str, monkeypatch: pytest.Mo
     p, b, o = problem_oracle(tiny_suite)
     taps = ss.true_jacobian(o)
     sampled = ss.cotangent_jacobian(o, o.sampled_logit_grads(2))
-    monkeypatch.setattr(ss, "uses_taps", lambda layout: False)
+    monkeypatch.setattr(shared_sample_space, "uses_taps", lambda layout: False)
     o2 = p.oracle(p.params0, b)
     before = p.counters.snapshot()["per_sample"]
     dense = ss.true_jacobian(o2)

@@ -2,11 +2,11 @@
 
 The maths (the Gram and ``J^T w`` from the taps, the damped solve with its fallback, the
 near-duplicate filter, ``gram_direction`` and ``woodbury_inverse_apply``) is written once in
-``backends/sample_space.py``; this module binds it to :data:`backends.torch.ops.TORCH_OPS` and
-says which passes of the oracle give ``J``: the taps of tapped layers (one reverse pass), or,
-where some trainable parameter is not in a tapped layer, the dense per-sample gradients
-(``oracle.per_sample_grads()`` for the true labels, a vectorised per-sample VJP for sampled
-cotangents).
+``backends/sample_space.py``, and so is the choice of the oracle passes that give ``J``
+(``OracleJacobians``: the taps of tapped layers, or the dense per-sample gradients where some
+trainable parameter is not in a tapped layer). This module binds them to
+:data:`backends.torch.ops.TORCH_OPS` and keeps the one framework-specific pass: the per-sample gradients of
+sampled logit cotangents (:func:`per_sample_cotangent_grads`).
 
 Torch-specific: :func:`damped_solve` decides between Cholesky and its eigendecomposition
 fallback by reading ``cholesky_ex``'s status on the host (one synchronisation per solve), and
@@ -94,32 +94,7 @@ def per_sample_cotangent_grads(oracle: TorchOracle, cotangent: Tensor) -> Tensor
     )
 
 
-def true_jacobian(oracle: TorchOracle, *, with_grad: bool = False) -> SampleJacobian:
-    """``J`` for the true labels.
-
-    From the taps when :func:`uses_taps` (the oracle must have been created with
-    ``taps=True``): ``with_grad=True`` takes them from the reverse pass that also gives
-    ``oracle.grad()`` (for callers that need both); otherwise from a reverse pass of the logit
-    gradients for the taps alone (``tap_grads_for``: the parameter-gradient products are
-    skipped, so this pass costs less than SGD's backward). Else the dense per-sample gradients
-    (one per-sample pass).
-    """
-    layout = oracle.problem.layout
-    if uses_taps(layout):
-        cotangents = oracle.tap_grads() if with_grad else oracle.tap_grads_for(oracle.logit_grads())
-        return TapJacobian(layout, oracle.tap_inputs(), cotangents)
-    return DenseJacobian(layout, oracle.per_sample_grads())
-
-
-def cotangent_jacobian(oracle: TorchOracle, cotangents: Tensor) -> SampleJacobian:
-    """``J`` for logit cotangents ``(D, B, C)`` (e.g. SF's sampled-label gradients), rows
-    draw-major: one reverse pass per draw through the oracle's forward (taps), else one
-    per-sample pass per draw."""
-    layout = oracle.problem.layout
-    draws = int(cotangents.shape[0])
-    if uses_taps(layout):
-        per_draw = [oracle.tap_grads_for(cotangents[i]) for i in range(draws)]
-        stacked = [TORCH_OPS.concat([d[k] for d in per_draw]) for k in range(len(layout.tapped))]
-        return TapJacobian(layout, oracle.tap_inputs(), stacked, draws=draws)
-    rows = TORCH_OPS.concat([per_sample_cotangent_grads(oracle, cotangents[i]) for i in range(draws)])
-    return DenseJacobian(layout, rows)
+#: ``J`` from this backend's oracle (``backends.sample_space.OracleJacobians``).
+_JACOBIANS = shared.OracleJacobians(TapJacobian, DenseJacobian, per_sample_cotangent_grads)
+true_jacobian = _JACOBIANS.true_jacobian
+cotangent_jacobian = _JACOBIANS.cotangent_jacobian

@@ -30,7 +30,7 @@ from backends.jax.batched_passes import tap_grads_many
 from backends.jax.control_flow import counted_while_loop
 from backends.jax.ops import JAX_OPS
 from backends.methods import egn
-from backends.spec import Batch, Oracle, Problem, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 Array = jax.Array
 F64 = jnp.float64
@@ -46,18 +46,6 @@ class EGNState(NamedTuple):
     step_size: Array
     #: Current lambda.
     damping: Array
-
-
-def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Array, mode: str) -> egn_gram.Solve:
-    """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
-    z, r = oracle.logits, oracle.logit_grads()
-    S, s = egn_gram.output_factor(JAX_OPS, problem.likelihood, z, r, hp.q_jitter)
-    if mode == "taps":
-        # Jt Jt^T and Jt^T v from the taps (backends.egn_gram): no per-sample Jacobian, no extra pass.
-        a = oracle.tap_inputs()
-        E = tap_grads_many(problem, oracle, egn_gram.factor_columns(JAX_OPS, S, z))  # per layer (C, B, out)
-        return egn_gram.solve_taps(JAX_OPS, problem.layout, a, E, s.reshape(-1), lam)
-    return egn_gram.solve_dense(JAX_OPS, S, oracle.output_jacobian(), s.reshape(-1), lam)
 
 
 def initial_step_size(hp: egn.EGNHyperparams, previous: Array) -> Array:
@@ -83,7 +71,7 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         hp = state.hparams
         mode = egn_gram.gram_mode(problem.layout, hp)
         oracle = problem.oracle(params, batch, taps=mode == "taps")
-        sol = egn_solve(problem, oracle, hp, state.damping.astype(F64), mode)
+        sol = egn_gram.egn_solve(JAX_OPS, problem, oracle, hp, state.damping.astype(F64), mode, tap_grads_many)
         if hp.momentum == 0.0 or state.momentum is None:
             return oracle, sol, sol.d, None
         m = JAX_OPS.lerp(state.momentum, sol.d, 1.0 - hp.momentum)

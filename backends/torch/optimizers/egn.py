@@ -17,7 +17,7 @@ from torch import Tensor
 
 from backends import egn_gram
 from backends.methods import egn
-from backends.spec import Batch, Oracle, Problem, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 from backends.torch.batched_passes import tap_grads_many
 from backends.torch.ops import TORCH_OPS
 
@@ -38,18 +38,6 @@ def taps_gram_applicable(problem: Problem) -> bool:
     return egn_gram.taps_applicable(problem.layout)
 
 
-def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> egn_gram.Solve:
-    """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
-    z, r = oracle.logits, oracle.logit_grads()
-    S, s = egn_gram.output_factor(TORCH_OPS, problem.likelihood, z, r, hp.q_jitter)
-    if mode == "taps":
-        # Jt Jt^T and Jt^T v from the taps (backends.egn_gram): no per-sample Jacobian, no extra pass.
-        a = oracle.tap_inputs()
-        E = tap_grads_many(problem, oracle, egn_gram.factor_columns(TORCH_OPS, S, z))  # per layer (C, B, out)
-        return egn_gram.solve_taps(TORCH_OPS, problem.layout, a, E, s.reshape(-1), lam)
-    return egn_gram.solve_dense(TORCH_OPS, S, oracle.output_jacobian(), s.reshape(-1), lam)
-
-
 class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: Problem, hparams: egn.EGNHyperparams) -> EGNState:
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
@@ -61,7 +49,7 @@ class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
         hp = state.hparams
         mode = egn_gram.gram_mode(problem.layout, hp)
         oracle = problem.oracle(params, batch, taps=mode == "taps")
-        sol = egn_solve(problem, oracle, hp, state.damping, mode)
+        sol = egn_gram.egn_solve(TORCH_OPS, problem, oracle, hp, state.damping, mode, tap_grads_many)
         if hp.momentum == 0.0:
             return oracle, sol, sol.d, None
         prev = torch.zeros_like(sol.d) if state.momentum is None else state.momentum
