@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from backends import blocks
+from backends import blocks, layer_kinds
 from backends import sample_space as shared_sample_space
 from backends.jax import build_problem, likelihoods
 from backends.jax import sample_space as ss
@@ -125,7 +125,7 @@ def test_both_gram_paths_of_position_layers_agree(name: str, path: str, monkeypa
         chosen.append(path)
         return path
 
-    monkeypatch.setattr(shared_sample_space, "positions_gram_path", forced)  # where the maths decides
+    monkeypatch.setattr(layer_kinds, "positions_gram_path", forced)  # where the maths decides
 
     def grams(params: jax.Array, batch: Batch[jax.Array]) -> tuple[jax.Array, jax.Array]:
         jac = ss.true_jacobian(p.oracle(params, batch, taps=True))
