@@ -225,7 +225,7 @@ class OracleJacobians:
     dense_jacobian: type[DenseJacobian]
     cotangent_rows: Callable[[Any, Array], Array]
 
-    def true_jacobian(self, oracle: Oracle, *, with_grad: bool = False) -> SampleJacobian:
+    def true_jacobian(self, oracle: Oracle, *, with_grad: bool = False) -> TapJacobian | DenseJacobian:
         """``J`` for the true labels.
 
         From the taps when :func:`uses_taps` (the oracle must have been created with
@@ -241,7 +241,7 @@ class OracleJacobians:
             return self.tap_jacobian(layout, oracle.tap_inputs(), cotangents)
         return self.dense_jacobian(layout, oracle.per_sample_grads())
 
-    def cotangent_jacobian(self, oracle: Oracle, cotangents: Array) -> SampleJacobian:
+    def cotangent_jacobian(self, oracle: Oracle, cotangents: Array) -> TapJacobian | DenseJacobian:
         """``J`` for logit cotangents ``(D, B, C)`` (e.g. SF's sampled-label gradients), rows
         draw-major: one reverse pass per draw through the oracle's forward (taps), else one
         per-sample pass per draw."""
