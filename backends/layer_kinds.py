@@ -33,9 +33,12 @@ Kinds registered here:
   maths uses their columns of the dense ``J`` (autodiff's per-sample gradients) and K-FAC
   claims no curvature for them (a zero block; the preconditioner scales them).
 
-``linear`` and ``conv2d`` are the kinds the model builders tap today (``suites.layers``'
-``tapped`` flag); ``embedding`` and ``layer_norm`` parameters still take the ``untapped``
-path there, and their rules are ready for builders that record their taps.
+The model builders tap every layer the layout lists as tapped in the same way (its input and
+the cotangent of its output), so all four kinds work through both builders. The suites' layer
+specs mark ``linear`` and ``conv2d`` as tapped (``suites.layers``' ``tapped`` flag); an
+``embedding`` or ``layer_norm`` there still takes the ``untapped`` path: their K-FAC blocks
+are not Kronecker products of a ``(out, in)`` weight, and ``backends.kfac_maths``' inverses and
+preconditioner handle only those.
 
 Adding a kind is one subclass and one :func:`register` call here (plus the layer's taps in
 each backend's model builder); :func:`rule` fails loudly for a kind without one.
@@ -229,9 +232,8 @@ class LayerKind:
         return _permute(_kron(ops, G * locations, A), self.canonical_index(layer))
 
 
-#: The dense kind's rule (the name the tap-rule interface had).
+#: The dense (``linear``) kind is the base class.
 DenseKind = LayerKind
-TapRule = LayerKind
 
 
 class Conv2dKind(LayerKind):
@@ -310,7 +312,8 @@ class ScaleShiftKind(LayerKind):
     """A scale-and-shift layer ``s = gamma * xhat + beta`` (``layer_norm``: ``xhat`` the
     normalised input); ``gamma`` then ``beta`` in the flat vector.
 
-    Taps: ``a`` is ``xhat`` and ``e`` the output cotangents, both ``(B, [T,] dim)``. The
+    Taps: ``a`` the layer input ``x`` (:meth:`inputs` normalises it to ``xhat``) and ``e`` the
+    output cotangents, both ``(B, [T,] dim)``, as the builders record any tapped layer. The
     per-sample gradients ``g_n = [sum_t e_t * xhat_t, sum_t e_t]`` are cheap (``B x 2 dim``), so
     the Gram, ``J^T w`` and ``J v`` use them directly. K-FAC: a diagonal block, ``diag(1/B
     sum_n g_n^2)`` (kfac-jax's ``ScaleAndShiftDiagonal``), summed over cotangent passes:
@@ -324,13 +327,23 @@ class ScaleShiftKind(LayerKind):
         return int(max(1, math.prod(output_shape[:-1])))
 
     def inputs(self, ops: ArrayOps, layer: TappedLayer, a: Array) -> Array:
-        return a.reshape(a.shape[0], -1, a.shape[-1])
+        """``xhat = (x - mean) / sqrt(var + eps)`` over the last axis (biased variance, as
+        ``nn.LayerNorm``) from the recorded layer input ``x``, as ``(B, T, dim)``."""
+        x = a.reshape(a.shape[0], -1, a.shape[-1])
+        centred = x - ops.mean(x, axis=-1)[..., None]
+        variance = ops.mean(centred * centred, axis=-1)[..., None]
+        return centred / ops.sqrt(variance + getattr(layer.layer, "eps", 1e-5))
 
     def outputs(self, ops: ArrayOps, layer: TappedLayer, e: Array) -> Array:
         return e.reshape(e.shape[0], -1, e.shape[-1])
 
     def canonical_index(self, layer: TappedLayer) -> np.ndarray:
         return np.arange(layer.size)
+
+    def input_factor(self, ops: ArrayOps, layer: TappedLayer, a: Array) -> Array:
+        raise NotImplementedError("a scale-and-shift block has no Kronecker factors: use kfac_factors")
+
+    output_factor = input_factor  # type: ignore[assignment]
 
     def per_sample(self, ops: ArrayOps, f: LayerFactors) -> Array:
         """Rows ``g_r`` (``(R, dim (+ dim))``): the per-sample gradients of ``gamma`` (and ``beta``)."""

@@ -12,6 +12,8 @@ tiny float64 model (autodiff), on both backends:
   the builders do not record them yet); the embedding's ``A`` is diagonal and its block of one
   sample at one position is ``g g^T``; the scale-and-shift block is the diagonal of the
   empirical Fisher ``1/B J^T J`` exactly;
+* ``embedding`` and ``layer_norm`` through both model builders (test-only subclasses that set
+  ``tapped``): the builders' generic taps give ``TapJacobian`` the exact Gram, ``J^T w``, ``J v``;
 * ``untapped``: the dense fallback's per-block parts (``J_b J_b^T``, ``J_b^T w``) agree with the
   tap rule of a kind it stands in for (layer norm).
 """
@@ -19,7 +21,8 @@ tiny float64 model (autodiff), on both backends:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,10 +31,15 @@ import pytest
 import torch
 
 from backends import layer_kinds
+from backends.jax import build_problem as jax_build_problem
+from backends.jax import sample_space as jax_ss
 from backends.jax.ops import JAX_OPS
 from backends.layout import ParamBlock, TappedLayer
+from backends.torch import build_problem as torch_build_problem
+from backends.torch import sample_space as torch_ss
 from backends.torch.ops import TORCH_OPS
-from suites.layers import Embedding, LayerNorm
+from suites.layers import Embedding, Flatten, LayerNorm, Linear, ModelSpec, Tanh
+from suites.spec import Budget, Dataset, Suite
 from tests import test_jax_sample_space as jax_fixtures
 from tests.fixtures_torch_sample_space import CONV, SEQUENCE, dense_jacobian, problem_oracle
 
@@ -177,12 +185,11 @@ def _taps_torch(kind: str, d: dict[str, np.ndarray]) -> tuple[np.ndarray, Any, A
         theta, xs, a = torch.as_tensor(d["table"]).reshape(-1), ids, ids.to(torch.float64)
     else:
         x = torch.as_tensor(d["x"])
-        xhat = torch.nn.functional.layer_norm(x, (DIM,), eps=1e-5)
 
         def outputs(theta: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.layer_norm(i, (DIM,), theta[:DIM], theta[DIM:], eps=1e-5)
 
-        theta, xs, a = torch.as_tensor(np.concatenate([d["gamma"], d["beta"]])), x, xhat
+        theta, xs, a = torch.as_tensor(np.concatenate([d["gamma"], d["beta"]])), x, x
 
     def loss(th: torch.Tensor, i: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
         return _loss_of_outputs(outputs(th, i), yy, torch.sin)
@@ -213,7 +220,7 @@ def _taps_jax(kind: str, d: dict[str, np.ndarray]) -> tuple[np.ndarray, Any, Any
         def outputs(theta: jax.Array, i: jax.Array) -> jax.Array:
             return normalise(i) * theta[:DIM] + theta[DIM:]
 
-        theta, xs, a = jnp.asarray(np.concatenate([d["gamma"], d["beta"]])), x, normalise(x)
+        theta, xs, a = jnp.asarray(np.concatenate([d["gamma"], d["beta"]])), x, x
 
     def loss(th: jax.Array, i: jax.Array, yy: jax.Array) -> jax.Array:
         return _loss_of_outputs(outputs(th, i), yy, jnp.sin)
@@ -278,3 +285,75 @@ def test_layer_norm_kind_matches_autodiff(backend: str) -> None:
 def test_every_kind_is_covered() -> None:
     covered = {"linear", "conv2d", "embedding", "layer_norm"}
     assert covered == layer_kinds.tapped_kinds()
+
+
+# --------------------------------------------------------------------------- through the builders
+
+
+@dataclass(frozen=True)
+class _TappedEmbedding(Embedding):
+    """An embedding the builders tap (the suites' layer leaves it untapped today)."""
+
+    tapped: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class _TappedLayerNorm(LayerNorm):
+    tapped: ClassVar[bool] = True
+
+
+def _token_suite() -> Suite:
+    model = ModelSpec(
+        (T,), (_TappedEmbedding(VOCAB, DIM), _TappedLayerNorm(DIM), Tanh(), Flatten(), Linear(T * DIM, 3))
+    )
+
+    def load() -> Dataset:
+        rng = np.random.default_rng(0)
+        x, y = rng.integers(0, VOCAB, size=(40, T)), rng.integers(0, 3, size=40)
+        return Dataset(x[:32], y[:32], x[32:], y[32:])
+
+    return Suite(
+        name="test-tokens",
+        version=1,
+        description="ad-hoc test model",
+        paper="test",
+        model=model,
+        likelihood="softmax_ce",
+        batch_size=6,
+        budget=Budget(steps=4),
+        eval_every=2,
+        load=load,
+        size="test",
+    )
+
+
+def test_builders_tap_embedding_and_layer_norm_torch() -> None:
+    """The builders' taps (layer input, output cotangent) of an embedding and a layer norm give
+    the exact Gram, ``J^T w`` and ``J v`` through ``TapJacobian``."""
+    p = torch_build_problem(_token_suite(), seed=0, dtype="float64")
+    assert [t.kind for t in p.layout.tapped] == ["embedding", "layer_norm", "linear"]
+    b = p.device_batch(0)
+    jac = torch_ss.true_jacobian(p.oracle(p.params0, b, taps=True))
+    assert isinstance(jac, torch_ss.TapJacobian)
+    J = dense_jacobian(p, b).numpy()
+    w = np.linspace(-1.0, 1.0, jac.rows)
+    np.testing.assert_allclose(_np(jac.gram()), J @ J.T, **TOL)
+    np.testing.assert_allclose(_np(jac.rmatvec(torch.as_tensor(w))), J.T @ w, **TOL)
+    np.testing.assert_allclose(_np(jac.matvec(p.params0)), J @ _np(p.params0), **TOL)
+
+
+def test_builders_tap_embedding_and_layer_norm_jax() -> None:
+    p = jax_build_problem(_token_suite(), seed=0, dtype="float64")
+    b = p.device_batch(0)
+    w = jnp.linspace(-1.0, 1.0, p.batch_size)
+
+    def ops(params: jax.Array, batch: Any) -> Any:
+        jac = jax_ss.true_jacobian(p.oracle(params, batch, taps=True))
+        return isinstance(jac, jax_ss.TapJacobian), jac.gram(), jac.rmatvec(w), jac.matvec(params)
+
+    tapped, gram, rmatvec, matvec = p.jit(ops)(p.params0, b)
+    J = jax_fixtures.dense_jacobian(p, b)
+    assert tapped
+    np.testing.assert_allclose(_np(gram), J @ J.T, **TOL)
+    np.testing.assert_allclose(_np(rmatvec), J.T @ _np(w), **TOL)
+    np.testing.assert_allclose(_np(matvec), J @ _np(p.params0), **TOL)
