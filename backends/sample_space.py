@@ -43,7 +43,6 @@ binds them and keeps only the oracle plumbing (which passes give the taps or the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from backends import layer_kinds
@@ -56,8 +55,8 @@ __all__ = [
     "DampedSolve",
     "DenseJacobian",
     "GramDirection",
-    "OracleJacobians",
     "SampleJacobian",
+    "SampleSpace",
     "TapJacobian",
     "WoodburyApply",
     "block_spans",
@@ -128,37 +127,36 @@ class TapJacobian:
             raise ValueError("TapJacobian needs every trainable parameter in a tapped layer (backends.layer_kinds)")
         self.layout = layout
         self.draws = draws
-        self.kinds = [layer_kinds.rule(layer) for layer in layout.tapped]
+        kinds = [layer_kinds.rule(layer) for layer in layout.tapped]
         self.factors = [
             kind.factors(self.ops, layer, a, e, draws)
-            for kind, layer, a, e in zip(self.kinds, layout.tapped, inputs, cotangents, strict=True)
+            for kind, layer, a, e in zip(kinds, layout.tapped, inputs, cotangents, strict=True)
         ]
+        #: Each tapped layer's kind (``backends.layer_kinds``) with its factors.
+        self.layers = list(zip(kinds, self.factors, strict=True))
         self.rows = draws * int(inputs[0].shape[0])
         # All parameters are tapped, so the spans are the tapped layers in spec (= flat) order.
         self.groups = block_spans(layout)
 
-    def _layers(self) -> zip[tuple[layer_kinds.LayerKind, layer_kinds.LayerFactors]]:
-        return zip(self.kinds, self.factors, strict=True)
-
     def gram(self) -> Array:
-        grams = [kind.gram(self.ops, f) for kind, f in self._layers()]
+        grams = [kind.gram(self.ops, f) for kind, f in self.layers]
         k = grams[0]
         for g in grams[1:]:
             k = k + g
         return k
 
     def group_grams(self) -> Array:
-        return self.ops.stack([kind.gram(self.ops, f) for kind, f in self._layers()])
+        return self.ops.stack([kind.gram(self.ops, f) for kind, f in self.layers])
 
     def rmatvec(self, w: Array) -> Array:
-        return self.ops.concat([p for kind, f in self._layers() for p in kind.rmatvec(self.ops, f, w)])
+        return self.ops.concat([p for kind, f in self.layers for p in kind.rmatvec(self.ops, f, w)])
 
     def rmatvec_groups(self, w: Array) -> Array:
-        parts = [kind.rmatvec(self.ops, f, w[i]) for i, (kind, f) in enumerate(self._layers())]
+        parts = [kind.rmatvec(self.ops, f, w[i]) for i, (kind, f) in enumerate(self.layers)]
         return self.ops.concat([p for layer in parts for p in layer])
 
     def matvec(self, v: Array) -> Array:
-        products = [kind.matvec(self.ops, f, v) for kind, f in self._layers()]
+        products = [kind.matvec(self.ops, f, v) for kind, f in self.layers]
         out = products[0]
         for p in products[1:]:
             out = out + p
@@ -210,20 +208,34 @@ class DenseJacobian:
 # --------------------------------------------------------------------------- from the oracle
 
 
-@dataclass(frozen=True)
-class OracleJacobians:
-    """Which oracle passes give ``J``: the oracle protocol's side of the sample-space maths.
+class SampleSpace:
+    """The sample-space maths bound to one backend, and which oracle passes give ``J``.
 
-    A backend binds its :class:`TapJacobian` and :class:`DenseJacobian` subclasses and
-    ``cotangent_rows(oracle, r)``, the per-sample gradients ``Jz_n^T r_n`` of logit cotangents
-    ``r`` (``(B, C)``) by one vectorised per-sample pass (the only framework-specific piece:
-    ``torch.func`` or ``jax.vmap``). The path (taps or dense) is :func:`uses_taps` of this
-    module, looked up at call time.
+    ``ops`` are the backend's array operations; ``cotangent_rows(oracle, r)`` gives the
+    per-sample gradients ``Jz_n^T r_n`` of logit cotangents ``r`` (``(B, C)``) by one vectorised
+    per-sample pass (``torch.func`` or ``jax.vmap``: the only framework-specific piece). Each
+    backend's ``sample_space`` module exposes the attributes of one instance. The path (taps or
+    dense) is this module's :func:`uses_taps`, looked up at call time.
     """
 
-    tap_jacobian: type[TapJacobian]
-    dense_jacobian: type[DenseJacobian]
-    cotangent_rows: Callable[[Any, Array], Array]
+    def __init__(self, ops: ArrayOps, cotangent_rows: Callable[[Any, Array], Array], module: str):
+        self.ops = ops
+        self.cotangent_rows = cotangent_rows
+        #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``).
+        self.tap_jacobian: type[TapJacobian] = type(
+            "TapJacobian", (TapJacobian,), {"ops": ops, "__module__": module, "__doc__": TapJacobian.__doc__}
+        )
+        self.dense_jacobian: type[DenseJacobian] = type(
+            "DenseJacobian", (DenseJacobian,), {"ops": ops, "__module__": module, "__doc__": DenseJacobian.__doc__}
+        )
+
+    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
+        """``(K + shift I) x = rhs`` in float64 (:func:`damped_solve`)."""
+        return damped_solve(self.ops, k, rhs, shift, keep)
+
+    def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
+        """The iEF code's near-duplicate filter (:func:`near_duplicate_keep`)."""
+        return near_duplicate_keep(self.ops, k, threshold)
 
     def true_jacobian(self, oracle: Oracle, *, with_grad: bool = False) -> TapJacobian | DenseJacobian:
         """``J`` for the true labels.
@@ -246,13 +258,12 @@ class OracleJacobians:
         draw-major: one reverse pass per draw through the oracle's forward (taps), else one
         per-sample pass per draw."""
         layout = oracle.problem.layout
-        ops = self.tap_jacobian.ops
         draws = int(cotangents.shape[0])
         if uses_taps(layout):
             per_draw = [oracle.tap_grads_for(cotangents[i]) for i in range(draws)]
-            stacked = [ops.concat([d[k] for d in per_draw]) for k in range(len(layout.tapped))]
+            stacked = [self.ops.concat([d[k] for d in per_draw]) for k in range(len(layout.tapped))]
             return self.tap_jacobian(layout, oracle.tap_inputs(), stacked, draws=draws)
-        rows = ops.concat([self.cotangent_rows(oracle, cotangents[i]) for i in range(draws)])
+        rows = self.ops.concat([self.cotangent_rows(oracle, cotangents[i]) for i in range(draws)])
         return self.dense_jacobian(layout, rows)
 
 

@@ -3,7 +3,7 @@
 The maths (the Gram and ``J^T w`` from the taps, the damped solve with its fallback, the
 near-duplicate filter, ``gram_direction`` and ``woodbury_inverse_apply``) is written once in
 ``backends/sample_space.py``, and so is the choice of the oracle passes that give ``J``
-(``OracleJacobians``: the taps of tapped layers, or the dense per-sample gradients where some
+(``SampleSpace``: the taps of tapped layers, or the dense per-sample gradients where some
 trainable parameter is not in a tapped layer). This module binds them to
 :data:`backends.torch.ops.TORCH_OPS` and keeps the one framework-specific pass: the per-sample gradients of
 sampled logit cotangents (:func:`per_sample_cotangent_grads`).
@@ -22,62 +22,11 @@ from torch.func import grad as func_grad
 from torch.func import vmap
 
 from backends import sample_space as shared
-from backends.sample_space import (
-    DampedSolve,
-    GramDirection,
-    SampleJacobian,
-    WoodburyApply,
-    block_spans,
-    gram_direction,
-    positions_gram_path,
-    uses_taps,
-    woodbury_inverse_apply,
-)
+from backends.sample_space import *  # noqa: F403  (the shared maths, re-exported under this backend)
 from backends.torch.ops import TORCH_OPS
 
 if TYPE_CHECKING:
     from backends.torch.oracle import TorchOracle
-
-__all__ = [
-    "DampedSolve",
-    "DenseJacobian",
-    "GramDirection",
-    "SampleJacobian",
-    "TapJacobian",
-    "WoodburyApply",
-    "block_spans",
-    "cotangent_jacobian",
-    "damped_solve",
-    "gram_direction",
-    "near_duplicate_keep",
-    "per_sample_cotangent_grads",
-    "positions_gram_path",
-    "true_jacobian",
-    "uses_taps",
-    "woodbury_inverse_apply",
-]
-
-
-class TapJacobian(shared.TapJacobian):
-    """``J`` of an all-tapped model from its taps (``backends.sample_space.TapJacobian``)."""
-
-    ops = TORCH_OPS
-
-
-class DenseJacobian(shared.DenseJacobian):
-    """``J`` held explicitly (models with untapped trainable parameters)."""
-
-    ops = TORCH_OPS
-
-
-def damped_solve(k: Tensor, rhs: Tensor, shift: float | Tensor, keep: Tensor | None = None) -> DampedSolve:
-    """``(K + shift I) x = rhs`` in float64 (``backends.sample_space.damped_solve``)."""
-    return shared.damped_solve(TORCH_OPS, k, rhs, shift, keep)
-
-
-def near_duplicate_keep(k: Tensor, threshold: float) -> Tensor:
-    """The iEF code's near-duplicate filter (``backends.sample_space.near_duplicate_keep``)."""
-    return shared.near_duplicate_keep(TORCH_OPS, k, threshold)
 
 
 def per_sample_cotangent_grads(oracle: TorchOracle, cotangent: Tensor) -> Tensor:
@@ -94,7 +43,7 @@ def per_sample_cotangent_grads(oracle: TorchOracle, cotangent: Tensor) -> Tensor
     )
 
 
-#: ``J`` from this backend's oracle (``backends.sample_space.OracleJacobians``).
-_JACOBIANS = shared.OracleJacobians(TapJacobian, DenseJacobian, per_sample_cotangent_grads)
-true_jacobian = _JACOBIANS.true_jacobian
-cotangent_jacobian = _JACOBIANS.cotangent_jacobian
+_BOUND = shared.SampleSpace(TORCH_OPS, per_sample_cotangent_grads, __name__)
+TapJacobian, DenseJacobian = _BOUND.tap_jacobian, _BOUND.dense_jacobian
+damped_solve, near_duplicate_keep = _BOUND.damped_solve, _BOUND.near_duplicate_keep
+true_jacobian, cotangent_jacobian = _BOUND.true_jacobian, _BOUND.cotangent_jacobian
