@@ -1,16 +1,9 @@
-"""Sample-space (Woodbury) primitives of EF, iEF, SF and FNGD on JAX: the oracle plumbing.
+"""The shared sample-space maths of ``backends/sample_space.py`` on JAX arrays (``JAX_OPS``).
 
-The maths (the Gram and ``J^T w`` from the taps, the damped solve with its fallback, the
-near-duplicate filter, ``gram_direction`` and ``woodbury_inverse_apply``) is written once in
-``backends/sample_space.py``, and so is the choice of the oracle passes that give ``J``
-(``SampleSpace``: the taps of tapped layers, or the dense per-sample gradients where some
-trainable parameter is not in a tapped layer). This module binds them to
-:data:`backends.jax.ops.JAX_OPS` and keeps the one framework-specific pass: the per-sample gradients of
-sampled logit cotangents (:func:`per_sample_cotangent_grads`).
-
-JAX-specific: :func:`damped_solve` chooses between Cholesky and its eigendecomposition fallback
-with a ``lax.cond`` on "any NaN in the factor" (no host synchronisation; the fallback only runs
-where a factorisation failed), and its ``fallback`` flag is a 0-d bool array.
+Run inside a jitted step; what is JAX's own is the per-sample pass of sampled cotangents
+(:func:`per_sample_cotangent_grads`, ``jax.vmap`` of ``jax.grad``) and, in the shared
+:func:`damped_solve`, a ``lax.cond`` on NaNs in the Cholesky factor (no host synchronisation;
+``fallback`` is a 0-d bool array). Pass counts and conventions match the torch module.
 """
 
 from __future__ import annotations

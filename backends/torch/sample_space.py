@@ -1,16 +1,9 @@
-"""Sample-space (Woodbury) primitives of EF, iEF, SF and FNGD on PyTorch: the oracle plumbing.
+"""EF, iEF, SF and FNGD's sample-space maths (``backends/sample_space.py``) bound to PyTorch.
 
-The maths (the Gram and ``J^T w`` from the taps, the damped solve with its fallback, the
-near-duplicate filter, ``gram_direction`` and ``woodbury_inverse_apply``) is written once in
-``backends/sample_space.py``, and so is the choice of the oracle passes that give ``J``
-(``SampleSpace``: the taps of tapped layers, or the dense per-sample gradients where some
-trainable parameter is not in a tapped layer). This module binds them to
-:data:`backends.torch.ops.TORCH_OPS` and keeps the one framework-specific pass: the per-sample gradients of
-sampled logit cotangents (:func:`per_sample_cotangent_grads`).
-
-Torch-specific: :func:`damped_solve` decides between Cholesky and its eigendecomposition
-fallback by reading ``cholesky_ex``'s status on the host (one synchronisation per solve), and
-its ``fallback`` flag is a Python ``bool``.
+Everything but one pass is shared and re-exported here: :func:`per_sample_cotangent_grads`
+(``torch.func.vmap`` of ``grad``) is the dense fallback's ``J`` for sampled cotangents. The
+shared :func:`damped_solve` reads ``cholesky_ex``'s status on the host here (one
+synchronisation per solve) and its ``fallback`` flag is a Python ``bool``.
 """
 
 from __future__ import annotations
