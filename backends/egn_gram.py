@@ -217,3 +217,33 @@ def adapt_damping(
     model_change = -alpha * gd + 0.5 * alpha * alpha * dGd
     rho = lm.reduction_ratio(ops.astype(loss, f64), ops.astype(new_loss, f64), model_change, where=ops.where)
     return rho, lm.lm_update(lam, rho, lm_rule(hp), where=ops.where), model_change
+
+
+def step_grad_dot(ops: ArrayOps, oracle: Oracle, sol: Solve, momentum: Array | None, d: Array, lam: Array) -> Array:
+    """``g^T d`` in float64: from the solve without momentum (:func:`grad_dot_direction`, no
+    pass), else ``oracle.grad() . d`` (one backward)."""
+    if momentum is None:
+        return grad_dot_direction(sol, oracle.batch_size, lam)
+    return ops.astype(oracle.grad() @ d, ops.float64)
+
+
+def step_damping(
+    ops: ArrayOps,
+    hp: EGNHyperparams,
+    oracle: Oracle,
+    sol: Solve,
+    momentum: Array | None,
+    d: Array,
+    lam: Array,
+    losses: tuple[Array, Array],
+    alpha: Any,
+    gd: Array,
+) -> tuple[Array, Array, Array]:
+    """``(rho, lambda', M)`` after the step ``-alpha d`` (:func:`adapt_damping`), ``losses`` the
+    batch loss before and after it. ``d^T G d`` without momentum from the solve (``d = Jt^T v``,
+    so ``|Jt Jt^T v|^2 / B = |s - B lam v|^2 / B``, :func:`ggn_quad`), else by a JVP."""
+    if momentum is None:
+        dGd = ggn_quad(ops, sol, oracle.batch_size, lam)
+    else:
+        dGd = ops.astype(oracle.ggn_quad(d), ops.float64)
+    return adapt_damping(ops, hp, lam, losses[0], losses[1], alpha, gd, dGd)

@@ -89,12 +89,11 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         lam = state.damping.astype(F64)
         oracle, sol, d, m = self._direction(problem, params, state, batch)
         loss = oracle.loss()
-        B = oracle.batch_size
         need_gd = hp.line_search or hp.adaptive_damping
         gd = jnp.zeros((), F64)
         if need_gd:
             # Without momentum from the solve (g = Jt^T s / B, d = Jt^T v), else one backward.
-            gd = egn_gram.grad_dot_direction(sol, B, lam) if m is None else jnp.dot(oracle.grad(), d).astype(F64)
+            gd = egn_gram.step_grad_dot(JAX_OPS, oracle, sol, m, d, lam)
 
         stats: dict[str, Any] = {"loss": loss, "damping": state.damping}
         new_loss: Array | None = None
@@ -128,9 +127,8 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         if hp.adaptive_damping:
             if new_loss is None:
                 new_loss = problem.oracle(new_params, batch).loss()
-            # Without momentum d = Jt^T v, so d^T G d = |Jt Jt^T v|^2 / B = |s - B lam v|^2 / B.
-            dGd = egn_gram.ggn_quad(JAX_OPS, sol, B, lam) if m is None else oracle.ggn_quad(d).astype(F64)
-            rho, new_lam, model_change = egn_gram.adapt_damping(JAX_OPS, hp, lam, loss, new_loss, alpha, gd, dGd)
+            losses = (loss, new_loss)
+            rho, new_lam, model_change = egn_gram.step_damping(JAX_OPS, hp, oracle, sol, m, d, lam, losses, alpha, gd)
             stats.update(rho=rho.astype(dtype), model_change=model_change.astype(dtype))
         if need_gd:
             stats["grad_dot_direction"] = gd.astype(dtype)

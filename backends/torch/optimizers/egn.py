@@ -66,14 +66,9 @@ class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
         lam = state.damping
         oracle, sol, d, m = self._direction(problem, params, state, batch)
         loss = oracle.loss()
-        B = oracle.batch_size
         need_gd = hp.line_search or hp.adaptive_damping
         if need_gd:
-            if m is None:
-                # g = Jt^T s / B and d = Jt^T v with Jt Jt^T v = s - B lam v.
-                gd = egn_gram.grad_dot_direction(sol, B, lam)
-            else:
-                gd = torch.dot(oracle.grad(), d).to(torch.float64)
+            gd = egn_gram.step_grad_dot(TORCH_OPS, oracle, sol, m, d, lam)
 
         stats: dict[str, Any] = {"loss": loss, "damping": lam}
         new_loss: Tensor | None = None
@@ -100,9 +95,8 @@ class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
         if hp.adaptive_damping:
             if new_loss is None:
                 new_loss = problem.oracle(new_params, batch).loss_value()
-            # Without momentum d = Jt^T v, so d^T G d = |Jt Jt^T v|^2 / B = |s - B lam v|^2 / B.
-            dGd = egn_gram.ggn_quad(TORCH_OPS, sol, B, lam) if m is None else oracle.ggn_quad(d).to(torch.float64)
-            rho, new_lam, model_change = egn_gram.adapt_damping(TORCH_OPS, hp, lam, loss, new_loss, alpha, gd, dGd)
+            losses = (loss, new_loss)
+            rho, new_lam, model_change = egn_gram.step_damping(TORCH_OPS, hp, oracle, sol, m, d, lam, losses, alpha, gd)
             stats.update(rho=rho, model_change=model_change)
         if need_gd:
             stats["grad_dot_direction"] = gd
