@@ -9,8 +9,8 @@ A layer kind answers, once for both frameworks (on the array operations of
   vector (:meth:`LayerKind.canonical_index`);
 * **sample space** (EF, iEF, SF, FNGD; ``backends.sample_space``): the layer's contribution to
   the Gram ``K = J J^T`` and to ``J^T w`` and ``J v``, from the taps, without forming ``J``;
-* **K-FAC** (``backends.kfac_maths``): its curvature factors (:meth:`LayerKind.input_factor`,
-  :meth:`LayerKind.output_factor`) and :meth:`LayerKind.to_dense`, the dense block those
+* **K-FAC** (``backends/*/kfac_factors.py``): its curvature factors
+  (:meth:`LayerKind.kfac_factors`) and :meth:`LayerKind.to_dense`, the dense block those
   factors claim, in the canonical flat layout (kfac-jax's ``to_dense_matrix`` discipline: each
   block can be checked against a dense matrix built independently by autodiff).
 
@@ -25,8 +25,8 @@ Kinds registered here:
 * ``embedding`` (:class:`EmbeddingKind`): ``s_t = W[id_t]``, i.e. a dense layer on one-hot
   inputs with the weight stored ``(vocab, dim)`` (input-major); ``A`` is then exactly diagonal
   (the token frequencies) and is kept as its diagonal, the block is ``T (diag(A) kron G)``;
-* ``layer_norm`` (:class:`ScaleShiftKind`): ``s = gamma * xhat + beta`` with taps ``xhat``
-  (the normalised input) and ``e``; per-sample gradients ``sum_t e_t * xhat_t`` and
+* ``layer_norm`` (:class:`ScaleShiftKind`): ``s = gamma * xhat + beta``, ``xhat`` the
+  normalised input; per-sample gradients ``sum_t e_t * xhat_t`` and
   ``sum_t e_t``; K-FAC's block is diagonal, ``1/B sum_n g_n^2`` (kfac-jax's
   ``ScaleAndShiftDiagonal``);
 * ``untapped`` (:data:`UNTAPPED`): parameters the tap maths cannot rebuild; the sample-space
@@ -40,8 +40,9 @@ specs mark ``linear`` and ``conv2d`` as tapped (``suites.layers``' ``tapped`` fl
 are not Kronecker products of a ``(out, in)`` weight, and ``backends.kfac_maths``' inverses and
 preconditioner handle only those.
 
-Adding a kind is one subclass and one :func:`register` call here (plus the layer's taps in
-each backend's model builder); :func:`rule` fails loudly for a kind without one.
+Adding a kind is one subclass and one :func:`register` call here (and its spec marked
+``tapped``; docs/architecture.md, "Adding a layer kind"); :func:`rule` fails loudly for a
+kind without one.
 """
 
 from __future__ import annotations
