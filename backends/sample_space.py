@@ -139,10 +139,10 @@ class TapJacobian:
         self.groups = block_spans(layout)
 
     def gram(self) -> Array:
-        grams = [kind.gram(self.ops, f) for kind, f in self.layers]
-        k = grams[0]
-        for g in grams[1:]:
-            k = k + g
+        k = None
+        for kind, f in self.layers:
+            g = kind.gram(self.ops, f)
+            k = g if k is None else k + g
         return k
 
     def group_grams(self) -> Array:
@@ -156,10 +156,10 @@ class TapJacobian:
         return self.ops.concat([p for layer in parts for p in layer])
 
     def matvec(self, v: Array) -> Array:
-        products = [kind.matvec(self.ops, f, v) for kind, f in self.layers]
-        out = products[0]
-        for p in products[1:]:
-            out = out + p
+        out = None
+        for kind, f in self.layers:
+            product = kind.matvec(self.ops, f, v)
+            out = product if out is None else out + product
         return out
 
     def dense(self) -> Array:
