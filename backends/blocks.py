@@ -9,14 +9,17 @@ needs the answers to these layout questions, answered here:
   (inputs ``a`` and pre-activation gradients ``e`` of Linear/Conv2d layers), or the dense
   ``J`` is needed;
 * :func:`linear_on_vectors_only`: whether EGN can form its Gram from the taps;
-* :func:`positions_gram_path`: how a layer with positions (Conv2d, a Linear on sequences)
-  forms its Gram most cheaply.
+* :func:`positions_gram_path` (``backends.layer_kinds``): how a layer with positions (Conv2d,
+  a Linear on sequences) forms its Gram most cheaply.
 """
 
 from __future__ import annotations
 
 from backends import layer_kinds
+from backends.layer_kinds import positions_gram_path
 from backends.layout import ParamLayout
+
+__all__ = ["SUPPORTED_KINDS", "block_spans", "linear_on_vectors_only", "positions_gram_path", "uses_taps"]
 
 #: Tapped layer kinds whose per-sample gradients the sample-space helpers rebuild from the taps
 #: (those with a rule in ``backends.layer_kinds``).
@@ -43,16 +46,6 @@ def linear_on_vectors_only(layout: ParamLayout) -> bool:
     """Every trainable parameter sits in a Linear layer fed 2-D inputs (so ``grad_W l_n = e_n a_n^T``
     with no positions): where EGN forms its Gram from the taps."""
     shapes = layout.spec.shapes
-    return layout.all_tapped and all(t.kind == "linear" and len(shapes[t.layer_index]) == 1 for t in layout.tapped)
-
-
-def positions_gram_path(batch: int, positions: int, d_in: int, d_out: int) -> str:
-    """``"positions"`` or ``"per_sample"``: the cheaper way (multiply-adds) to a layer's Gram.
-
-    Summing over position pairs, ``K_ij = sum_{t,s} (e_it . e_js)(a_bar_it . a_bar_js)``, costs
-    ``B^2 T^2 (d_in + d_out)``; forming the layer's per-sample gradients ``sum_t e_nt a_nt^T``
-    and their Gram costs ``B T d_in d_out + B^2 d_in d_out``.
-    """
-    pairs = batch * batch * positions * positions * (d_in + d_out + 1)
-    per_sample = batch * positions * d_in * d_out + batch * batch * (d_in + 1) * d_out
-    return "positions" if pairs <= per_sample else "per_sample"
+    return layout.all_tapped and all(
+        layer_kinds.rule(t).egn_taps and len(shapes[t.layer_index]) == 1 for t in layout.tapped
+    )

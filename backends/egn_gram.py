@@ -20,7 +20,7 @@ taps, the output Jacobian and the trial losses, and the line search's control fl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from backends import blocks
@@ -29,6 +29,12 @@ from backends.array_ops import Array, ArrayOps
 from backends.layout import ParamLayout
 from backends.methods.egn import EGNHyperparams, lm_rule
 from backends.sample_space import damped_solve
+from backends.spec import Oracle, Problem
+
+#: ``tap_grads_many(problem, oracle, cotangents)``: the tap cotangents of ``k`` logit cotangents
+#: ``(k, B, C)`` in one vectorised reverse pass, per tapped layer ``(k, B, ...)`` (each backend's
+#: ``batched_passes``).
+TapGradsMany = Callable[[Problem, Oracle, Array], list[Array]]
 
 
 class Solve(NamedTuple):
@@ -163,6 +169,29 @@ def solve_dense(ops: ArrayOps, S: Array | None, Jz: Array, s: Array, lam: Array)
     return Solve(Jt.T @ ops.astype(v, Jt.dtype), s, v)
 
 
+def egn_solve(
+    ops: ArrayOps,
+    problem: Problem,
+    oracle: Oracle,
+    hp: EGNHyperparams,
+    lam: Array,
+    mode: str,
+    tap_grads_many: TapGradsMany,
+) -> Solve:
+    """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch.
+
+    ``mode`` (:func:`gram_mode`): ``"taps"`` forms ``Jt Jt^T`` and ``Jt^T v`` from the taps of
+    the ``C`` factor columns (one vectorised reverse pass, ``tap_grads_many``; the oracle must
+    record taps); ``"dense"`` from the output Jacobian (``oracle.output_jacobian()``).
+    """
+    z, r = oracle.logits, oracle.logit_grads()
+    S, s = output_factor(ops, problem.likelihood, z, r, hp.q_jitter)
+    if mode == "taps":
+        cotangents = tap_grads_many(problem, oracle, factor_columns(ops, S, z))  # per layer (C, B, out)
+        return solve_taps(ops, problem.layout, oracle.tap_inputs(), cotangents, s.reshape(-1), lam)
+    return solve_dense(ops, S, oracle.output_jacobian(), s.reshape(-1), lam)
+
+
 # --------------------------------------------------------------------------- the step's scalars
 
 
@@ -188,3 +217,33 @@ def adapt_damping(
     model_change = -alpha * gd + 0.5 * alpha * alpha * dGd
     rho = lm.reduction_ratio(ops.astype(loss, f64), ops.astype(new_loss, f64), model_change, where=ops.where)
     return rho, lm.lm_update(lam, rho, lm_rule(hp), where=ops.where), model_change
+
+
+def step_grad_dot(ops: ArrayOps, oracle: Oracle, sol: Solve, momentum: Array | None, d: Array, lam: Array) -> Array:
+    """``g^T d`` in float64: from the solve without momentum (:func:`grad_dot_direction`, no
+    pass), else ``oracle.grad() . d`` (one backward)."""
+    if momentum is None:
+        return grad_dot_direction(sol, oracle.batch_size, lam)
+    return ops.astype(oracle.grad() @ d, ops.float64)
+
+
+def step_damping(
+    ops: ArrayOps,
+    hp: EGNHyperparams,
+    oracle: Oracle,
+    sol: Solve,
+    momentum: Array | None,
+    d: Array,
+    lam: Array,
+    losses: tuple[Array, Array],
+    alpha: Any,
+    gd: Array,
+) -> tuple[Array, Array, Array]:
+    """``(rho, lambda', M)`` after the step ``-alpha d`` (:func:`adapt_damping`), ``losses`` the
+    batch loss before and after it. ``d^T G d`` without momentum from the solve (``d = Jt^T v``,
+    so ``|Jt Jt^T v|^2 / B = |s - B lam v|^2 / B``, :func:`ggn_quad`), else by a JVP."""
+    if momentum is None:
+        dGd = ggn_quad(ops, sol, oracle.batch_size, lam)
+    else:
+        dGd = ops.astype(oracle.ggn_quad(d), ops.float64)
+    return adapt_damping(ops, hp, lam, losses[0], losses[1], alpha, gd, dGd)

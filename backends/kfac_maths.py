@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from backends import damping as lm
+from backends import layer_kinds
 from backends.array_ops import Array, ArrayOps
 from backends.layout import ParamLayout, TappedLayer
 from backends.methods.kfac import KFACHyperparams, lm_rule
@@ -286,11 +287,5 @@ def adapt_damping(
 
 def canonical_index(layer: TappedLayer) -> np.ndarray:
     """Positions (relative to the layer's first parameter) of ``vec_row_major(Wb)`` entries in the
-    flat layout (``W`` row-major, then ``b``)."""
-    out_dim = layer.weight.shape[0]
-    k = layer.weight.size // out_dim
-    cols = k + (1 if layer.bias is not None else 0)
-    o, i = np.meshgrid(np.arange(out_dim), np.arange(cols), indexing="ij")
-    bias_offset = layer.bias.offset if layer.bias is not None else 0
-    idx = np.where(i < k, layer.weight.offset + o * k + i, bias_offset + o)
-    return (idx - layer.weight.offset).reshape(-1)
+    flat layout (``W`` row-major, then ``b``): the layer kind's flattening (``backends.layer_kinds``)."""
+    return layer_kinds.rule(layer).canonical_index(layer)

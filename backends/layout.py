@@ -68,12 +68,12 @@ class TappedLayer:
     def size(self) -> int:
         return self.weight.size + (self.bias.size if self.bias is not None else 0)
 
-    @property
+    @cached_property
     def output_shape(self) -> tuple[int, ...]:
         """Per-sample pre-activation shape (the tap ``e`` without the batch axis)."""
         return tuple(self.layer.output_shape(self.input_shape))
 
-    @property
+    @cached_property
     def positions(self) -> int:
         """Locations the layer is applied at: 1 for vectors, ``T`` for sequences, ``H W`` for convs."""
         return layer_kinds.rule(self.layer).positions(self.output_shape)

@@ -21,7 +21,9 @@ Gram, ``K_ij = sum_{t,s} (e_it . e_js)(a_bar_it . a_bar_js)`` (cost ``B^2 T^2 (d
 or formed from the per-layer per-sample gradients (cost ``B T d_in d_out + B^2 d_in d_out``),
 whichever is cheaper (:func:`positions_gram_path`, decided from static shapes, so at trace
 time in JAX). How each tapped layer kind turns its raw taps into the factors ``(E, A)`` (conv
-inputs unfolded into channel-major patches) is the kind's rule in ``backends.layer_kinds``.
+inputs unfolded into channel-major patches) and what it contributes to each operation is the
+kind's registered object in ``backends.layer_kinds``; the dense fallback's per-block parts are
+its ``untapped`` kind.
 
 Rows may stack several sets of cotangents over the same inputs: SF's ``k`` sampled-label draws
 give ``R = k B`` rows (draw-major), each from one extra reverse pass through the same forward.
@@ -40,19 +42,21 @@ binds them and keeps only the oracle plumbing (which passes give the taps or the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from backends import layer_kinds
 from backends.array_ops import Array, ArrayOps
 from backends.blocks import block_spans, positions_gram_path, uses_taps
-from backends.layout import ParamLayout, TappedLayer
+from backends.layout import ParamLayout
+from backends.spec import Oracle
 
 __all__ = [
     "DampedSolve",
     "DenseJacobian",
     "GramDirection",
     "SampleJacobian",
+    "SampleSpace",
     "TapJacobian",
     "WoodburyApply",
     "block_spans",
@@ -108,92 +112,6 @@ class SampleJacobian(Protocol):
 # --------------------------------------------------------------------------- taps
 
 
-class _LayerFactors(NamedTuple):
-    """One tapped layer as per-sample gradient factors.
-
-    ``e``: ``(D, B, d_out)`` or ``(D, B, T, d_out)`` cotangents of the pre-activation for ``D``
-    stacked draws; ``a``: ``(B, d_in)`` or ``(B, T, d_in)`` inputs (conv: unfolded patches).
-    The layer's flat weight is ``(d_out, d_in)`` in C order; the bias (if any) follows it.
-    """
-
-    layer: TappedLayer
-    e: Array
-    a: Array
-
-    @property
-    def has_positions(self) -> bool:
-        return self.a.ndim == 3
-
-    @property
-    def bias(self) -> bool:
-        return self.layer.bias is not None
-
-
-def _factors(ops: ArrayOps, layer: TappedLayer, a: Array, e: Array, draws: int) -> _LayerFactors:
-    """A layer's raw taps (``a`` from the forward, ``e`` stacked over draws) in factor form, by the
-    rule of its kind (``backends.layer_kinds``)."""
-    kind = layer_kinds.rule(layer)
-    a_f = kind.inputs(ops, layer, a)
-    e_f = kind.outputs(ops, layer, e)
-    return _LayerFactors(layer, e_f.reshape(draws, a_f.shape[0], *e_f.shape[1:]), a_f)
-
-
-def _layer_gram(ops: ArrayOps, f: _LayerFactors) -> Array:
-    """``K_layer`` of shape ``(R, R)``, ``R = D B``."""
-    draws, batch = f.e.shape[0], f.e.shape[1]
-    rows = draws * batch
-    if not f.has_positions:
-        e = f.e.reshape(rows, -1)
-        aa = f.a @ f.a.T
-        if f.bias:
-            aa = aa + 1.0
-        if draws > 1:
-            aa = ops.tile(aa, (draws, draws))
-        return (e @ e.T) * aa
-    positions, d_out, d_in = f.a.shape[1], f.e.shape[-1], f.a.shape[-1]
-    if positions_gram_path(batch, positions, d_in, d_out) == "positions":
-        e2 = f.e.reshape(rows * positions, d_out)
-        a2 = f.a.reshape(batch * positions, d_in)
-        ee = (e2 @ e2.T).reshape(draws, batch, positions, draws, batch, positions)
-        aa = (a2 @ a2.T).reshape(batch, positions, batch, positions)
-        if f.bias:
-            aa = aa + 1.0
-        return ops.einsum("pitqjs,itjs->piqj", ee, aa).reshape(rows, rows)
-    g = ops.einsum("pbto,bti->pboi", f.e, f.a).reshape(rows, d_out * d_in)
-    k = g @ g.T
-    if f.bias:
-        gb = ops.sum(f.e, axis=2).reshape(rows, d_out)
-        k = k + gb @ gb.T
-    return k
-
-
-def _layer_rmatvec(ops: ArrayOps, f: _LayerFactors, w: Array) -> list[Array]:
-    """``[vec(E^T diag(w) A), E^T w]`` (weight, then bias) for ``w`` of shape ``(R,)``."""
-    draws, batch = f.e.shape[0], f.e.shape[1]
-    tail = (1,) * (f.e.ndim - 2)
-    # Draws share the inputs: weight the cotangents, then sum the draws.
-    weighted = f.e * w.reshape(draws, batch, *tail)
-    ew = weighted[0] if draws == 1 else ops.sum(weighted, axis=0)
-    d_out = ew.shape[-1]
-    ew2 = ew.reshape(-1, d_out)
-    parts = [(ew2.T @ f.a.reshape(-1, f.a.shape[-1])).reshape(-1)]
-    if f.bias:
-        parts.append(ops.sum(ew2, axis=0))
-    return parts
-
-
-def _layer_matvec(ops: ArrayOps, f: _LayerFactors, v: Array) -> Array:
-    """``<grad_layer l_r, v_layer>`` for every row ``r``: ``sum e . (W_v a + b_v)``."""
-    layer = f.layer
-    d_out = f.e.shape[-1]
-    w_v = v[layer.weight.offset : layer.weight.stop].reshape(d_out, -1)
-    u = f.a.reshape(-1, w_v.shape[1]) @ w_v.T  # the pre-activation tangent W_v a (+ b_v)
-    if layer.bias is not None:
-        u = u + v[layer.bias.offset : layer.bias.stop]
-    prod = f.e * u.reshape(f.e.shape[1:])
-    return ops.sum(prod.reshape(prod.shape[0] * prod.shape[1], -1), axis=-1)
-
-
 class TapJacobian:
     """``J`` of an all-tapped model from its taps, never materialised (see module docstring).
 
@@ -206,36 +124,42 @@ class TapJacobian:
         """``inputs[k]``: tapped layer ``k``'s input ``a``; ``cotangents[k]``: its pre-activation
         cotangents, ``draws`` sets stacked along the batch axis (``(draws * B, ...)``)."""
         if not uses_taps(layout):
-            raise ValueError("TapJacobian needs every trainable parameter in a Linear or Conv2d layer")
+            raise ValueError("TapJacobian needs every trainable parameter in a tapped layer (backends.layer_kinds)")
         self.layout = layout
         self.draws = draws
+        kinds = [layer_kinds.rule(layer) for layer in layout.tapped]
         self.factors = [
-            _factors(self.ops, layer, a, e, draws)
-            for layer, a, e in zip(layout.tapped, inputs, cotangents, strict=True)
+            kind.factors(self.ops, layer, a, e, draws)
+            for kind, layer, a, e in zip(kinds, layout.tapped, inputs, cotangents, strict=True)
         ]
+        #: Each tapped layer's kind (``backends.layer_kinds``) with its factors.
+        self.layers = list(zip(kinds, self.factors, strict=True))
         self.rows = draws * int(inputs[0].shape[0])
         # All parameters are tapped, so the spans are the tapped layers in spec (= flat) order.
         self.groups = block_spans(layout)
 
     def gram(self) -> Array:
-        k = _layer_gram(self.ops, self.factors[0])
-        for f in self.factors[1:]:
-            k = k + _layer_gram(self.ops, f)
+        k = None
+        for kind, f in self.layers:
+            g = kind.gram(self.ops, f)
+            k = g if k is None else k + g
         return k
 
     def group_grams(self) -> Array:
-        return self.ops.stack([_layer_gram(self.ops, f) for f in self.factors])
+        return self.ops.stack([kind.gram(self.ops, f) for kind, f in self.layers])
 
     def rmatvec(self, w: Array) -> Array:
-        return self.ops.concat([p for f in self.factors for p in _layer_rmatvec(self.ops, f, w)])
+        return self.ops.concat([p for kind, f in self.layers for p in kind.rmatvec(self.ops, f, w)])
 
     def rmatvec_groups(self, w: Array) -> Array:
-        return self.ops.concat([p for i, f in enumerate(self.factors) for p in _layer_rmatvec(self.ops, f, w[i])])
+        parts = [kind.rmatvec(self.ops, f, w[i]) for i, (kind, f) in enumerate(self.layers)]
+        return self.ops.concat([p for layer in parts for p in layer])
 
     def matvec(self, v: Array) -> Array:
-        out = _layer_matvec(self.ops, self.factors[0], v)
-        for f in self.factors[1:]:
-            out = out + _layer_matvec(self.ops, f, v)
+        out = None
+        for kind, f in self.layers:
+            product = kind.matvec(self.ops, f, v)
+            out = product if out is None else out + product
         return out
 
     def dense(self) -> Array:
@@ -264,19 +188,83 @@ class DenseJacobian:
         return self.jacobian @ self.jacobian.T
 
     def group_grams(self) -> Array:
-        return self.ops.stack([self.jacobian[:, a:b] @ self.jacobian[:, a:b].T for a, b in self.groups])
+        fallback, J = layer_kinds.UNTAPPED, self.jacobian
+        return self.ops.stack([fallback.gram(self.ops, J[:, a:b]) for a, b in self.groups])
 
     def rmatvec(self, w: Array) -> Array:
         return self.jacobian.T @ w
 
     def rmatvec_groups(self, w: Array) -> Array:
-        return self.ops.concat([self.jacobian[:, a:b].T @ w[i] for i, (a, b) in enumerate(self.groups)])
+        fallback, J = layer_kinds.UNTAPPED, self.jacobian
+        return self.ops.concat([fallback.rmatvec(self.ops, J[:, a:b], w[i]) for i, (a, b) in enumerate(self.groups)])
 
     def matvec(self, v: Array) -> Array:
         return self.jacobian @ v
 
     def dense(self) -> Array:
         return self.jacobian
+
+
+# --------------------------------------------------------------------------- from the oracle
+
+
+class SampleSpace:
+    """The sample-space maths bound to one backend, and which oracle passes give ``J``.
+
+    ``ops`` are the backend's array operations; ``cotangent_rows(oracle, r)`` gives the
+    per-sample gradients ``Jz_n^T r_n`` of logit cotangents ``r`` (``(B, C)``) by one vectorised
+    per-sample pass (``torch.func`` or ``jax.vmap``: the only framework-specific piece). Each
+    backend's ``sample_space`` module exposes the attributes of one instance. The path (taps or
+    dense) is this module's :func:`uses_taps`, looked up at call time.
+    """
+
+    def __init__(self, ops: ArrayOps, cotangent_rows: Callable[[Any, Array], Array], module: str):
+        self.ops = ops
+        self.cotangent_rows = cotangent_rows
+        #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``).
+        self.tap_jacobian: type[TapJacobian] = type(
+            "TapJacobian", (TapJacobian,), {"ops": ops, "__module__": module, "__doc__": TapJacobian.__doc__}
+        )
+        self.dense_jacobian: type[DenseJacobian] = type(
+            "DenseJacobian", (DenseJacobian,), {"ops": ops, "__module__": module, "__doc__": DenseJacobian.__doc__}
+        )
+
+    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
+        """``(K + shift I) x = rhs`` in float64 (:func:`damped_solve`)."""
+        return damped_solve(self.ops, k, rhs, shift, keep)
+
+    def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
+        """The iEF code's near-duplicate filter (:func:`near_duplicate_keep`)."""
+        return near_duplicate_keep(self.ops, k, threshold)
+
+    def true_jacobian(self, oracle: Oracle, *, with_grad: bool = False) -> TapJacobian | DenseJacobian:
+        """``J`` for the true labels.
+
+        From the taps when :func:`uses_taps` (the oracle must have been created with
+        ``taps=True``): ``with_grad=True`` takes them from the reverse pass that also gives
+        ``oracle.grad()`` (for callers that need both); otherwise from a reverse pass of the
+        logit gradients for the taps alone (``tap_grads_for``: the parameter-gradient products
+        are skipped in torch, dropped by XLA under ``jit``). Else the dense per-sample gradients
+        (one per-sample pass).
+        """
+        layout = oracle.problem.layout
+        if uses_taps(layout):
+            cotangents = oracle.tap_grads() if with_grad else oracle.tap_grads_for(oracle.logit_grads())
+            return self.tap_jacobian(layout, oracle.tap_inputs(), cotangents)
+        return self.dense_jacobian(layout, oracle.per_sample_grads())
+
+    def cotangent_jacobian(self, oracle: Oracle, cotangents: Array) -> TapJacobian | DenseJacobian:
+        """``J`` for logit cotangents ``(D, B, C)`` (e.g. SF's sampled-label gradients), rows
+        draw-major: one reverse pass per draw through the oracle's forward (taps), else one
+        per-sample pass per draw."""
+        layout = oracle.problem.layout
+        draws = int(cotangents.shape[0])
+        if uses_taps(layout):
+            per_draw = [oracle.tap_grads_for(cotangents[i]) for i in range(draws)]
+            stacked = [self.ops.concat([d[k] for d in per_draw]) for k in range(len(layout.tapped))]
+            return self.tap_jacobian(layout, oracle.tap_inputs(), stacked, draws=draws)
+        rows = self.ops.concat([self.cotangent_rows(oracle, cotangents[i]) for i in range(draws)])
+        return self.dense_jacobian(layout, rows)
 
 
 # --------------------------------------------------------------------------- solves

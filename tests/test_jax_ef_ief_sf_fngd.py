@@ -18,6 +18,7 @@ import numpy as np
 import optax
 import pytest
 
+from backends import sample_space as shared_sample_space
 from backends.jax import build_problem, likelihoods
 from backends.jax import sample_space as ss
 from backends.jax.optimizers import builtin_adapters
@@ -355,7 +356,7 @@ def test_fngd_books_each_branch_by_the_path_taken(monkeypatch: pytest.MonkeyPatc
     """Dense fallback with shared coefficients: solving costs a per-sample pass, reusing a weighted
     backward (as in torch); the jitted step books whichever branch ran, call by call."""
     p = problem("tiny-ce")
-    monkeypatch.setattr(ss, "uses_taps", lambda layout: False)
+    monkeypatch.setattr(shared_sample_space, "uses_taps", lambda layout: False)
     adapter, hp = make("fngd", coefficients="shared")
     state, params = adapter.init(p, hp), p.params0
     step = p.make_step(adapter)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from backends import blocks
+from backends import blocks, layer_kinds
 from backends import sample_space as shared_sample_space
 from backends.jax import build_problem, likelihoods
 from backends.jax import sample_space as ss
@@ -125,7 +125,7 @@ def test_both_gram_paths_of_position_layers_agree(name: str, path: str, monkeypa
         chosen.append(path)
         return path
 
-    monkeypatch.setattr(shared_sample_space, "positions_gram_path", forced)  # where the maths decides
+    monkeypatch.setattr(layer_kinds, "positions_gram_path", forced)  # where the maths decides
 
     def grams(params: jax.Array, batch: Batch[jax.Array]) -> tuple[jax.Array, jax.Array]:
         jac = ss.true_jacobian(p.oracle(params, batch, taps=True))
@@ -185,7 +185,7 @@ def test_dense_fallback_matches_the_taps(tiny_suite: str, monkeypatch: pytest.Mo
         return kinds, out, jac.matvec(params)
 
     kinds_taps, taps, taps_mv = p.jit(ops)(p.params0, b)
-    monkeypatch.setattr(ss, "uses_taps", lambda layout: False)
+    monkeypatch.setattr(shared_sample_space, "uses_taps", lambda layout: False)
     before = p.counters.snapshot()
     kinds_dense, dense, dense_mv = p.jit(ops)(p.params0, b)
     assert kinds_taps == ("TapJacobian", "TapJacobian") and kinds_dense == ("DenseJacobian", "DenseJacobian")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from backends import layer_kinds
 from backends import sample_space as shared_sample_space
 from backends.torch import build_problem
 from backends.torch import sample_space as ss
@@ -68,7 +69,7 @@ def test_both_gram_paths_of_position_layers_agree(suite, path: str, monkeypatch:
         chosen.append(path)
         return path
 
-    monkeypatch.setattr(shared_sample_space, "positions_gram_path", forced)  # where the maths decides
+    monkeypatch.setattr(layer_kinds, "positions_gram_path", forced)  # where the maths decides
     jac = ss.true_jacobian(o)
     torch.testing.assert_close(jac.gram(), J @ J.T, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(jac.group_grams().sum(0), J @ J.T, rtol=RTOL, atol=ATOL)
@@ -106,7 +107,7 @@ def test_dense_fallback_matches_the_taps(tiny_suite: str, monkeypatch: pytest.Mo
     p, b, o = problem_oracle(tiny_suite)
     taps = ss.true_jacobian(o)
     sampled = ss.cotangent_jacobian(o, o.sampled_logit_grads(2))
-    monkeypatch.setattr(ss, "uses_taps", lambda layout: False)
+    monkeypatch.setattr(shared_sample_space, "uses_taps", lambda layout: False)
     o2 = p.oracle(p.params0, b)
     before = p.counters.snapshot()["per_sample"]
     dense = ss.true_jacobian(o2)

@@ -93,32 +93,15 @@ def zero_inverses(layout: ParamLayout, dtype: jnp.dtype, form: str) -> tuple[Lay
 # --------------------------------------------------------------------------- statistics
 
 
-def _input_rows(layer: TappedLayer, a: Array) -> Array:
-    """Rows ``a_{n,t}`` (``N x k``, ``N = B T``) without the bias column (the kind's rule,
-    ``backends.layer_kinds``: a Conv2d's im2col patches, channel-major as the weight)."""
-    rows = layer_kinds.rule(layer).inputs(JAX_OPS, layer, a)
-    return rows.reshape(-1, rows.shape[-1])
-
-
-def _output_rows(layer: TappedLayer, e: Array) -> Array:
-    """Rows ``e_{n,t}`` (``N x out``)."""
-    rows = layer_kinds.rule(layer).outputs(JAX_OPS, layer, e)
-    return rows.reshape(-1, rows.shape[-1])
-
-
 def input_factor(layer: TappedLayer, a: Array) -> Array:
-    """``A = 1/(B T) sum abar abar^T`` (the bias coordinate last)."""
-    rows = _input_rows(layer, a)
-    if layer.bias is not None:
-        rows = jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), rows.dtype)], axis=1)
-    return rows.T @ rows / rows.shape[0]
+    """``A = 1/(B T) sum abar abar^T`` (the bias coordinate last; the layer kind's factor,
+    ``backends.layer_kinds``)."""
+    return layer_kinds.rule(layer).input_factor(JAX_OPS, layer, a)
 
 
 def output_factor(layer: TappedLayer, e: Array) -> Array:
     """``G = 1/(B T) sum e e^T`` summed over passes; ``e`` has a leading pass axis ``(P, B, ...)``."""
-    passes = e.shape[0]
-    rows = jnp.concatenate([_output_rows(layer, e[j]) for j in range(passes)])
-    return rows.T @ rows / (rows.shape[0] // passes)
+    return layer_kinds.rule(layer).output_factor(JAX_OPS, layer, [e[j] for j in range(e.shape[0])])
 
 
 def layer_stats(layout: ParamLayout, inputs: list[Array], grads: list[Array]) -> list[LayerStats]:
@@ -170,9 +153,9 @@ canonical_index = kfac_maths.canonical_index
 
 
 def densify_kron(layer: TappedLayer, left: Array, right: Array) -> Array:
-    """``left kron right`` (row-major ``vec(Wb)`` order) permuted into the canonical layout."""
-    idx = canonical_index(layer)
-    return jnp.zeros((idx.size, idx.size), left.dtype).at[idx[:, None], idx[None, :]].set(jnp.kron(left, right))
+    """``left kron right`` (row-major ``vec(Wb)`` order) permuted into the canonical layout (the
+    kind's ``to_dense``, ``backends.layer_kinds``)."""
+    return layer_kinds.rule(layer).to_dense(JAX_OPS, layer, right, left, 1)
 
 
 def dense_kfac(layout: ParamLayout, stats: list[LayerStats] | tuple[LayerStats, ...]) -> Array:

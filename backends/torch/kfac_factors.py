@@ -55,34 +55,16 @@ LayerInverse = kfac_maths.LayerInverse
 # --------------------------------------------------------------------------- statistics
 
 
-def _flatten_inputs(layer: TappedLayer, a: Tensor) -> Tensor:
-    """Rows ``a_{n,t}`` (``N x k``, ``N = B T``) without the bias column (the kind's rule,
-    ``backends.layer_kinds``: a Conv2d's im2col patches)."""
-    rows = layer_kinds.rule(layer).inputs(TORCH_OPS, layer, a)
-    return rows.reshape(-1, rows.shape[-1])
-
-
-def _flatten_outputs(layer: TappedLayer, e: Tensor) -> Tensor:
-    """Rows ``e_{n,t}`` (``N x out``)."""
-    rows = layer_kinds.rule(layer).outputs(TORCH_OPS, layer, e)
-    return rows.reshape(-1, rows.shape[-1])
-
-
 def input_factor(layer: TappedLayer, a: Tensor) -> tuple[Tensor, int]:
-    """``(A, T)`` with ``A = 1/(B T) sum abar abar^T`` (the bias coordinate last)."""
-    rows = _flatten_inputs(layer, a)
-    batch = a.shape[0]
-    locations = rows.shape[0] // batch
-    if layer.bias is not None:
-        rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
-    return rows.T @ rows / rows.shape[0], locations
+    """``(A, T)`` with ``A = 1/(B T) sum abar abar^T`` (the bias coordinate last; the layer
+    kind's factor, ``backends.layer_kinds``)."""
+    A = layer_kinds.rule(layer).input_factor(TORCH_OPS, layer, a)
+    return A, layer.positions
 
 
 def output_factor(layer: TappedLayer, e: Tensor | list[Tensor]) -> Tensor:
     """``G = 1/(B T) sum e e^T``; a list of cotangent passes is summed (exact Fisher estimator)."""
-    parts = e if isinstance(e, list) else [e]
-    rows = torch.cat([_flatten_outputs(layer, p) for p in parts])
-    return rows.T @ rows / (rows.shape[0] // len(parts))
+    return layer_kinds.rule(layer).output_factor(TORCH_OPS, layer, e if isinstance(e, list) else [e])
 
 
 def layer_stats(layout: ParamLayout, inputs: list[Tensor], grads: list[list[Tensor]]) -> list[LayerStats]:
@@ -124,22 +106,19 @@ def precondition(
 
 
 def canonical_index(layer: TappedLayer) -> Tensor:
-    """Positions of ``vec_row_major(Wb)`` entries in the layer's flat layout (``backends.kfac_maths``)."""
-    return torch.as_tensor(kfac_maths.canonical_index(layer))
+    """Positions of ``vec_row_major(Wb)`` entries in the layer's flat layout (``backends.layer_kinds``)."""
+    return torch.as_tensor(layer_kinds.rule(layer).canonical_index(layer))
 
 
 def dense_block(layer: TappedLayer, stats: LayerStats) -> Tensor:
-    """``T (G kron A)`` as a dense ``size x size`` matrix in the canonical flat layout of ``layer``."""
-    return densify_kron(layer, stats.G * stats.locations, stats.A)
+    """``T (G kron A)`` as a dense ``size x size`` matrix in the canonical flat layout of ``layer``
+    (the kind's ``to_dense``)."""
+    return layer_kinds.rule(layer).to_dense(TORCH_OPS, layer, stats.A, stats.G, stats.locations)
 
 
 def densify_kron(layer: TappedLayer, left: Tensor, right: Tensor) -> Tensor:
     """``left kron right`` (row-major ``vec(Wb)`` order) permuted into the canonical layout."""
-    K = torch.kron(left, right)
-    idx = canonical_index(layer).to(K.device)
-    out = torch.empty_like(K)
-    out[idx.unsqueeze(1), idx.unsqueeze(0)] = K
-    return out
+    return layer_kinds.rule(layer).to_dense(TORCH_OPS, layer, right, left, 1)
 
 
 def dense_kfac(layout: ParamLayout, stats: list[LayerStats], num_params: int) -> Tensor:

@@ -30,7 +30,7 @@ from backends.jax.batched_passes import tap_grads_many
 from backends.jax.control_flow import counted_while_loop
 from backends.jax.ops import JAX_OPS
 from backends.methods import egn
-from backends.spec import Batch, Oracle, Problem, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 
 Array = jax.Array
 F64 = jnp.float64
@@ -46,18 +46,6 @@ class EGNState(NamedTuple):
     step_size: Array
     #: Current lambda.
     damping: Array
-
-
-def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Array, mode: str) -> egn_gram.Solve:
-    """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
-    z, r = oracle.logits, oracle.logit_grads()
-    S, s = egn_gram.output_factor(JAX_OPS, problem.likelihood, z, r, hp.q_jitter)
-    if mode == "taps":
-        # Jt Jt^T and Jt^T v from the taps (backends.egn_gram): no per-sample Jacobian, no extra pass.
-        a = oracle.tap_inputs()
-        E = tap_grads_many(problem, oracle, egn_gram.factor_columns(JAX_OPS, S, z))  # per layer (C, B, out)
-        return egn_gram.solve_taps(JAX_OPS, problem.layout, a, E, s.reshape(-1), lam)
-    return egn_gram.solve_dense(JAX_OPS, S, oracle.output_jacobian(), s.reshape(-1), lam)
 
 
 def initial_step_size(hp: egn.EGNHyperparams, previous: Array) -> Array:
@@ -83,7 +71,7 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         hp = state.hparams
         mode = egn_gram.gram_mode(problem.layout, hp)
         oracle = problem.oracle(params, batch, taps=mode == "taps")
-        sol = egn_solve(problem, oracle, hp, state.damping.astype(F64), mode)
+        sol = egn_gram.egn_solve(JAX_OPS, problem, oracle, hp, state.damping.astype(F64), mode, tap_grads_many)
         if hp.momentum == 0.0 or state.momentum is None:
             return oracle, sol, sol.d, None
         m = JAX_OPS.lerp(state.momentum, sol.d, 1.0 - hp.momentum)
@@ -101,12 +89,11 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         lam = state.damping.astype(F64)
         oracle, sol, d, m = self._direction(problem, params, state, batch)
         loss = oracle.loss()
-        B = oracle.batch_size
         need_gd = hp.line_search or hp.adaptive_damping
         gd = jnp.zeros((), F64)
         if need_gd:
             # Without momentum from the solve (g = Jt^T s / B, d = Jt^T v), else one backward.
-            gd = egn_gram.grad_dot_direction(sol, B, lam) if m is None else jnp.dot(oracle.grad(), d).astype(F64)
+            gd = egn_gram.step_grad_dot(JAX_OPS, oracle, sol, m, d, lam)
 
         stats: dict[str, Any] = {"loss": loss, "damping": state.damping}
         new_loss: Array | None = None
@@ -140,9 +127,8 @@ class EGN(adapter_class(egn.CARD, "jax")):  # type: ignore[misc]
         if hp.adaptive_damping:
             if new_loss is None:
                 new_loss = problem.oracle(new_params, batch).loss()
-            # Without momentum d = Jt^T v, so d^T G d = |Jt Jt^T v|^2 / B = |s - B lam v|^2 / B.
-            dGd = egn_gram.ggn_quad(JAX_OPS, sol, B, lam) if m is None else oracle.ggn_quad(d).astype(F64)
-            rho, new_lam, model_change = egn_gram.adapt_damping(JAX_OPS, hp, lam, loss, new_loss, alpha, gd, dGd)
+            losses = (loss, new_loss)
+            rho, new_lam, model_change = egn_gram.step_damping(JAX_OPS, hp, oracle, sol, m, d, lam, losses, alpha, gd)
             stats.update(rho=rho.astype(dtype), model_change=model_change.astype(dtype))
         if need_gd:
             stats["grad_dot_direction"] = gd.astype(dtype)

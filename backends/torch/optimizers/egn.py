@@ -17,7 +17,7 @@ from torch import Tensor
 
 from backends import egn_gram
 from backends.methods import egn
-from backends.spec import Batch, Oracle, Problem, adapter_class
+from backends.spec import Batch, Problem, adapter_class
 from backends.torch.batched_passes import tap_grads_many
 from backends.torch.ops import TORCH_OPS
 
@@ -38,18 +38,6 @@ def taps_gram_applicable(problem: Problem) -> bool:
     return egn_gram.taps_applicable(problem.layout)
 
 
-def egn_solve(problem: Problem, oracle: Oracle, hp: egn.EGNHyperparams, lam: Tensor, mode: str) -> egn_gram.Solve:
-    """The exact damped Gauss-Newton direction ``(G + lam I)^{-1} g`` on the oracle's batch."""
-    z, r = oracle.logits, oracle.logit_grads()
-    S, s = egn_gram.output_factor(TORCH_OPS, problem.likelihood, z, r, hp.q_jitter)
-    if mode == "taps":
-        # Jt Jt^T and Jt^T v from the taps (backends.egn_gram): no per-sample Jacobian, no extra pass.
-        a = oracle.tap_inputs()
-        E = tap_grads_many(problem, oracle, egn_gram.factor_columns(TORCH_OPS, S, z))  # per layer (C, B, out)
-        return egn_gram.solve_taps(TORCH_OPS, problem.layout, a, E, s.reshape(-1), lam)
-    return egn_gram.solve_dense(TORCH_OPS, S, oracle.output_jacobian(), s.reshape(-1), lam)
-
-
 class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: Problem, hparams: egn.EGNHyperparams) -> EGNState:
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
@@ -61,7 +49,7 @@ class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
         hp = state.hparams
         mode = egn_gram.gram_mode(problem.layout, hp)
         oracle = problem.oracle(params, batch, taps=mode == "taps")
-        sol = egn_solve(problem, oracle, hp, state.damping, mode)
+        sol = egn_gram.egn_solve(TORCH_OPS, problem, oracle, hp, state.damping, mode, tap_grads_many)
         if hp.momentum == 0.0:
             return oracle, sol, sol.d, None
         prev = torch.zeros_like(sol.d) if state.momentum is None else state.momentum
@@ -78,14 +66,9 @@ class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
         lam = state.damping
         oracle, sol, d, m = self._direction(problem, params, state, batch)
         loss = oracle.loss()
-        B = oracle.batch_size
         need_gd = hp.line_search or hp.adaptive_damping
         if need_gd:
-            if m is None:
-                # g = Jt^T s / B and d = Jt^T v with Jt Jt^T v = s - B lam v.
-                gd = egn_gram.grad_dot_direction(sol, B, lam)
-            else:
-                gd = torch.dot(oracle.grad(), d).to(torch.float64)
+            gd = egn_gram.step_grad_dot(TORCH_OPS, oracle, sol, m, d, lam)
 
         stats: dict[str, Any] = {"loss": loss, "damping": lam}
         new_loss: Tensor | None = None
@@ -112,9 +95,8 @@ class EGN(adapter_class(egn.CARD, "torch")):  # type: ignore[misc]
         if hp.adaptive_damping:
             if new_loss is None:
                 new_loss = problem.oracle(new_params, batch).loss_value()
-            # Without momentum d = Jt^T v, so d^T G d = |Jt Jt^T v|^2 / B = |s - B lam v|^2 / B.
-            dGd = egn_gram.ggn_quad(TORCH_OPS, sol, B, lam) if m is None else oracle.ggn_quad(d).to(torch.float64)
-            rho, new_lam, model_change = egn_gram.adapt_damping(TORCH_OPS, hp, lam, loss, new_loss, alpha, gd, dGd)
+            losses = (loss, new_loss)
+            rho, new_lam, model_change = egn_gram.step_damping(TORCH_OPS, hp, oracle, sol, m, d, lam, losses, alpha, gd)
             stats.update(rho=rho, model_change=model_change)
         if need_gd:
             stats["grad_dot_direction"] = gd
