@@ -2,13 +2,16 @@
 
 Per step: one forward and backward (loss, gradient), one JVP (``d^T G d``; the Hessian variant
 uses one forward-over-reverse pass instead), and one forward at the new parameters for ``rho``
-when the damping adapts. Scalars stay 0-d float64 tensors on the device: no host sync.
+when the damping adapts. On CUDA the scalars stay 0-d float64 tensors on the device (no host
+sync); on the CPU they are NumPy ``float64`` scalars (``HOST_SCALAR_OPS``: the same IEEE double
+arithmetic without a torch dispatch per scalar operation, docs/profiling.md).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,7 +19,7 @@ from backends import adamqlr_maths
 from backends.methods import adamqlr
 from backends.spec import Batch, adapter_class
 from backends.torch import likelihoods
-from backends.torch.ops import TORCH_OPS
+from backends.torch.ops import HOST_SCALAR_OPS, TORCH_OPS
 
 if TYPE_CHECKING:
     from backends.torch.problem import TorchProblem
@@ -27,8 +30,8 @@ class AdamQLRState(NamedTuple):
     steps: int
     mu: Tensor
     nu: Tensor
-    #: Current lambda, a 0-d float64 tensor.
-    damping: Tensor
+    #: Current lambda: a NumPy float64 on the CPU, a 0-d float64 tensor on CUDA.
+    damping: Any
 
 
 def adam_direction(hp: adamqlr.AdamQLRHyperparams, state: AdamQLRState, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -57,10 +60,17 @@ def hessian_quadratic(problem: TorchProblem, params: Tensor, batch: Batch[Tensor
     return torch.dot(v, hv)
 
 
+def _scalar_ops(problem: TorchProblem) -> Any:
+    """Host scalars on the CPU, device tensors elsewhere (a host read would synchronise)."""
+    return HOST_SCALAR_OPS if problem.device.type == "cpu" else TORCH_OPS
+
+
 class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: TorchProblem, hparams: adamqlr.AdamQLRHyperparams) -> AdamQLRState:
         zeros = torch.zeros(problem.num_params, dtype=problem.dtype, device=problem.device)
-        lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
+        lam: Any = np.float64(hparams.damping)
+        if _scalar_ops(problem) is TORCH_OPS:
+            lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return AdamQLRState(hparams, 0, zeros, zeros.clone(), lam)
 
     def direction(self, problem: TorchProblem, params: Tensor, state: AdamQLRState, batch: Batch[Tensor]) -> Tensor:
@@ -77,12 +87,14 @@ class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
         fisher = hp.curvature == "fisher"
         q = oracle.ggn_quad(d) if fisher else hessian_quadratic(problem, params, batch, d)
         lam = state.damping
-        model = adamqlr_maths.quadratic_step(TORCH_OPS, hp, q, g, d, lam)
-        new_params = adamqlr_maths.update(TORCH_OPS, params, model, d)
+        ops = _scalar_ops(problem)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 is NaN, as in torch
+            model = adamqlr_maths.quadratic_step(ops, hp, q, g, d, lam)
+        new_params = adamqlr_maths.update(ops, params, model, d)
 
         stats: dict[str, Any] = {
             "loss": loss,
-            "lr": -model.s,
+            "lr": torch.as_tensor(-model.s),  # a 0-d tensor on both paths (the update scales d by it)
             "damping": lam,
             "curvature": model.curvature,
             "grad_dot_direction": model.grad_dot_direction,
@@ -90,7 +102,8 @@ class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
         new_lam = lam
         if hp.adaptive_damping:
             new_loss = problem.oracle(new_params, batch).loss_value()
-            rho, new_lam, model_change = adamqlr_maths.adapt_damping(TORCH_OPS, hp, lam, model, loss, new_loss)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rho, new_lam, model_change = adamqlr_maths.adapt_damping(ops, hp, lam, model, loss, new_loss)
             stats.update(rho=rho, model_change=model_change)
         return new_params, AdamQLRState(hp, state.steps + 1, mu, nu, new_lam), stats
 
