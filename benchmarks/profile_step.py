@@ -8,6 +8,10 @@ float32, CPU), runs ``--warmup`` steps through :func:`harness.timing.timed_step`
   Python dispatch overhead, helper calls, objects built per step;
 * ``torch``: ``torch.profiler`` operator table (self CPU time, calls per step): which aten
   operators run, how many times, and which copies or dtype conversions they are;
+* ``ops``: every aten operator one step dispatches, in order, with its operands' shapes and
+  dtypes (a ``TorchDispatchMode``), and the count per operator: on small models a torch step
+  costs about its operator count times the per-operator dispatch overhead, so this is the
+  list to shorten;
 * ``time``: no profiler, the steps' median time and thread CPU time (a quick check of a change).
 
 Run (one thread, as the step-cost table)::
@@ -29,6 +33,7 @@ import cProfile
 import io
 import pstats
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -59,12 +64,30 @@ def run_steps(prob: Any, step: Any, params: Any, state: Any, first: int, count: 
     return params, state, times
 
 
+def operator_trace(step: Any, params: Any, state: Any, batch: Any) -> list[tuple[str, list[str]]]:
+    """The aten operators one torch step dispatches: ``(name, ["shape dtype", ...])`` in order."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    trace: list[tuple[str, list[str]]] = []
+
+    class _Trace(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            operands = [f"{tuple(a.shape)} {str(a.dtype).removeprefix('torch.')}" for a in args if torch.is_tensor(a)]
+            trace.append((func.overloadpacket.__name__, operands))
+            return func(*args, **(kwargs or {}))
+
+    with _Trace():
+        step(params, state, batch)
+    return trace
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Profile one adapter's step.")
     parser.add_argument("adapter")
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--problem", default="digits-mlp", choices=sorted(PROBLEMS))
-    parser.add_argument("--mode", default="cprofile", choices=("cprofile", "torch", "time"))
+    parser.add_argument("--mode", default="cprofile", choices=("cprofile", "torch", "ops", "time"))
     parser.add_argument("--warmup", type=int, default=60, help="untimed steps first (past FNGD's solve epoch)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--sort", default="cumulative", help="cProfile sort key (cumulative, tottime)")
@@ -92,6 +115,11 @@ def main(argv: list[str] | None = None) -> None:
             run_steps(prob, step, params, state, args.warmup, args.steps)
         print(f"per step: divide counts and totals by {args.steps}")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.limit))
+    elif args.mode == "ops":
+        ops = operator_trace(step, params, state, prob.device_batch(args.warmup))
+        for i, (name, operands) in enumerate(ops):
+            print(f"{i:4d} {name} {operands}")
+        print(f"{len(ops)} aten operators per step:", Counter(name for name, _ in ops).most_common())
     else:
         cpu0 = time.thread_time()
         _, _, times = run_steps(prob, step, params, state, args.warmup, args.steps)
