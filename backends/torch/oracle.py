@@ -104,6 +104,7 @@ class TorchOracle:
         self._r: Tensor | None = None
         self._p: Tensor | None = None
         self._e: list[Tensor] | None = None
+        self._a: list[Tensor] | None = None
 
     # ------------------------------------------------------------------ forward
     def _forward(self) -> None:
@@ -113,7 +114,11 @@ class TorchOracle:
         taps = Taps() if self._want_taps else None
         with torch.enable_grad():
             z = self.problem.fmodel(leaf, self.batch.x, taps)
-            losses = likelihoods.per_sample_loss(self.likelihood, z, self.batch.y)
+        # The reverse passes start at z with closed-form cotangents, never at the losses: their
+        # values need no graph (same numbers, no autograd nodes recorded for them).
+        self._z_value = z.detach()
+        with torch.no_grad():
+            losses = likelihoods.per_sample_loss(self.likelihood, self._z_value, self.batch.y)
         self._counters.add("forward")
         self._leaf, self._z, self._losses, self._taps = leaf, z, losses, taps
 
@@ -131,7 +136,7 @@ class TorchOracle:
             return self._value_losses
         self._forward()
         assert self._losses is not None
-        return self._losses.detach()
+        return self._losses
 
     def loss_value(self) -> Tensor:
         """Mean batch loss without recording a graph (one forward, e.g. a line search's or an
@@ -202,9 +207,11 @@ class TorchOracle:
         """Inputs ``a`` of the trainable tapped layers (``ParamLayout.tapped`` order)."""
         if not self._want_taps:
             raise RuntimeError("this oracle was created without taps=True")
-        self._forward()
-        assert self._taps is not None
-        return [a.detach() for a in self._taps.inputs]
+        if self._a is None:
+            self._forward()
+            assert self._taps is not None
+            self._a = [a.detach() for a in self._taps.inputs]
+        return self._a
 
     def tap_grads(self) -> list[Tensor]:
         """Pre-activation gradients ``e`` of the per-sample losses (true labels)."""
