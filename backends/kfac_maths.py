@@ -191,10 +191,11 @@ def proposal(
 # --------------------------------------------------------------------------- the quadratic model
 
 
-def output_inner(ops: ArrayOps, oracle: Any, u: Array, w: Array) -> Array:
+def output_inner(ops: ArrayOps, oracle: Any, u: Array, w: Array, q_w: Array | None = None) -> Array:
     """``(1/B) sum_n u_n^T Q_n w_n`` (float64) for output tangents ``u``, ``w`` (``(B, C)``) and
-    the output Hessians ``Q_n`` of the oracle's batch."""
-    return ops.astype(ops.mean(ops.sum(u * oracle.output_hessian_apply(w), axis=-1)), ops.float64)
+    the output Hessians ``Q_n`` of the oracle's batch; ``q_w``: ``Q w`` if already applied."""
+    q_w = oracle.output_hessian_apply(w) if q_w is None else q_w
+    return ops.astype(ops.mean(ops.sum(u * q_w, axis=-1)), ops.float64)
 
 
 def _dot(ops: ArrayOps, x: Array, y: Array) -> Array:
@@ -229,7 +230,8 @@ def quadratic_step(
         c12 = c22 = d12 = d22 = b2 = zero
     else:
         u_v = tangents[1]
-        c12, c22 = output_inner(ops, oracle, u_p, u_v), output_inner(ops, oracle, u_v, u_v)
+        q_v = oracle.output_hessian_apply(u_v)  # applied once for c12 and c22 (the same numbers)
+        c12, c22 = output_inner(ops, oracle, u_p, u_v, q_v), output_inner(ops, oracle, u_v, u_v, q_v)
         d12, d22, b2 = _dot(ops, p, velocity), _dot(ops, velocity, velocity), _dot(ops, grad_h, velocity)
     eta = hp.l2_reg
     undamped = lm.Quadratic2D(c11 + eta * d11, c12 + eta * d12, c22 + eta * d22, b1, b2)

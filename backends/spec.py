@@ -430,12 +430,25 @@ class Oracle(typing.Protocol):
         ...
 
 
+#: The JAX model hook's per-layer callback: ``at_tap(k, s, a) -> s'`` for tapped layer ``k``
+#: (``ParamLayout.tapped`` order), its pre-activation ``s`` and input ``a``; see :meth:`Problem.apply`.
+TapHook = typing.Callable[[int, Any, Any], Any]
+
+
 class Problem(typing.Protocol):
     """What the harness and adapters may rely on in a backend's built suite.
 
     Both ``backends.torch.TorchProblem`` and the JAX problem implement it; adapters use
     ``oracle``, ``layout``, ``num_params``, ``batch_size``, ``likelihood``, ``n_train``,
     ``dtype`` and ``device``; the harness uses the rest.
+
+    **The model hook** (for libraries that must see the model, not the oracle: kfac-jax traces a
+    loss function, SINGD hooks ``nn.Module`` layers): :meth:`apply` is the model's pure forward
+    from the flat vector, with ``likelihood`` naming the loss on its outputs. Passes through it
+    are not counted; an adapter that uses it counts its passes with ``counters.add`` (or its card
+    says what is not counted). The torch problem also offers ``model`` / ``module_from_flat(flat)``:
+    an ``nn.Module`` whose trainable parameters, in ``named_parameters()`` order, are the flat
+    vector's blocks.
     """
 
     backend: str
@@ -460,6 +473,12 @@ class Problem(typing.Protocol):
     def batch(self, step: int) -> tuple[Any, Any, Any]: ...
 
     def device_batch(self, step: int) -> Batch[Any]: ...
+
+    def apply(self, params: Any, x: Any, *, at_tap: TapHook | None = None) -> Any:
+        """Logits ``z`` of inputs ``x`` at the flat ``params``; pure, uncounted. JAX only: with
+        ``at_tap`` each trainable tapped layer's pre-activation ``s`` is replaced by
+        ``at_tap(k, s, a)`` (a library inserts its layer markers there)."""
+        ...
 
     def oracle(self, params: Any, batch: Batch[Any], *, taps: bool = False) -> Oracle:
         """The :class:`Oracle` at ``params`` on ``batch``; ``taps=True`` records the tapped

@@ -18,7 +18,8 @@ step separately at ``t = 4``; ours compiles once) and are reported as compile ti
 rounds, also per phase ``t mod inverse period`` (phase 0 refreshes the inverses).
 
 kfac-jax donates its parameter buffers, so it gets its own copy; kfac-jax 0.0.8 on jax >= 0.9.2
-runs with the test-only compatibility shim (``tests/kfac_jax_compat.py``)::
+runs with the ``kfac-jax`` reference row's compatibility patch (loaded through
+``tests/kfac_jax_compat.py``)::
 
     python -m benchmarks.kfac_jax_compare [--rounds 100] [--warmup 12] [--estimator curvature_prop]
                                           [--inverse-period 5]

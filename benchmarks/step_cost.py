@@ -17,8 +17,10 @@ parameter-efficient fine-tuning, where the iEF paper reports EF/iEF at AdamW's s
 Run directly for the table (both backends if installed)::
 
     python -m benchmarks.step_cost [--backend torch jax] [--problem digits-mlp digits-wide]
-                                   [--rounds 100] [--warmup 10] [--threads 2]
+                                   [--rounds 100] [--warmup 10] [--threads 2] [--store [DB]]
                                    [--block 10]
+
+``--store`` appends the table to the database (``db.step_costs``; the optimizer pages show it).
 
 asv: ``StepCost.track_ratio_to_sgd`` and ``track_step_time`` per (backend, problem, adapter).
 """
@@ -71,6 +73,8 @@ class Measurement(NamedTuple):
 
     costs: list[Cost]
     pass_costs: dict[str, float]
+    #: Median step of each extra lane (``measure(extra=...)``), by name.
+    extra: dict[str, float]
 
 
 @dataclass
@@ -90,6 +94,13 @@ class _Lane:
 def _lane(module: Any, suite: Suite, adapter: Any, hparams: Any) -> _Lane:
     prob = module.build_problem(suite, seed=0, dtype="float32", device="cpu")
     return _Lane(prob, prob.make_step(adapter), prob.params0, adapter.init(prob, hparams))
+
+
+def _adapter_lane(module: Any, suite: Suite, available: dict[str, Any], name: str) -> _Lane:
+    """The lane of ``name``: an adapter at its defaults, or ``adapter:preset`` at that preset."""
+    adapter, _, preset = name.partition(":")
+    cls = available[adapter]
+    return _lane(module, suite, cls(), cls.resolve(None, preset or None))
 
 
 def _passes(lane: _Lane) -> dict[str, float]:
@@ -112,10 +123,13 @@ def measure(
     adapters: list[str] | None = None,
     rounds: int = 100,
     warmup: int = 10,
+    extra: dict[str, Any] | None = None,
     block: int = BLOCK,
 ) -> Measurement:
     """Round-robin step timing of ``adapters`` (default: all in ``backend``) on ``problem``, with
     the pass-kind probes of ``benchmarks.pass_costs`` in the same rounds (floor and efficiency).
+    ``extra``: more probe-like steppers (``init``, ``step``) timed in the same rounds, reported
+    by name in :attr:`Measurement.extra` (e.g. a method's linear algebra on its own).
 
     Each lane takes ``block`` consecutive steps per turn, as a run takes its steps back to back:
     with one step per turn every step started with the caches full of the other lanes' arrays,
@@ -130,10 +144,12 @@ def measure(
     if "sgd" not in names:
         names = ["sgd", *names]
     suite = PROBLEMS[problem]()
-    lanes = {name: _lane(module, suite, available[name](), available[name].resolve()) for name in names}
+    lanes = {name: _adapter_lane(module, suite, available, name) for name in names}
     for query in pass_costs.QUERIES:
         probe = pass_costs.Probe(query)
         lanes[probe.name] = _lane(module, suite, probe, None)
+    for name, stepper in (extra or {}).items():
+        lanes[name] = _lane(module, suite, stepper, None)
     batches = {name: [lane.problem.device_batch(i) for i in range(rounds + warmup)] for name, lane in lanes.items()}
     for turn in _turns(rounds + warmup, block):
         for name, lane in lanes.items():
@@ -155,6 +171,7 @@ def measure(
     costs = pass_costs.pass_costs(probe_passes, {n: float(np.median(lane.times)) for n, lane in probes.items()})
     out = []
     sgd_median = float(np.median(lanes["sgd"].times))
+    extra_medians = {n: float(np.median(lanes[n].times)) for n in extra or {} if lanes[n].times}
     for name in names:
         lane = lanes[name]
         prob = lane.problem
@@ -181,7 +198,7 @@ def measure(
                 efficiency=med / floor_s if floor_s > 0 else float("nan"),
             )
         )
-    return Measurement(out, costs)
+    return Measurement(out, costs, extra_medians)
 
 
 def format_table(costs: list[Cost]) -> str:
@@ -265,33 +282,112 @@ class StepCost:
     track_efficiency.unit = "ratio"  # type: ignore[attr-defined]
 
 
+def machine_description(backends: list[str], threads: int | None) -> str:
+    """Where a table was measured, in words: host, CPU, cores, threads and framework versions."""
+    from harness import environment
+
+    record = environment.fingerprint(backends[0], "cpu") if backends else {}
+    versions = ", ".join(f"{b} {record.get(b)}" for b in backends if record.get(b))
+    return (
+        f"{record.get('hostname')}: {record.get('cpu')} ({record.get('cpu_count')} cores), "
+        f"{threads or 'default'} thread(s); {versions}"
+    )
+
+
+def store_table(
+    db: str | None, costs: list[Cost], backends: list[str], threads: int | None, rounds: int, store: Any = None
+) -> int:
+    """Append ``costs`` to the database ``db`` (``db.step_costs``) with the machine, threads,
+    commit and time of the measurement; returns the rows written."""
+    from dataclasses import asdict
+
+    from db.step_costs import save_step_costs
+    from db.store import open_store
+    from harness import environment
+
+    commit, dirty = environment.git_state()
+    target = store or open_store(db, writable=True)
+    try:
+        return save_step_costs(
+            target,
+            [asdict(c) for c in costs],
+            machine=machine_description(backends, threads),
+            threads=threads,
+            git_commit=commit,
+            git_dirty=dirty,
+            rounds=rounds,
+        )
+    finally:
+        if store is None:
+            target.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Per-step cost of every adapter (ratio to SGD).")
     parser.add_argument("--backend", nargs="+", default=None)
     parser.add_argument("--problem", nargs="+", default=list(PROBLEMS))
-    parser.add_argument("--adapter", nargs="+", default=None)
+    parser.add_argument("--adapter", nargs="+", default=None, help="adapters, or adapter:preset")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--block", type=int, default=BLOCK, help="consecutive steps per adapter per turn")
+    parser.add_argument(
+        "--store",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DB",
+        help="append the table to a database (default: NGBENCH_DB_URL or ./ngbench.db); "
+        "the optimizer pages show the newest row per backend, problem and adapter",
+    )
     args = parser.parse_args()
+    import sys
+
     from harness import registry
+    from harness.errors import USER_ERRORS
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     backends = args.backend or [b for b in ("torch", "jax") if registry.backend_available(b)]
+    try:  # bad names are one line and exit status 2, before anything is measured
+        for backend in backends:
+            available = registry.adapters(backend)
+            for name in args.adapter or []:
+                adapter, _, preset = name.partition(":")
+                if adapter not in available:
+                    raise ValueError(f"unknown adapter {adapter!r} on {backend}")
+                available[adapter].resolve(None, preset or None)
+        for problem in args.problem:
+            if problem not in PROBLEMS:
+                raise ValueError(f"unknown problem {problem!r} (known: {', '.join(PROBLEMS)})")
+    except (ValueError, *USER_ERRORS) as exc:
+        print(f"ngbench: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    store = None
+    if args.store is not None:  # refuse a database that cannot take the table before measuring
+        from db.store import open_store
+
+        try:
+            store = open_store(args.store or None, writable=True)
+        except USER_ERRORS as exc:
+            print(f"ngbench: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     costs: list[Cost] = []
     tables: dict[tuple[str, str], dict[str, float]] = {}
     for backend in backends:
         for problem in args.problem:
-            measured = measure(backend, problem, args.adapter, args.rounds, args.warmup, args.block)
+            measured = measure(backend, problem, args.adapter, args.rounds, args.warmup, block=args.block)
             costs.extend(measured.costs)
             tables[(backend, problem)] = measured.pass_costs
     print(format_table(costs))
     print()
     print(format_pass_costs(tables))
+    if store is not None:
+        written = store_table(None, costs, backends, args.threads, args.rounds, store=store)
+        store.dispose()
+        print(f"\nstored {written} rows in {store.display_url}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""SQLAlchemy models: environments, sweeps, runs, metrics (long format), approx_quality.
+"""SQLAlchemy models: environments, sweeps, runs, metrics (long format), approx_quality, step_costs.
 
 The schema is owned by the Alembic migrations in ``db/migrations``; these models must match
 them (a test compares ``alembic upgrade head`` against ``Base.metadata``).
@@ -193,3 +193,38 @@ class RunLease(Base):
     owner: Mapped[str] = mapped_column(String(255), index=True)
     #: Unix seconds after which the claim is void unless renewed (a wall-clock deadline).
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class StepCost(Base):
+    """One row of a stored step-cost table (``benchmarks/step_cost.py --store``): an adapter's
+    median step on one (backend, problem), its ratio to SGD's step in the same rounds, its floor
+    (what its counted passes cost) and efficiency (step / floor), and where and when it was
+    measured. Rows are appended; the site shows the newest per (backend, problem, adapter)."""
+
+    __tablename__ = "step_costs"
+    __table_args__ = (Index("ix_step_costs_adapter", "adapter", "backend", "problem"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backend: Mapped[str] = mapped_column(String(32))
+    problem: Mapped[str] = mapped_column(String(128))
+    #: The adapter name, or ``adapter:preset`` for a preset.
+    adapter: Mapped[str] = mapped_column(String(128))
+    #: ``"ok"`` or the error that stopped the adapter's lane.
+    status: Mapped[str] = mapped_column(Text, default="ok")
+    params: Mapped[int | None] = mapped_column(Integer)
+    median_step_s: Mapped[float | None] = mapped_column(Float)
+    p10_step_s: Mapped[float | None] = mapped_column(Float)
+    p90_step_s: Mapped[float | None] = mapped_column(Float)
+    ratio_to_sgd: Mapped[float | None] = mapped_column(Float)
+    floor_s: Mapped[float | None] = mapped_column(Float)
+    efficiency: Mapped[float | None] = mapped_column(Float)
+    #: Counted passes per step by kind (forward, backward, jvp, vjp, per_sample).
+    passes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    rounds: Mapped[int | None] = mapped_column(Integer)
+    #: Intra-op threads of the measuring process (``--threads``; None: the framework's default).
+    threads: Mapped[int | None] = mapped_column(Integer)
+    #: What the table was measured on, in words (host, CPU, cores, framework versions).
+    machine: Mapped[str | None] = mapped_column(Text)
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    git_dirty: Mapped[bool | None] = mapped_column(Boolean)
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

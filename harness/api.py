@@ -91,6 +91,7 @@ def run(
     timeout_s: float | None = None,
     stop_at_target: bool = True,
     eval_every: int | None = None,
+    torch_compile: bool = False,
     on_step: Any = None,
 ) -> RunResult:
     """Run one optimizer on one suite; store the result when ``db`` (a URL or path) is given.
@@ -98,7 +99,8 @@ def run(
     Returns a :class:`~harness.runner.RunResult` (``status``, ``initial_train_loss``,
     ``final_train_loss``, ``best_val_metric``, ``steps``, ``train_time_s``,
     ``compile_time_s``, ``step_time_median_s``, ``peak_memory_bytes``, ``passes_per_step``,
-    ``metrics`` ...). Bad names or hyperparameters raise before anything runs; failures of the
+    ``metrics`` ...). ``torch_compile`` compiles the torch step (docs/measurement.md, "Compiled
+    PyTorch"). Bad names or hyperparameters raise before anything runs; failures of the
     run itself are reported in ``status``/``error``, never raised.
     """
     spec = RunSpec(
@@ -116,6 +118,7 @@ def run(
         timeout_s=timeout_s,
         stop_at_target=stop_at_target,
         eval_every=eval_every,
+        torch_compile=torch_compile,
     )
     prepare(spec)  # bad names, hyperparameters and values no database could store fail here
     single_device(device)  # so does a GPU this host does not have

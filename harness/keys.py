@@ -2,8 +2,10 @@
 
 A run's key covers everything that changes its result: suite name and version, adapter name
 and a hash of its source, resolved hyperparameters, seed, backend, dtype, step and time
-budgets, device kind and name, and the framework versions. Sweeps skip a run whose key has
-already finished; results whose suite or adapter version is stale stay stored but unranked.
+budgets, device kind and name, the framework versions, and ``torch.compile`` when a run asks
+for it (an eager run's key does not mention it: keys stored before the option existed still
+match). Sweeps skip a run whose key has already finished; results whose suite or adapter
+version is stale stay stored but unranked.
 """
 
 from __future__ import annotations
@@ -58,4 +60,6 @@ def run_key_for(
         "device_name": environment.get("device_name"),
         "versions": framework_versions(spec.backend),
     }
+    if getattr(spec, "torch_compile", False):
+        ident["torch_compile"] = True
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]

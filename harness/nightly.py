@@ -61,6 +61,7 @@ from db.models import Environment, Run, Sweep
 from db.statuses import FINISHED_STATUSES
 from db.store import Store
 from harness.site import build_site
+from leaderboard.labels import backend_label
 
 OK_STATUSES = frozenset({"done", "target_reached", "budget_exhausted"})
 #: Statuses whose step time and memory are measurements (a run cut short by an error is not).
@@ -187,6 +188,7 @@ def _runs(store: Store, sweep_id: int) -> list[dict[str, Any]]:
         config = json.dumps(overrides, sort_keys=True) if overrides else ""
         if spec.get("preset"):
             config = f"preset={spec['preset']} {config}".strip()
+        r["backend"] = backend_label(r["backend"], spec)  # compiled PyTorch is compared with itself
         r["group"] = Group(r["suite"], r["optimizer"], r["backend"], config)
         slot = (r["group"], r["seed"])
         old = best.get(slot)

@@ -2,9 +2,10 @@
 
 * Each step is timed between two device fences (``problem.block``); batch preparation,
   divergence checks and logging happen outside the timed region.
-* A step during which the backend compiled (JAX) — or the first step where nothing compiles
-  (PyTorch's lazy initialisation) — is a warm-up step: its excess over the steady-state median
-  is booked as ``compile_time_s`` and it counts as one median step on the time axis.
+* A step during which the backend compiled (JAX; PyTorch under ``torch_compile``) — or the first
+  step where nothing compiles (eager PyTorch's lazy initialisation) — is a warm-up step: its
+  excess over the steady-state median is booked as ``compile_time_s`` and it counts as one
+  median step on the time axis.
 * Evaluation runs every ``eval_every`` steps, untimed, on the validation split and a fixed
   training subset; the target is checked there.
 * Statuses: ``target_reached``, ``budget_exhausted`` (step or time budget spent, target
@@ -67,6 +68,9 @@ class RunSpec:
     timeout_s: float | None = None
     stop_at_target: bool = True
     eval_every: int | None = None
+    #: Compile the step with ``torch.compile`` (torch only; JAX always jits): recorded in the
+    #: stored spec, part of the run key, and a backend of its own on the board (``torch-compiled``).
+    torch_compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,6 +196,8 @@ def prepare(spec: RunSpec) -> tuple[Suite, type, Any]:
     """Resolve names and hyperparameters; raises the user errors of bad input (storage limits
     included: :func:`check_limits`)."""
     check_limits(spec)
+    if spec.torch_compile and spec.backend != "torch":
+        raise ConfigError(f"torch_compile applies to the torch backend only, not {spec.backend!r} (JAX always jits)")
     suite = get_suite(spec.suite)
     adapter_cls = get_adapter(spec.optimizer, spec.backend)
     hparams = adapter_cls.resolve(spec.hparams, spec.preset)
@@ -277,7 +283,8 @@ def _loop(
     state = adapter.init(problem, hparams)
     problem.block(params, state)
     result.init_time_s = time.perf_counter() - t0
-    step_fn = problem.make_step(adapter)
+    # Compiled PyTorch compiles during the first steps; the loop books them as it books JAX's.
+    step_fn = problem.make_step(adapter, compiled=True) if spec.torch_compile else problem.make_step(adapter)
 
     step_times: list[float] = []
     warmup_times: list[float] = []
@@ -390,7 +397,9 @@ def _loop(
     if result.steps:
         result.passes_per_step = {k: (counts_after[k] - counts_before.get(k, 0)) / result.steps for k in counts_after}
         meter.pause()  # counting FLOPs runs a throwaway step (and compiles, in JAX): not the run's memory
-        result.flops_per_step = _step_flops(spec, adapter, hparams, problem, step_fn, params, state)
+        # The eager step does the same arithmetic; counting a compiled one would compile again.
+        eager_fn = problem.make_step(adapter) if spec.torch_compile else step_fn
+        result.flops_per_step = _step_flops(spec, adapter, hparams, problem, eager_fn, params, state)
 
 
 def _step_flops(

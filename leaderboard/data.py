@@ -1,6 +1,7 @@
 """The database read into the frames the site renders (:class:`SiteData`).
 
-:func:`load` reads runs, sweeps, environments, approximation rows and metric series, describes
+:func:`load` reads runs, sweeps, environments, approximation rows, metric series and the newest
+stored step costs, describes
 the suites (:mod:`leaderboard.catalogue`) and applies the ranking rules
 (:mod:`leaderboard.ranking`): derived run columns, boards, entries and tuning studies. Nothing
 here decides what is ranked; this module only reads and assembles.
@@ -17,6 +18,7 @@ import pandas as pd
 
 from db import queries
 from db.engine import make_engine
+from db.step_costs import latest_step_costs
 from db.store import Store
 from leaderboard import format as fmt
 from leaderboard.catalogue import MethodInfo, SuiteInfo, suite_catalogue, suite_from_runs
@@ -39,6 +41,8 @@ class SiteData:
     entries: pd.DataFrame
     #: One row per tuning study; columns in :func:`leaderboard.ranking.study_frame`.
     studies: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: The newest stored step-cost row per (backend, problem, adapter) (``db.step_costs``).
+    step_costs: pd.DataFrame = field(default_factory=pd.DataFrame)
     db_url: str = ""
     built_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Whether :attr:`metrics` holds every run's series (else only the newest runs').
@@ -127,6 +131,7 @@ def load(
         boards=boards(runs),
         entries=entries,
         studies=studies,
+        step_costs=_objectify(latest_step_costs(store)),
         db_url=store.display_url,
         built_at=now or datetime.now(UTC),
         series_complete=complete,

@@ -8,7 +8,8 @@ optimizer (docs/site.md, docs/measurement.md). The scores computed from the chos
   leaderboard never imports a backend); without them, the adapter version of the newest run of
   each (optimizer, backend) is taken as current. Stale runs are shown, greyed, and never scored.
 * **Boards** (:func:`boards`). A board is one (track, backend, hardware) combination: time is
-  comparable only on one device, and each track is ranked on its own. Hardware is the
+  comparable only on one device, and each track is ranked on its own. Compiled PyTorch is the
+  backend ``torch-compiled`` (:mod:`leaderboard.labels`). Hardware is the
   environment's device name (else its device kind, else the run's device).
 * **Roles** (:data:`SCORED_ROLES`). The untuned track scores ``run`` rows; the tuned track
   scores only ``rerun`` rows (seeds re-run with the configuration tuning chose); tuning
@@ -56,6 +57,7 @@ from db.statuses import FAILED_STATUSES, STATUSES, UNSCORED_STATUSES
 from leaderboard import format as fmt
 from leaderboard.catalogue import MethodInfo, SuiteInfo
 from leaderboard.cost import grad_equivalents
+from leaderboard.labels import COMPILED_TORCH, backend_label, framework
 from leaderboard.scoring import INF, TrialResult, choose_trial, median_to_target, rank_trials, trial_tier
 
 #: Roles scored per track (any other track scores ``run`` and ``rerun``).
@@ -66,7 +68,7 @@ SCORED_ROLES: Mapping[str, frozenset[str]] = {
 DEFAULT_ROLES: frozenset[str] = frozenset({"run", "rerun"})
 #: Display order of boards: tracks, then backends (unknown ones after these, by name).
 TRACK_ORDER: tuple[str, ...] = ("untuned", "tuned")
-BACKEND_ORDER: tuple[str, ...] = ("torch", "jax")
+BACKEND_ORDER: tuple[str, ...] = ("torch", COMPILED_TORCH, "jax")
 
 
 @dataclass
@@ -131,9 +133,10 @@ def annotate(
 ) -> pd.DataFrame:
     """The runs frame with the derived ranking columns (the rules of the module docstring).
 
-    Adds ``hardware``; ``stale_suite``, ``stale_adapter``, ``stale`` and ``stale_reason``
-    (staleness); ``config`` (a hash of hyperparameters and dtype) and ``config_label`` (what
-    differs from the method card's defaults); ``reached``, ``ttt``, ``stt`` and ``failed``
+    Relabels ``backend`` (``torch-compiled`` for compiled PyTorch) and adds ``hardware``;
+    ``stale_suite``, ``stale_adapter``, ``stale`` and ``stale_reason`` (staleness); ``config``
+    (a hash of hyperparameters and dtype) and ``config_label`` (what differs from the method
+    card's defaults); ``reached``, ``ttt``, ``stt`` and ``failed``
     (outcome); ``board``, ``role_scored`` and ``protocol_note`` (eligibility); ``latest`` (the
     newest eligible run of its seed, stale and current runs apart), ``scored`` (latest and
     current) and ``superseded``; ``sgd_ratio`` and ``sgd_ref`` (step-time ratio to SGD); ``when``
@@ -141,6 +144,8 @@ def annotate(
     """
     runs = runs.copy()
     n = len(runs)
+    if "spec" in runs:  # compiled PyTorch is a backend of its own on the board (leaderboard.labels)
+        runs["backend"] = [backend_label(b, spec) for b, spec in zip(runs["backend"], runs["spec"])]
     for col in ("sweep_id", "environment_id", "suite_version", "steps_to_target", "trial", "seed"):
         runs[col] = _numeric(runs[col]) if n else pd.Series(dtype=float)
     for col in (
@@ -167,7 +172,10 @@ def annotate(
     newest = runs.sort_values("id").groupby(["optimizer", "backend"])["adapter_version"].last()
     current = {k: v for k, v in newest.items()}
     current.update({k: v for k, v in current_adapters.items()})
-    cur = pd.Series([current.get((o, b)) for o, b in zip(runs["optimizer"], runs["backend"])], index=runs.index)
+    cur = pd.Series(
+        [current.get((o, framework(b)), current.get((o, b))) for o, b in zip(runs["optimizer"], runs["backend"])],
+        index=runs.index,
+    )
     runs["current_adapter"] = cur
     runs["stale_adapter"] = cur.notna() & (runs["adapter_version"] != cur)
     runs["stale"] = runs["stale_suite"] | runs["stale_adapter"]

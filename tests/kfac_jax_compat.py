@@ -1,39 +1,38 @@
-"""kfac-jax 0.0.8 on jax >= 0.9.2: the compatibility shim for tests and benchmarks only.
+"""kfac-jax 0.0.8 on jax >= 0.9.2: the tests' handle on the ``kfac-jax`` reference row's patch.
 
-kfac-jax 0.0.8 (the newest release) unpacks ``subfuns, params = primitive.get_bind_params(...)``
-in ``tag_graph_matcher.eval_jaxpr_eqn``; from jax 0.9.2 on ``get_bind_params`` returns only the
-parameter dict (``docs/environment.md``, "kfac-jax 0.0.8 and jax >= 0.9.2"). :func:`eval_jaxpr_eqn`
-accepts both return shapes and binds the primitive as before; :func:`patched` installs it for the
-duration of a ``with`` block. The product code never imports kfac-jax.
+The patch lives with the adapter that needs it (``plugins/ngbench-reference/ngbench_reference/
+kfac_deepmind/compat.py``; ``docs/environment.md``, "kfac-jax 0.0.8 and jax >= 0.9.2"). The test
+suite does not install the plug-in distribution, so this module loads that file by path and
+re-exports :func:`eval_jaxpr_eqn` and :func:`patched` (the patch for a ``with`` block, restored on
+exit). There is one copy of the patch: the product's.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any
+
+PATH = Path(__file__).resolve().parents[1] / "plugins/ngbench-reference/ngbench_reference/kfac_deepmind/compat.py"
+
+
+def _load() -> Any:
+    name = "_ngbench_reference_kfac_jax_compat"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, PATH)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def eval_jaxpr_eqn(eqn: Any, in_values: list[Any]) -> list[Any]:
-    """kfac-jax's ``eval_jaxpr_eqn`` for both ``get_bind_params`` return shapes (jax < / >= 0.9.2)."""
-    from jax._src import source_info_util
-
-    bound = eqn.primitive.get_bind_params(eqn.params)
-    subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
-    with source_info_util.user_context(eqn.source_info.traceback):
-        out = eqn.primitive.bind(*subfuns, *in_values, **params)
-    return out if isinstance(out, list) else [out]
+    """The row's ``eval_jaxpr_eqn`` (both ``get_bind_params`` return shapes)."""
+    return _load().eval_jaxpr_eqn(eqn, in_values)
 
 
-@contextlib.contextmanager
-def patched() -> Iterator[Any]:
-    """``kfac_jax`` with the shim installed (restored on exit)."""
-    import kfac_jax
-    from kfac_jax._src import tag_graph_matcher
-
-    original = tag_graph_matcher.eval_jaxpr_eqn
-    tag_graph_matcher.eval_jaxpr_eqn = eval_jaxpr_eqn
-    try:
-        yield kfac_jax
-    finally:
-        tag_graph_matcher.eval_jaxpr_eqn = original
+def patched() -> Any:
+    """``with patched() as kfac_jax:``: the row's patch installed for the block."""
+    return _load().patched()

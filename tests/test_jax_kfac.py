@@ -43,6 +43,30 @@ def test_traced_schedules_equal_the_cards(overrides: dict[str, object]) -> None:
     assert refresh.tolist() == [kfac.refresh_inverses(int(t), hp) for t in steps]
 
 
+def test_amortised_statistics_schedule_on_a_traced_counter() -> None:
+    """Statistics steps and estimate counts are the same arithmetic on ints and traced counters."""
+    hp = KFAC.resolve({"stats_update_period": 4})
+    steps = jnp.arange(13)
+    update = np.asarray(jax.vmap(lambda t: kfac.update_stats(t, hp))(steps))
+    assert update.tolist() == [t % 4 == 0 for t in range(13)]
+    counts = np.asarray(jax.vmap(lambda t: kfac.estimate_count(t, hp))(steps))
+    assert [int(c) for c, u in zip(counts, update, strict=True) if u] == [1, 2, 3, 4]
+    assert kfac.estimate_count(7, KFAC.resolve()) == 8  # every step: k = t + 1, the paper's
+
+
+def test_amortised_preset_matches_the_torch_adapter_across_skipped_statistics() -> None:
+    """The ``amortised`` preset (statistics every 10 steps, fixed lr and momentum) with a 3-step
+    statistics period and a 4-step inverse period, so that 7 steps hold skipped statistics
+    steps, statistics steps t = 3, 6, an inverse refresh on a skipped step (t = 4) and the LM
+    step t = 4: same iterates, statistics and passes per step (the sampled-label backward only
+    on t = 0, 3, 6) in float64."""
+    hparams = {**KFAC.presets["amortised"], "stats_update_period": 3, "inverse_update_period": 4}
+    j = assert_twins_agree("kfac", "tiny-ce", hparams, steps=7, directions=False)
+    assert j["step"].compile_count == 1
+    backward = [p.get("backward", 0) for p in j["passes"]]
+    assert backward == [2, 1, 1, 2, 1, 1, 2]
+
+
 # --------------------------------------------------------------------------- parity of the variants
 
 

@@ -31,8 +31,8 @@ and compared on the same batch (float64):
 
 kfac-jax 0.0.8 does not run on jax >= 0.9.2 as released (``get_bind_params`` now returns only
 the parameters; ``docs/environment.md``, "kfac-jax 0.0.8 and jax >= 0.9.2"): the module fixture
-installs ``tests.kfac_jax_compat``'s ``eval_jaxpr_eqn``, which accepts both return shapes, for these
-tests only.
+installs the ``kfac-jax`` reference row's patch (``ngbench_reference.kfac_deepmind.compat``, loaded
+through ``tests.kfac_jax_compat``), which accepts both return shapes, for these tests.
 """
 
 from __future__ import annotations

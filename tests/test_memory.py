@@ -151,5 +151,5 @@ def test_an_older_database_gains_the_column_and_keeps_its_runs(tmp_path: Path) -
             sa.text("SELECT peak_memory_bytes, peak_memory_above_baseline_bytes FROM runs WHERE id = :i"), {"i": run_id}
         ).one()
     store.dispose()
-    assert version == head_revision() == "0004"
+    assert version == head_revision() == "0005"
     assert tuple(row) == (300 * MiB, 5 * MiB)

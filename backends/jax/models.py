@@ -348,13 +348,15 @@ class JaxModel:
         self,
         flat: Array,
         x: Array,
-        perturbations: Sequence[Array] | None,
+        perturbations: Sequence[Array] | Callable[[int, Array, Array], Array] | None,
         frozen: Mapping[str, Array] | None = None,
     ) -> tuple[Array, list[Array]]:
         """``(z, inputs)``: logits, and the input ``a`` of every trainable tapped layer.
 
         With ``perturbations`` (one per tapped layer, shaped like its pre-activation) each is
-        added to that layer's ``s``; without, nothing is recorded and ``inputs`` is empty.
+        added to that layer's ``s``; without, nothing is recorded and ``inputs`` is empty. A
+        callable ``perturbations(k, s, a) -> s'`` replaces tapped layer ``k``'s pre-activation
+        instead (``JaxProblem.apply``'s ``at_tap`` hook).
         """
         params = self._node_params(flat, frozen)
         inputs: list[Array] = []
@@ -370,7 +372,7 @@ class JaxModel:
         node: _Node,
         params: list[dict[str, Array]],
         x: Array,
-        perturbations: Sequence[Array] | None,
+        perturbations: Sequence[Array] | Callable[[int, Array, Array], Array] | None,
         inputs: list[Array],
         ctx: dict[str, Any],
     ) -> Array:
@@ -385,7 +387,10 @@ class JaxModel:
             if len(inputs) != node.tap_index:
                 raise RuntimeError(f"tapped layer {node.path} ran as tap {len(inputs)}, layout says {node.tap_index}")
             inputs.append(x)
-            out = out + perturbations[node.tap_index]
+            if callable(perturbations):
+                out = perturbations(node.tap_index, out, x)
+            else:
+                out = out + perturbations[node.tap_index]
         return out
 
     __call__ = apply

@@ -28,7 +28,7 @@ from backends.jax import likelihoods
 from backends.jax.counting import CountedJit, Counters
 from backends.jax.models import JaxModel
 from backends.jax.oracle import JaxOracle
-from backends.spec import Batch
+from backends.spec import Batch, TapHook
 from suites.spec import EVAL_CHUNK, Suite, batch_indices, batch_noise, train_eval_indices
 
 DTYPES: dict[str, Any] = {"float32": jnp.float32, "float64": jnp.float64}
@@ -118,9 +118,16 @@ class JaxProblem:
         """The model: ``problem.model.apply(params, x)`` gives logits (PyTorch array layouts)."""
         return self.fmodel
 
-    def apply(self, params: Array, x: Array) -> Array:
-        """Logits of ``x`` at the flat parameters ``params``."""
-        return self.fmodel.apply(params, x, self.frozen)
+    def apply(self, params: Array, x: Array, *, at_tap: TapHook | None = None) -> Array:
+        """Logits of ``x`` at the flat parameters ``params``: a pure function, no pass counted.
+
+        ``at_tap(k, s, a) -> s'`` (optional) is called at every trainable tapped layer ``k``
+        (``layout.tapped`` order) with its pre-activation ``s`` and input ``a``; what it returns
+        flows on in place of ``s`` (the model hook of ``backends.spec.Problem.apply``: kfac-jax
+        wraps ``s`` in its layer tags here)."""
+        if at_tap is None:
+            return self.fmodel.apply(params, x, self.frozen)
+        return self.fmodel.apply_tapped(params, x, at_tap, self.frozen)[0]
 
     @property
     def params0(self) -> Array:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from backends.spec import Batch
 from backends.torch import likelihoods
+from backends.torch.compiled import CompiledStep
 from backends.torch.models import TorchModel, build_module
 from backends.torch.oracle import Counters, TorchOracle
 from suites.spec import EVAL_CHUNK, Suite, batch_indices, batch_noise, train_eval_indices
@@ -105,6 +106,13 @@ class TorchProblem:
     def num_params(self) -> int:
         return self.layout.size
 
+    def apply(self, params: Tensor, x: Tensor, *, at_tap: Any = None) -> Tensor:
+        """Logits of ``x`` at the flat ``params`` (differentiable, no pass counted). ``at_tap`` is
+        the JAX model hook; torch libraries take the ``nn.Module`` of :meth:`module_from_flat`."""
+        if at_tap is not None:
+            raise NotImplementedError("at_tap is JAX-only; use problem.module_from_flat(params) in torch")
+        return self.fmodel.forward(params, x)
+
     def module_from_flat(self, flat: Tensor) -> nn.Module:
         """An ``nn.Module`` holding ``flat`` as its trainable parameters."""
         module = build_module(self.suite.model, self._arrays, self.dtype, self.device)
@@ -173,8 +181,9 @@ class TorchProblem:
         return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
 
     # ------------------------------------------------------------------ harness hooks
-    def make_step(self, adapter: Any) -> _EagerStep:
-        return _EagerStep(self, adapter)
+    def make_step(self, adapter: Any, *, compiled: bool = False) -> _EagerStep | CompiledStep:
+        """The step the run loop times: eager, or under ``torch.compile`` (backends.torch.compiled)."""
+        return CompiledStep(self, adapter) if compiled else _EagerStep(self, adapter)
 
     def make_direction(self, adapter: Any) -> Any:
         """``adapter.direction`` bound to this problem (eager; JAX jits its version)."""

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from backends.spec import BACKENDS
-from db.queries import environments_frame, metrics_frame, runs_frame
+from db.queries import environments_frame, metrics_frame, run_specs, runs_frame
 from db.store import open_store
 from harness import external, registry
 from harness.devices import single_device
@@ -23,6 +23,7 @@ from harness.errors import ConfigError
 from harness.recovery import store_or_keep
 from harness.runner import RunSpec, check_limits, execute, prepare
 from harness.worker import Job, Lane
+from leaderboard.labels import COMPILED_TORCH, backend_label
 from suites import get_suite, list_suites
 
 DbOption = Annotated[
@@ -172,6 +173,14 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
         tag: Annotated[str | None, typer.Option(help="Free-text tag stored with the run.")] = None,
         no_stop_at_target: Annotated[bool, typer.Option(help="Keep training after the target is reached.")] = False,
+        torch_compile: Annotated[
+            bool,
+            typer.Option(
+                "--torch-compile",
+                help="Compile the step with torch.compile (torch only): compile time booked apart, "
+                "ranked as backend torch-compiled.",
+            ),
+        ] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
     ) -> None:
         """Run one optimizer on one suite, measured, and store the result."""
@@ -188,6 +197,7 @@ def register(app: typer.Typer) -> None:
             dtype=dtype,
             tag=tag,
             stop_at_target=not no_stop_at_target,
+            torch_compile=torch_compile,
         )
         if external.is_builtin(optimizer, backend):
             prepare(spec)  # unknown names and bad hyperparameters fail here, before anything is written
@@ -232,10 +242,12 @@ def register(app: typer.Typer) -> None:
             console = make_console()
             console.print(
                 Text(
-                    f"{suite} / {result.spec.optimizer} ({backend}, seed {seed}): {result.status} after "
+                    f"{suite} / {result.spec.optimizer} ({'torch-compiled' if torch_compile else backend}, "
+                    f"seed {seed}): {result.status} after "
                     f"{result.steps} steps; train loss {fmt_float(result.initial_train_loss)} -> "
                     f"{fmt_float(result.final_train_loss)}; best {result.val_metric} "
-                    f"{fmt_float(result.best_val_metric)}; median step {fmt_seconds(result.step_time_median_s)}; "
+                    f"{fmt_float(result.best_val_metric)}; median step {fmt_seconds(result.step_time_median_s)}"
+                    f"{f' (compile {fmt_seconds(result.compile_time_s)} apart)' if torch_compile else ''}; "
                     f"peak memory {fmt_bytes(result.peak_memory_bytes)} ({result.memory_kind}), "
                     f"{fmt_bytes(result.peak_memory_above_baseline_bytes)} above the baseline"
                 )
@@ -254,7 +266,7 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
         suite: Annotated[str | None, typer.Option(help="Only this suite.")] = None,
         optimizer: Annotated[str | None, typer.Option(help="Only this optimizer.")] = None,
-        backend: Annotated[str | None, typer.Option(help="Only this backend.")] = None,
+        backend: Annotated[str | None, typer.Option(help="Only this backend (torch, torch-compiled, jax).")] = None,
         status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
         tag: Annotated[str | None, typer.Option(help="Only this tag.")] = None,
         limit: Annotated[int, typer.Option(min=1, help="Newest N runs.")] = 50,
@@ -262,7 +274,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Table of stored runs (newest last)."""
         store = open_store(db)
-        frame = runs_frame(store, suite=suite, optimizer=optimizer, backend=backend, status=status, tag=tag)
+        framework = "torch" if backend == COMPILED_TORCH else backend
+        frame = runs_frame(store, suite=suite, optimizer=optimizer, backend=framework, status=status, tag=tag)
+        if not frame.empty:  # compiled PyTorch shows (and filters) as the board labels it
+            specs = run_specs(store)
+            frame["backend"] = [backend_label(b, specs.get(int(i))) for b, i in zip(frame["backend"], frame["id"])]
+            if backend is not None:
+                frame = frame[frame["backend"] == backend]
         frame = frame.tail(limit)
         columns = [
             "id",

@@ -133,6 +133,7 @@ def expand_untuned(config: SweepConfig, resolved: ResolvedSweep, where: str) -> 
                                 timeout_s=config.timeout_s,
                                 stop_at_target=config.stop_at_target,
                                 eval_every=config.eval_every,
+                                torch_compile=config.torch_compile and b == "torch",
                             )
                         )
     if not specs:
@@ -159,6 +160,7 @@ def run_template(config: SweepConfig, suite_name: str, optimizer: str, backend: 
         timeout_s=config.timeout_s,
         stop_at_target=config.stop_at_target,
         eval_every=config.eval_every,
+        torch_compile=config.torch_compile and backend == "torch",
     )
 
 

@@ -233,6 +233,11 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
     stop = raw.get("stop_at_target", True)
     if not isinstance(stop, bool):
         problems.add(f"stop_at_target must be true or false, got {stop!r}")
+    torch_compile = raw.get("torch_compile", False)
+    if not isinstance(torch_compile, bool):
+        problems.add(f"torch_compile must be true or false, got {torch_compile!r}")
+    elif torch_compile and "torch" not in backends:
+        problems.add("torch_compile = true, but backends does not include torch")
     track = raw.get("track", "untuned")
     if track not in TRACKS:
         problems.add(f"track must be one of {', '.join(TRACKS)}, got {track!r}")
@@ -296,6 +301,7 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
         eval_every=eval_every,
         dtype=dtype,
         stop_at_target=stop,
+        torch_compile=torch_compile,
         devices=devices,
         workers=workers,
         track=track,

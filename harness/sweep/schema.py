@@ -31,6 +31,8 @@ KEYS: dict[str, str] = {
     "eval_every": "evaluation period in steps (positive integer)",
     "dtype": "float32 or float64 (default float32)",
     "stop_at_target": "stop a run when it reaches the suite's target (boolean, default true)",
+    "torch_compile": "compile the torch runs' steps with torch.compile (boolean, default false; "
+    "ranked as backend torch-compiled)",
     "devices": 'devices: "cpu", "auto", or a list of GPU indices / "cuda:N" strings',
     "workers": "parallel worker processes on CPU (positive integer)",
     "track": "ranking track: untuned or tuned (default untuned)",
@@ -79,6 +81,8 @@ class SweepConfig:
     eval_every: int | None = None
     dtype: str = "float32"
     stop_at_target: bool = True
+    #: The torch runs compile their step (``RunSpec.torch_compile``); other backends are unaffected.
+    torch_compile: bool = False
     devices: tuple[str, ...] | None = None
     workers: int | None = None
     track: str = "untuned"
@@ -113,6 +117,7 @@ class SweepConfig:
             "eval_every": self.eval_every,
             "dtype": self.dtype,
             "stop_at_target": self.stop_at_target,
+            "torch_compile": self.torch_compile,
             "devices": list(self.devices) if self.devices is not None else None,
             "workers": self.workers,
             "track": self.track,

@@ -37,7 +37,8 @@ class Job:
     def label(self) -> str:
         s = self.spec
         extra = ",".join(f"{k}={v}" for k, v in s.hparams.items())
-        return f"{s.suite} {s.optimizer}{'[' + extra + ']' if extra else ''} {s.backend} seed={s.seed}"
+        backend = f"{s.backend}-compiled" if s.torch_compile else s.backend
+        return f"{s.suite} {s.optimizer}{'[' + extra + ']' if extra else ''} {backend} seed={s.seed}"
 
 
 @dataclass

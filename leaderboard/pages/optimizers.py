@@ -1,13 +1,40 @@
 """``optimizers.html`` and per optimizer ``optimizers/<slug>.html``: the method card, results
-per board and suite, configurations run, and its approximation-quality rows."""
+per board and suite, the newest stored step cost (floor and efficiency), configurations run,
+and its approximation-quality rows."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pandas as pd
 
 from leaderboard import format as fmt
 from leaderboard.pages.context import BuildContext
 from leaderboard.views import optimizer_results
+
+
+def step_cost_rows(step_costs: pd.DataFrame, optimizer: str) -> list[dict[str, Any]]:
+    """The newest stored step costs of ``optimizer`` and its presets (``optimizer:preset``), one
+    dict per (backend, problem, configuration), for the optimizer page's step-cost table."""
+    if step_costs is None or not len(step_costs):
+        return []
+    adapter = step_costs["adapter"].astype(str)
+    mine = step_costs[(adapter == optimizer) | adapter.str.startswith(optimizer + ":")]
+    rows = []
+    for r in mine.to_dict("records"):
+        name = str(r["adapter"])
+        threads, dirty = fmt.finite(r.get("threads")), r.get("git_dirty")
+        rows.append(
+            {
+                **r,
+                "configuration": name.partition(":")[2] or "defaults",
+                "threads": None if threads is None else int(threads),
+                "git_dirty": bool(dirty) if isinstance(dirty, (bool, int)) and not pd.isna(dirty) else None,
+            }
+        )
+    order = ("configuration", "backend", "problem")
+    return sorted(rows, key=lambda r: (r["configuration"] != "defaults", *(r[k] for k in order)))
 
 
 def write(ctx: BuildContext) -> None:
@@ -31,6 +58,7 @@ def write(ctx: BuildContext) -> None:
         ctx.render(
             "optimizer.html",
             f"optimizers/{fmt.slug(opt)}.html",
+            step_costs=step_cost_rows(data.step_costs, opt),
             name=opt,
             info=info,
             results=results,

@@ -5,7 +5,8 @@ The same algorithm, hyperparameters, statistics and pass counts as the torch ada
 
 * the state has a fixed structure from ``init``: zero factors and inverses of their final
   shapes, a zero previous update, the step counter and lambda as arrays;
-* the factor average weight, the inverse refresh (``t < warm-up or t % T3 == 0``) and the LM
+* the factor statistics (every ``stats_update_period`` steps, under ``lax.switch`` when that
+  is above 1), the factor average weight, the inverse refresh (``t < warm-up or t % T3 == 0``) and the LM
   interval (``(t + 1) % T1 == 0``) are functions of the traced step counter; refreshes and LM
   steps run under ``lax.cond`` / ``lax.switch``, whose passes are booked only when taken
   (``backends.jax.control_flow``);
@@ -46,7 +47,7 @@ F64 = jnp.float64
 
 class KFACState(NamedTuple):
     hparams: kfac.KFACHyperparams
-    #: Steps taken (= factor estimates folded into the averages), int32.
+    #: Steps taken, int32 (factor estimates folded in: ``kfac.estimate_count``).
     steps: Array
     #: Moving averages of the factors, one per tapped layer (zeros before the first step).
     factors: tuple[kf.LayerStats, ...]
@@ -140,8 +141,16 @@ class KFAC(adapter_class(kfac.CARD, "jax")):  # type: ignore[misc]
         hp = state.hparams
         oracle = problem.oracle(params, batch, taps=True)
         loss, g = oracle.loss_and_grad()
-        new = batch_factors(problem, oracle, batch, hp.estimator)
-        factors = fold(state.factors, new, ema_weight(state.steps + 1, hp))
+
+        def refresh_stats() -> tuple[kf.LayerStats, ...]:
+            new = batch_factors(problem, oracle, batch, hp.estimator)
+            return fold(state.factors, new, ema_weight(kfac.estimate_count(state.steps, hp), hp))
+
+        if hp.stats_update_period == 1:
+            factors = refresh_stats()
+        else:  # amortised statistics: the sampled-label backward is booked only when it runs
+            update = kfac.update_stats(state.steps, hp)  # type: ignore[arg-type]
+            factors = counted_switch(problem.counters, update, [lambda: state.factors, refresh_stats])
         identity_weight = state.damping.astype(F64) + hp.l2_reg
         T = locations(problem)
 

@@ -2,7 +2,8 @@
 
 Per step: one forward with taps serves the loss, the gradient (one backward), the layer inputs
 and the output-gradient factor (one more backward with sampled-label cotangents; ``C`` for the
-exact estimator); factor products ``O(B (k^2 + out^2))`` per layer; inverses only on refresh
+exact estimator); factor products ``O(B (k^2 + out^2))`` per layer (the sampled-label backward and
+the products only every ``stats_update_period`` steps); inverses only on refresh
 steps (Cholesky of the damped factors); the preconditioner is two small matrix products per
 layer; the quadratic model costs one JVP (two, vectorised into one pass, once there is a previous
 update); the LM step adds
@@ -28,7 +29,7 @@ from backends.torch.output_hessian import apply_factor, factor_columns
 
 class KFACState(NamedTuple):
     hparams: kfac.KFACHyperparams
-    #: Steps taken (= factor estimates folded into the averages).
+    #: Steps taken (factor estimates folded in: ``kfac.estimate_count``).
     steps: int
     #: Moving averages of the factors, one per tapped layer (None before the first step).
     factors: tuple[kf.LayerStats, ...] | None
@@ -78,9 +79,11 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
         hp = state.hparams
         oracle = problem.oracle(params, batch, taps=True)
         loss, g = oracle.loss_and_grad()
-        factors = fold(
-            state.factors, batch_factors(problem, oracle, batch, hp.estimator), kfac.ema_weight(state.steps + 1, hp)
-        )
+        if state.factors is None or kfac.update_stats(state.steps, hp):
+            new = batch_factors(problem, oracle, batch, hp.estimator)
+            factors = fold(state.factors, new, kfac.ema_weight(kfac.estimate_count(state.steps, hp), hp))
+        else:
+            factors = state.factors  # an amortised step: no sampled-label backward, no factor products
         identity_weight = state.damping + hp.l2_reg
         if state.inverses is None or kfac.refresh_inverses(state.steps, hp):
             inverses = tuple(kf.layer_inverse(st, identity_weight, hp.damping_form) for st in factors)
