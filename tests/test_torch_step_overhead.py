@@ -86,11 +86,19 @@ def test_adamqlr_host_scalars_give_the_device_scalar_trajectory(monkeypatch) -> 
         return params, history
 
     assert adamqlr_module._scalar_ops(_problem()) is HOST_SCALAR_OPS
+    with monkeypatch.context() as m:  # under torch.compile: device scalars (no graph break)
+        m.setattr(torch.compiler, "is_compiling", lambda: True)
+        assert adamqlr_module._scalar_ops(_problem()) is TORCH_OPS
     host = trajectory()
     monkeypatch.setattr(adamqlr_module, "_scalar_ops", lambda problem: TORCH_OPS)
     device = trajectory()
     assert torch.equal(host[0], device[0])
     assert host[1] == device[1]
+    # The state keeps lambda as a 0-d float64 tensor on both paths (compiled steps guard on it).
+    p = _problem()
+    adapter = adamqlr_module.AdamQLR()
+    state = adapter.step(p, p.params0, adapter.init(p, adamqlr_module.AdamQLR.resolve()), p.device_batch(0))[1]
+    assert torch.is_tensor(state.damping) and state.damping.dtype == torch.float64 and state.damping.ndim == 0
 
 
 def test_concat_of_one_array_is_that_array() -> None:

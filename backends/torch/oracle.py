@@ -249,9 +249,10 @@ class TorchOracle:
         as ``torch.func.jvp``, without its functional wrapping of every input (which made a JVP
         cost about three forwards at these sizes; docs/profiling.md)."""
         model, x, v = self.problem.fmodel, self.batch.x, v.to(self.params.dtype)
-        if torch._C._functorch.maybe_current_level() is not None:
-            # Inside a torch.func transform (K-FAC's vmapped JVPs): dual tensors have no
-            # batching rule there, torch.func.jvp composes.
+        if torch._C._functorch.maybe_current_level() is not None or torch.compiler.is_compiling():
+            # Inside a torch.func transform (K-FAC's vmapped JVPs) dual tensors have no
+            # batching rule, and under torch.compile torch.func.jvp is what Dynamo traces
+            # whole: there torch.func.jvp, the same numbers.
             tangent = func_jvp(lambda p: model(p, x), (self.params,), (v,))[1]
         else:
             with forward_ad.dual_level():

@@ -2,13 +2,16 @@
 
 Per step: one forward and backward (loss, gradient), one JVP (``d^T G d``; the Hessian variant
 uses one forward-over-reverse pass instead), and one forward at the new parameters for ``rho``
-when the damping adapts. On CUDA the scalars stay 0-d float64 tensors on the device (no host
-sync); on the CPU they are NumPy ``float64`` scalars (``HOST_SCALAR_OPS``: the same IEEE double
-arithmetic without a torch dispatch per scalar operation, docs/profiling.md).
+when the damping adapts. On CUDA and under ``torch.compile`` the scalars stay 0-d float64
+tensors on the device (no host sync, no graph break); in an eager CPU step they are NumPy
+``float64`` scalars (``HOST_SCALAR_OPS``: the same IEEE double arithmetic without a torch
+dispatch per scalar operation, docs/profiling.md), and lambda goes back into the state as a
+0-d tensor.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -30,8 +33,8 @@ class AdamQLRState(NamedTuple):
     steps: int
     mu: Tensor
     nu: Tensor
-    #: Current lambda: a NumPy float64 on the CPU, a 0-d float64 tensor on CUDA.
-    damping: Any
+    #: Current lambda, a 0-d float64 tensor.
+    damping: Tensor
 
 
 def adam_direction(hp: adamqlr.AdamQLRHyperparams, state: AdamQLRState, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -61,16 +64,22 @@ def hessian_quadratic(problem: TorchProblem, params: Tensor, batch: Batch[Tensor
 
 
 def _scalar_ops(problem: TorchProblem) -> Any:
-    """Host scalars on the CPU, device tensors elsewhere (a host read would synchronise)."""
-    return HOST_SCALAR_OPS if problem.device.type == "cpu" else TORCH_OPS
+    """Host scalars for an eager step on the CPU; device tensors on CUDA (a host read would
+    synchronise) and under ``torch.compile`` (a host read would break the graph)."""
+    if problem.device.type == "cpu" and not torch.compiler.is_compiling():
+        return HOST_SCALAR_OPS
+    return TORCH_OPS
+
+
+def _ieee(ops: Any) -> contextlib.AbstractContextManager[Any]:
+    """0/0 is NaN without a warning on host scalars, as in torch (nothing to do for tensors)."""
+    return np.errstate(divide="ignore", invalid="ignore") if ops is HOST_SCALAR_OPS else contextlib.nullcontext()
 
 
 class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: TorchProblem, hparams: adamqlr.AdamQLRHyperparams) -> AdamQLRState:
         zeros = torch.zeros(problem.num_params, dtype=problem.dtype, device=problem.device)
-        lam: Any = np.float64(hparams.damping)
-        if _scalar_ops(problem) is TORCH_OPS:
-            lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
+        lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return AdamQLRState(hparams, 0, zeros, zeros.clone(), lam)
 
     def direction(self, problem: TorchProblem, params: Tensor, state: AdamQLRState, batch: Batch[Tensor]) -> Tensor:
@@ -86,9 +95,9 @@ class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
 
         fisher = hp.curvature == "fisher"
         q = oracle.ggn_quad(d) if fisher else hessian_quadratic(problem, params, batch, d)
-        lam = state.damping
         ops = _scalar_ops(problem)
-        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 is NaN, as in torch
+        lam = state.damping if ops is TORCH_OPS else ops.astype(state.damping, ops.float64)
+        with _ieee(ops):
             model = adamqlr_maths.quadratic_step(ops, hp, q, g, d, lam)
         new_params = adamqlr_maths.update(ops, params, model, d)
 
@@ -102,9 +111,11 @@ class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
         new_lam = lam
         if hp.adaptive_damping:
             new_loss = problem.oracle(new_params, batch).loss_value()
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with _ieee(ops):
                 rho, new_lam, model_change = adamqlr_maths.adapt_damping(ops, hp, lam, model, loss, new_loss)
             stats.update(rho=rho, model_change=model_change)
+        if ops is not TORCH_OPS:
+            new_lam = torch.tensor(new_lam, dtype=torch.float64)  # the state keeps a 0-d tensor
         return new_params, AdamQLRState(hp, state.steps + 1, mu, nu, new_lam), stats
 
 
