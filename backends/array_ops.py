@@ -33,7 +33,8 @@ class ArrayOps(Protocol):
     float64: DType
 
     def concat(self, arrays: Sequence[Array], axis: int = 0) -> Array:
-        """Join along an existing axis (``torch.cat``, ``jnp.concatenate``)."""
+        """Join along an existing axis (``torch.cat``, ``jnp.concatenate``); with one array the
+        result may be that array itself (callers never update it in place)."""
         ...
 
     def stack(self, arrays: Sequence[Array], axis: int = 0) -> Array:

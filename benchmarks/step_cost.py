@@ -2,11 +2,13 @@
 
 Protocol (as docs/measurement.md, "Anchor step costs"): every adapter gets its own problem (same suite,
 seed and data) and its own trajectory from the same initial parameters; adapters are called
-**round-robin**, one step each per round on that round's batch, so machine noise hits all of
-them alike. Each step runs through the backend's prepared step (jitted in JAX) between device
-fences. The first ``warmup`` rounds (compilation, allocator warm-up) are discarded and reported
-as compile time; the figure is the median over the timed rounds, and the ratio divides it by
-SGD's median from the same rounds. Passes per step come from the oracle's counters.
+**round-robin** in turns of ``block`` (10) consecutive steps, each step on its own batch, so
+machine noise hits all of them alike while each adapter's steps run back to back as in a run.
+Each step runs through the backend's prepared step (jitted in JAX) between device fences
+(``harness.timing.timed_step``, the run loop's timed region). The first ``warmup`` steps
+(compilation, allocator warm-up) are discarded and reported as compile time; the figure is the
+median over the timed steps, and the ratio divides it by SGD's median from the same rounds.
+Passes per step come from the oracle's counters.
 
 Problems: ``digits-mlp`` (26,122 parameters, batch 32) and ``digits-wide`` (a 64-320-256-10
 tanh MLP on the same data, 105,546 parameters, batch 32: the ~10^5-trainable-parameter size of
@@ -16,6 +18,7 @@ Run directly for the table (both backends if installed)::
 
     python -m benchmarks.step_cost [--backend torch jax] [--problem digits-mlp digits-wide]
                                    [--rounds 100] [--warmup 10] [--threads 2] [--store [DB]]
+                                   [--block 10]
 
 ``--store`` appends the table to the database (``db.step_costs``; the optimizer pages show it).
 
@@ -105,6 +108,15 @@ def _passes(lane: _Lane) -> dict[str, float]:
     return {k: (after[k] - lane.counts0.get(k, 0)) / len(lane.times) for k in after}
 
 
+#: Consecutive steps an adapter takes per turn of the round-robin (see :func:`measure`).
+BLOCK = 10
+
+
+def _turns(total: int, block: int) -> list[range]:
+    """The step indices ``0 .. total-1`` in turns of ``block`` consecutive steps."""
+    return [range(start, min(start + block, total)) for start in range(0, total, max(1, block))]
+
+
 def measure(
     backend: str,
     problem: str,
@@ -112,11 +124,18 @@ def measure(
     rounds: int = 100,
     warmup: int = 10,
     extra: dict[str, Any] | None = None,
+    block: int = BLOCK,
 ) -> Measurement:
     """Round-robin step timing of ``adapters`` (default: all in ``backend``) on ``problem``, with
     the pass-kind probes of ``benchmarks.pass_costs`` in the same rounds (floor and efficiency).
     ``extra``: more probe-like steppers (``init``, ``step``) timed in the same rounds, reported
-    by name in :attr:`Measurement.extra` (e.g. a method's linear algebra on its own)."""
+    by name in :attr:`Measurement.extra` (e.g. a method's linear algebra on its own).
+
+    Each lane takes ``block`` consecutive steps per turn, as a run takes its steps back to back:
+    with one step per turn every step started with the caches full of the other lanes' arrays,
+    which charged a cheap step (SGD's) up to a fifth more than a run's loop measures it and so
+    lowered every ratio to SGD (docs/profiling.md, "Run against benchmark"). ``block=1`` is the
+    former step-by-step interleaving."""
     from harness import registry
 
     module = registry.backend_module(backend)
@@ -132,21 +151,21 @@ def measure(
     for name, stepper in (extra or {}).items():
         lanes[name] = _lane(module, suite, stepper, None)
     batches = {name: [lane.problem.device_batch(i) for i in range(rounds + warmup)] for name, lane in lanes.items()}
-    for i in range(rounds + warmup):
-        if i == warmup:
-            for lane in lanes.values():
-                lane.counts0 = lane.problem.counters.snapshot()
+    for turn in _turns(rounds + warmup, block):
         for name, lane in lanes.items():
-            if lane.error is not None:
-                continue
-            try:
-                lane.params, lane.state, _, dt = timed_step(
-                    lane.problem, lane.step, lane.params, lane.state, batches[name][i]
-                )
-            except Exception as exc:  # a failing adapter is reported, not fatal to the table
-                lane.error = f"{type(exc).__name__}: {exc}"
-                continue
-            (lane.warm if i < warmup else lane.times).append(dt)
+            for i in turn:
+                if lane.error is not None:
+                    break
+                if i == warmup:
+                    lane.counts0 = lane.problem.counters.snapshot()
+                try:
+                    lane.params, lane.state, _, dt = timed_step(
+                        lane.problem, lane.step, lane.params, lane.state, batches[name][i]
+                    )
+                except Exception as exc:  # a failing adapter is reported, not fatal to the table
+                    lane.error = f"{type(exc).__name__}: {exc}"
+                    break
+                (lane.warm if i < warmup else lane.times).append(dt)
     probes = {n: lane for n, lane in lanes.items() if n.startswith("probe:") and lane.times and lane.error is None}
     probe_passes = {n: _passes(lane) for n, lane in probes.items()}
     costs = pass_costs.pass_costs(probe_passes, {n: float(np.median(lane.times)) for n, lane in probes.items()})
@@ -311,6 +330,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--block", type=int, default=BLOCK, help="consecutive steps per adapter per turn")
     parser.add_argument(
         "--store",
         nargs="?",
@@ -358,7 +378,7 @@ def main() -> None:
     tables: dict[tuple[str, str], dict[str, float]] = {}
     for backend in backends:
         for problem in args.problem:
-            measured = measure(backend, problem, args.adapter, args.rounds, args.warmup)
+            measured = measure(backend, problem, args.adapter, args.rounds, args.warmup, block=args.block)
             costs.extend(measured.costs)
             tables[(backend, problem)] = measured.pass_costs
     print(format_table(costs))

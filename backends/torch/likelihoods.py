@@ -22,39 +22,48 @@ def per_sample_loss(likelihood: str, z: Tensor, y: Tensor) -> Tensor:
     return 0.5 * (z - y).pow(2).sum(dim=-1)
 
 
-def logit_grads(likelihood: str, z: Tensor, y: Tensor) -> Tensor:
-    """``r_n = d l_n / d z_n`` for every sample, shape ``(B, C)``."""
+def probabilities(z: Tensor) -> Tensor:
+    """``p_n = softmax(z_n)``: computed once per oracle and passed as ``p`` to the functions
+    below (each would otherwise compute the same softmax again)."""
+    return torch.softmax(z, dim=-1)
+
+
+def logit_grads(likelihood: str, z: Tensor, y: Tensor, p: Tensor | None = None) -> Tensor:
+    """``r_n = d l_n / d z_n`` for every sample, shape ``(B, C)``; targets ``y`` of shape
+    ``(k, B)`` (or ``(k, B, C)`` for ``mse``) give ``(k, B, C)``, one set per draw."""
     if likelihood == "softmax_ce":
-        r = torch.softmax(z, dim=-1)
+        r = probabilities(z) if p is None else p
+        if y.ndim + 1 > r.ndim:
+            r = r.expand(*y.shape, r.shape[-1])
         return r.scatter_add(-1, y.unsqueeze(-1), -torch.ones_like(r[..., :1]))
     return z - y
 
 
-def output_hessian_apply(likelihood: str, z: Tensor, u: Tensor) -> Tensor:
+def output_hessian_apply(likelihood: str, z: Tensor, u: Tensor, p: Tensor | None = None) -> Tensor:
     """``Q_n u_n`` for every sample (``u`` shaped like ``z``, optionally with leading axes)."""
     if likelihood == "softmax_ce":
-        p = torch.softmax(z, dim=-1)
+        p = probabilities(z) if p is None else p
         return p * (u - (p * u).sum(dim=-1, keepdim=True))
     return u
 
 
-def output_quadratic(likelihood: str, z: Tensor, u: Tensor) -> Tensor:
+def output_quadratic(likelihood: str, z: Tensor, u: Tensor, p: Tensor | None = None) -> Tensor:
     """``u_n^T Q_n u_n`` for every sample, shape ``(B,)``."""
     if likelihood == "softmax_ce":
-        p = torch.softmax(z, dim=-1)
+        p = probabilities(z) if p is None else p
         pu = (p * u).sum(dim=-1)
         return (p * u * u).sum(dim=-1) - pu * pu
     return (u * u).sum(dim=-1)
 
 
-def sample_targets(likelihood: str, z: Tensor, noise: Tensor) -> Tensor:
+def sample_targets(likelihood: str, z: Tensor, noise: Tensor, p: Tensor | None = None) -> Tensor:
     """Targets drawn from the model's predictive distribution.
 
     ``noise`` is ``(k, B, C)`` uniform; returns ``(k, B)`` labels (``softmax_ce``) or
     ``(k, B, C)`` targets (``mse``).
     """
     if likelihood == "softmax_ce":
-        cdf = torch.softmax(z, dim=-1).cumsum(dim=-1)
+        cdf = (probabilities(z) if p is None else p).cumsum(dim=-1)
         u = noise[..., 0].unsqueeze(-1).to(cdf.dtype)
         labels = (cdf < u).sum(dim=-1)
         return labels.clamp_max(z.shape[-1] - 1).to(torch.int64)

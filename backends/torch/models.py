@@ -10,8 +10,8 @@ Two views of the same model, tested to agree:
   ``requires_grad=False`` (PEFT's convention, e.g. ``peft``'s frozen base weights).
 * :class:`TorchModel` runs the forward pass functionally from a flat parameter vector (cheaper
   than ``functional_call`` on the hot path, and differentiable with ``torch.func``). It can
-  record *taps*: the input ``a`` of every trainable tapped layer, and a zero perturbation
-  added to its pre-activation ``s`` whose gradient is ``e = dl/ds``. Composites call their
+  record *taps*: the input ``a`` and the pre-activation ``s`` of every trainable tapped layer;
+  the gradient with respect to ``s`` is ``e = dl/ds``. Composites call their
   children through the model, so layers inside composites are tapped too, in execution order
   (checked against ``ParamLayout.tapped``).
 
@@ -65,22 +65,29 @@ from suites.layers import (
 class Taps:
     """Per-forward record of tapped layers, in ``ParamLayout.tapped`` order.
 
-    ``inputs[k]`` is the input of tapped layer ``k``; ``perturbations[k]`` (if ``perturb``) is
-    a zero tensor added to its pre-activation, so the gradient of a loss with respect to it is
-    that layer's pre-activation gradient.
+    ``inputs[k]`` is the input ``a`` of tapped layer ``k``; ``outputs[k]`` (if ``perturb``) is
+    its pre-activation ``s`` itself, a non-leaf tensor of the graph: the gradient of a loss with
+    respect to it (``torch.autograd.grad(loss, taps.outputs)``) is that layer's pre-activation
+    gradient ``e = dl/ds``. Differentiating with respect to the intermediate gives the same
+    numbers as adding a zero perturbation and differentiating with respect to it (the
+    perturbation's ``AddBackward`` passes the cotangent through unchanged), without the zero
+    tensor, the addition and their backward node on every tapped layer (docs/profiling.md).
     """
 
     perturb: bool = True
     inputs: list[Tensor] = field(default_factory=list)
-    perturbations: list[Tensor] = field(default_factory=list)
+    outputs: list[Tensor] = field(default_factory=list)
+
+    @property
+    def perturbations(self) -> list[Tensor]:
+        """The tensors to differentiate with respect to for ``e`` (an alias of ``outputs``)."""
+        return self.outputs
 
     def record(self, a: Tensor, s: Tensor) -> Tensor:
         self.inputs.append(a)
-        if not self.perturb:
-            return s
-        eps = torch.zeros_like(s, requires_grad=True)
-        self.perturbations.append(eps)
-        return s + eps
+        if self.perturb:
+            self.outputs.append(s)
+        return s
 
 
 Call = Callable[..., Tensor]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,7 +19,9 @@ class TorchOps:
 
     @staticmethod
     def concat(arrays: Sequence[Tensor], axis: int = 0) -> Tensor:
-        return torch.cat(list(arrays), dim=axis)
+        arrays = list(arrays)
+        # One array: itself, not an eager copy (SF's single label draw, one-block layouts).
+        return arrays[0] if len(arrays) == 1 else torch.cat(arrays, dim=axis)
 
     @staticmethod
     def stack(arrays: Sequence[Tensor], axis: int = 0) -> Tensor:
@@ -159,3 +162,41 @@ class TorchOps:
 
 #: The instance the torch backend passes to the shared maths.
 TORCH_OPS = TorchOps()
+
+
+class HostScalarOps:
+    """The scalar part of :class:`backends.array_ops.ArrayOps` on the host, for a CPU device.
+
+    A 0-d CPU tensor is read as a NumPy ``float64`` (``Tensor.item()``: no synchronisation on
+    the CPU), and the scalar maths (AdamQLR's step size, reduction ratio and damping update)
+    runs on NumPy scalars: the same IEEE double operations as 0-d ``float64`` tensors, so the
+    same numbers, at a fraction of a microsecond each instead of a torch dispatch of several
+    (docs/profiling.md). ``astype`` to a torch dtype gives a 0-d tensor back (the step size
+    that scales the update). On CUDA the adapters keep :data:`TORCH_OPS` (a host read would
+    synchronise).
+    """
+
+    float64 = np.float64
+
+    @staticmethod
+    def astype(x: Any, dtype: Any) -> Any:
+        value = x.item() if isinstance(x, Tensor) else x
+        if dtype is np.float64:
+            return np.float64(value)
+        return torch.tensor(float(value), dtype=dtype)
+
+    @staticmethod
+    def abs(x: Any) -> Any:
+        return np.abs(x)
+
+    @staticmethod
+    def clip(x: Any, low: float, high: float) -> Any:
+        return np.clip(x, low, high)
+
+    @staticmethod
+    def where(cond: Any, x: Any, y: Any) -> Any:
+        return x if cond else y
+
+
+#: Scalar maths on the host for CPU problems (see :class:`HostScalarOps`).
+HOST_SCALAR_OPS = HostScalarOps()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 from torch.func import grad as func_grad
 from torch.func import jvp as func_jvp
 from torch.func import vmap
@@ -95,12 +96,15 @@ class TorchOracle:
         self._counters = problem.counters
         self._leaf: Tensor | None = None
         self._z: Tensor | None = None
+        self._z_value: Tensor | None = None
         self._losses: Tensor | None = None
         self._value_losses: Tensor | None = None
         self._taps: Taps | None = None
         self._grad: Tensor | None = None
         self._r: Tensor | None = None
+        self._p: Tensor | None = None
         self._e: list[Tensor] | None = None
+        self._a: list[Tensor] | None = None
 
     # ------------------------------------------------------------------ forward
     def _forward(self) -> None:
@@ -110,23 +114,29 @@ class TorchOracle:
         taps = Taps() if self._want_taps else None
         with torch.enable_grad():
             z = self.problem.fmodel(leaf, self.batch.x, taps)
-            losses = likelihoods.per_sample_loss(self.likelihood, z, self.batch.y)
+        # The reverse passes start at z with closed-form cotangents, never at the losses: their
+        # values need no graph (same numbers, no autograd nodes recorded for them).
+        self._z_value = z.detach()
+        with torch.no_grad():
+            losses = likelihoods.per_sample_loss(self.likelihood, self._z_value, self.batch.y)
         self._counters.add("forward")
         self._leaf, self._z, self._losses, self._taps = leaf, z, losses, taps
 
     @property
     def logits(self) -> Tensor:
         """``z`` of shape ``(B, C)`` (no graph)."""
-        self._forward()
-        assert self._z is not None
-        return self._z.detach()
+        if self._z_value is None:
+            self._forward()
+            assert self._z is not None
+            self._z_value = self._z.detach()
+        return self._z_value
 
     def per_sample_losses(self) -> Tensor:
         if self._z is None and self._value_losses is not None:
             return self._value_losses
         self._forward()
         assert self._losses is not None
-        return self._losses.detach()
+        return self._losses
 
     def loss_value(self) -> Tensor:
         """Mean batch loss without recording a graph (one forward, e.g. a line search's or an
@@ -142,10 +152,17 @@ class TorchOracle:
         """Mean batch loss (0-d tensor, no graph)."""
         return self.per_sample_losses().mean()
 
+    def probabilities(self) -> Tensor | None:
+        """``softmax(z)`` for ``softmax_ce`` (once per oracle: the closed forms below share it);
+        ``None`` for ``mse``."""
+        if self._p is None and self.likelihood == "softmax_ce":
+            self._p = likelihoods.probabilities(self.logits)
+        return self._p
+
     def logit_grads(self) -> Tensor:
         """``r_n = dl_n/dz_n``, shape ``(B, C)``; closed form, no pass."""
         if self._r is None:
-            self._r = likelihoods.logit_grads(self.likelihood, self.logits, self.batch.y)
+            self._r = likelihoods.logit_grads(self.likelihood, self.logits, self.batch.y, self.probabilities())
         return self._r
 
     # ------------------------------------------------------------------ reverse passes
@@ -157,7 +174,7 @@ class TorchOracle:
         """
         self._forward()
         assert self._z is not None and self._leaf is not None
-        taps = self._taps.perturbations if self._taps is not None else []
+        taps = self._taps.outputs if self._taps is not None else []
         if not param_grad and not taps:
             if not self._want_taps:
                 raise RuntimeError("param_grad=False needs an oracle created with taps=True")
@@ -190,9 +207,11 @@ class TorchOracle:
         """Inputs ``a`` of the trainable tapped layers (``ParamLayout.tapped`` order)."""
         if not self._want_taps:
             raise RuntimeError("this oracle was created without taps=True")
-        self._forward()
-        assert self._taps is not None
-        return [a.detach() for a in self._taps.inputs]
+        if self._a is None:
+            self._forward()
+            assert self._taps is not None
+            self._a = [a.detach() for a in self._taps.inputs]
+        return self._a
 
     def tap_grads(self) -> list[Tensor]:
         """Pre-activation gradients ``e`` of the per-sample losses (true labels)."""
@@ -224,18 +243,29 @@ class TorchOracle:
 
     # ------------------------------------------------------------------ GGN / Fisher
     def jvp(self, v: Tensor) -> Tensor:
-        """``Jz v``: output tangents ``(B, C)`` for a parameter tangent ``v`` (forward mode)."""
-        model, x = self.problem.fmodel, self.batch.x
-        out = func_jvp(lambda p: model(p, x), (self.params,), (v.to(self.params.dtype),))
+        """``Jz v``: output tangents ``(B, C)`` for a parameter tangent ``v`` (forward mode).
+
+        Dual tensors of ``torch.autograd.forward_ad`` directly: the same operators and numbers
+        as ``torch.func.jvp``, without its functional wrapping of every input (which made a JVP
+        cost about three forwards at these sizes; docs/profiling.md)."""
+        model, x, v = self.problem.fmodel, self.batch.x, v.to(self.params.dtype)
+        if torch._C._functorch.maybe_current_level() is not None or torch.compiler.is_compiling():
+            # Inside a torch.func transform (K-FAC's vmapped JVPs) dual tensors have no
+            # batching rule, and under torch.compile torch.func.jvp is what Dynamo traces
+            # whole: there torch.func.jvp, the same numbers.
+            tangent = func_jvp(lambda p: model(p, x), (self.params,), (v,))[1]
+        else:
+            with forward_ad.dual_level():
+                tangent = forward_ad.unpack_dual(model(forward_ad.make_dual(self.params, v), x)).tangent
         self._counters.add("jvp")
-        return out[1]
+        return tangent
 
     def vjp(self, u: Tensor) -> Tensor:
         """``sum_n Jz_n^T u_n`` for output cotangents ``u`` ``(B, C)``; flat ``(P,)``."""
         return self.reverse(u, kind="vjp").param_grad
 
     def output_hessian_apply(self, u: Tensor) -> Tensor:
-        return likelihoods.output_hessian_apply(self.likelihood, self.logits, u)
+        return likelihoods.output_hessian_apply(self.likelihood, self.logits, u, self.probabilities())
 
     def ggn_vp(self, v: Tensor) -> Tensor:
         """``G v = (1/B) Jz^T Q Jz v``."""
@@ -244,7 +274,7 @@ class TorchOracle:
     def ggn_quad(self, v: Tensor) -> Tensor:
         """``v^T G v`` with one JVP (0-d tensor)."""
         u = self.jvp(v)
-        return likelihoods.output_quadratic(self.likelihood, self.logits, u).mean()
+        return likelihoods.output_quadratic(self.likelihood, self.logits, u, self.probabilities()).mean()
 
     def output_jacobian(self) -> Tensor:
         """Dense ``Jz`` of shape ``(B, C, P)`` (small problems only: references and EGN).
@@ -267,10 +297,8 @@ class TorchOracle:
         noise = self.batch.noise
         if k > noise.shape[0]:
             raise ValueError(f"at most {noise.shape[0]} sampled targets per step, asked for {k}")
-        return likelihoods.sample_targets(self.likelihood, self.logits, noise[:k])
+        return likelihoods.sample_targets(self.likelihood, self.logits, noise[:k], self.probabilities())
 
     def sampled_logit_grads(self, k: int = 1) -> Tensor:
         """``r^_n = dl(y^_n, z_n)/dz_n`` for ``k`` sampled targets, shape ``(k, B, C)``."""
-        targets = self.sample_targets(k)
-        z = self.logits
-        return torch.stack([likelihoods.logit_grads(self.likelihood, z, t) for t in targets])
+        return likelihoods.logit_grads(self.likelihood, self.logits, self.sample_targets(k), self.probabilities())

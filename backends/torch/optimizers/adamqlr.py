@@ -2,13 +2,19 @@
 
 Per step: one forward and backward (loss, gradient), one JVP (``d^T G d``; the Hessian variant
 uses one forward-over-reverse pass instead), and one forward at the new parameters for ``rho``
-when the damping adapts. Scalars stay 0-d float64 tensors on the device: no host sync.
+when the damping adapts. On CUDA and under ``torch.compile`` the scalars stay 0-d float64
+tensors on the device (no host sync, no graph break); in an eager CPU step they are NumPy
+``float64`` scalars (``HOST_SCALAR_OPS``: the same IEEE double arithmetic without a torch
+dispatch per scalar operation, docs/profiling.md), and lambda goes back into the state as a
+0-d tensor.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,7 +22,7 @@ from backends import adamqlr_maths
 from backends.methods import adamqlr
 from backends.spec import Batch, adapter_class
 from backends.torch import likelihoods
-from backends.torch.ops import TORCH_OPS
+from backends.torch.ops import HOST_SCALAR_OPS, TORCH_OPS
 
 if TYPE_CHECKING:
     from backends.torch.problem import TorchProblem
@@ -57,6 +63,19 @@ def hessian_quadratic(problem: TorchProblem, params: Tensor, batch: Batch[Tensor
     return torch.dot(v, hv)
 
 
+def _scalar_ops(problem: TorchProblem) -> Any:
+    """Host scalars for an eager step on the CPU; device tensors on CUDA (a host read would
+    synchronise) and under ``torch.compile`` (a host read would break the graph)."""
+    if problem.device.type == "cpu" and not torch.compiler.is_compiling():
+        return HOST_SCALAR_OPS
+    return TORCH_OPS
+
+
+def _ieee(ops: Any) -> contextlib.AbstractContextManager[Any]:
+    """0/0 is NaN without a warning on host scalars, as in torch (nothing to do for tensors)."""
+    return np.errstate(divide="ignore", invalid="ignore") if ops is HOST_SCALAR_OPS else contextlib.nullcontext()
+
+
 class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: TorchProblem, hparams: adamqlr.AdamQLRHyperparams) -> AdamQLRState:
         zeros = torch.zeros(problem.num_params, dtype=problem.dtype, device=problem.device)
@@ -76,13 +95,15 @@ class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
 
         fisher = hp.curvature == "fisher"
         q = oracle.ggn_quad(d) if fisher else hessian_quadratic(problem, params, batch, d)
-        lam = state.damping
-        model = adamqlr_maths.quadratic_step(TORCH_OPS, hp, q, g, d, lam)
-        new_params = adamqlr_maths.update(TORCH_OPS, params, model, d)
+        ops = _scalar_ops(problem)
+        lam = state.damping if ops is TORCH_OPS else ops.astype(state.damping, ops.float64)
+        with _ieee(ops):
+            model = adamqlr_maths.quadratic_step(ops, hp, q, g, d, lam)
+        new_params = adamqlr_maths.update(ops, params, model, d)
 
         stats: dict[str, Any] = {
             "loss": loss,
-            "lr": -model.s,
+            "lr": torch.as_tensor(-model.s),  # a 0-d tensor on both paths (the update scales d by it)
             "damping": lam,
             "curvature": model.curvature,
             "grad_dot_direction": model.grad_dot_direction,
@@ -90,8 +111,11 @@ class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
         new_lam = lam
         if hp.adaptive_damping:
             new_loss = problem.oracle(new_params, batch).loss_value()
-            rho, new_lam, model_change = adamqlr_maths.adapt_damping(TORCH_OPS, hp, lam, model, loss, new_loss)
+            with _ieee(ops):
+                rho, new_lam, model_change = adamqlr_maths.adapt_damping(ops, hp, lam, model, loss, new_loss)
             stats.update(rho=rho, model_change=model_change)
+        if ops is not TORCH_OPS:
+            new_lam = torch.tensor(new_lam, dtype=torch.float64)  # the state keeps a 0-d tensor
         return new_params, AdamQLRState(hp, state.steps + 1, mu, nu, new_lam), stats
 
 
