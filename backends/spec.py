@@ -37,7 +37,9 @@ suite's name or data to pick hyperparameters, and must do all their per-step wor
 Wrapping an existing optimizer: ``wrap_torch_optimizer(cls, card=..., **kw)`` (a ``torch.optim``
 optimizer; move-only state, see :attr:`Capabilities.consumes_state`) and ``wrap_optax(tx_factory,
 card=...)`` (an optax transformation) build adapters from this contract alone, with the
-parameter groups of ``backends.param_groups``; both are re-exported here lazily.
+parameter groups of ``backends.param_groups``; both are re-exported here lazily. A library that
+runs its own forward and backward on the model's ``nn.Module`` (``problem.module_from_flat``)
+subclasses ``LiveOptimizers`` and overrides the wrapped adapter's ``build_live``.
 
 An optional hook, :meth:`Adapter.eval_params`, gives the parameters to evaluate at (untimed).
 
@@ -259,12 +261,13 @@ def from_card(card: MethodCard, backend: str) -> dict[str, Any]:
 _LAZY_EXPORTS: dict[str, tuple[str, str]] = {
     "wrap_torch_optimizer": ("backends.torch.wrap", "wrap_torch_optimizer"),
     "torch_part": ("backends.torch.wrap", "part"),
+    "LiveOptimizers": ("backends.torch.wrap", "LiveOptimizers"),
     "wrap_optax": ("backends.jax.wrap", "wrap_optax"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    """``wrap_torch_optimizer``/``torch_part`` (``backends.torch.wrap``) and ``wrap_optax``
+    """``wrap_torch_optimizer``/``torch_part``/``LiveOptimizers`` (``backends.torch.wrap``) and ``wrap_optax``
     (``backends.jax.wrap``), imported on first use."""
     if name in _LAZY_EXPORTS:
         module, attr = _LAZY_EXPORTS[name]

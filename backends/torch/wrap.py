@@ -124,7 +124,31 @@ def _constructor_arguments(optimizer: Callable[..., Any]) -> set[str]:
         return set()
 
 
-class _Live:
+class LiveOptimizers:
+    """The live half of a move-only state: a run's ``torch.optim`` optimizers and its step count.
+
+    :class:`WrappedTorchOptimizer` keeps one per run in an :class:`OptimizerSlot`. A library that
+    runs its own forward and backward on a module (the torch model hook,
+    ``problem.module_from_flat``) subclasses this, sets ``optimizers`` and ``steps``, and is built
+    by overriding :meth:`WrappedTorchOptimizer.build_live`; saving and loading (what a pickle or a
+    ``copy.deepcopy`` of the state carries) come from here.
+    """
+
+    optimizers: list[torch.optim.Optimizer]
+    steps: int
+
+    def save(self) -> dict[str, Any]:
+        """The step count and every optimizer's ``state_dict``."""
+        return {"steps": self.steps, "optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load(self, saved: dict[str, Any]) -> None:
+        """Restore what :meth:`save` returned into freshly built optimizers."""
+        self.steps = int(saved["steps"])
+        for opt, sd in zip(self.optimizers, saved["optimizers"]):
+            opt.load_state_dict(sd)
+
+
+class _Live(LiveOptimizers):
     """The optimizers of one run, bound to per-layer views of one flat working buffer."""
 
     def __init__(self, problem: Any, hp: Any, parts: tuple[TorchPart, ...], as_2d: bool, train_mode: bool) -> None:
@@ -162,14 +186,6 @@ class _Live:
             self.steps += 1
             return self.flat.clone()
 
-    def save(self) -> dict[str, Any]:
-        return {"steps": self.steps, "optimizers": [opt.state_dict() for opt in self.optimizers]}
-
-    def load(self, saved: dict[str, Any]) -> None:
-        self.steps = int(saved["steps"])
-        for opt, sd in zip(self.optimizers, saved["optimizers"]):
-            opt.load_state_dict(sd)
-
 
 def _shape(shape: tuple[int, ...], label: str, as_2d: bool) -> tuple[int, ...]:
     if as_2d and label in ("matrix", "head") and len(shape) > 2:
@@ -186,7 +202,7 @@ class OptimizerSlot:
 
     __slots__ = ("consumed", "live", "saved")
 
-    def __init__(self, live: _Live | None = None, saved: dict[str, Any] | None = None) -> None:
+    def __init__(self, live: LiveOptimizers | None = None, saved: dict[str, Any] | None = None) -> None:
         self.live, self.saved, self.consumed = live, saved, False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -222,13 +238,13 @@ class WrappedTorchOptimizer(Adapter):
 
     # -- the contract
     def init(self, problem: Any, hparams: Any) -> TorchOptimizerState:
-        return TorchOptimizerState(hparams, OptimizerSlot(self._build(problem, hparams)))
+        return TorchOptimizerState(hparams, OptimizerSlot(self.build_live(problem, hparams)))
 
     def step(
         self, problem: Any, params: Tensor, state: TorchOptimizerState, batch: Batch[Tensor]
     ) -> tuple[Tensor, TorchOptimizerState, dict[str, Any]]:
         hp = state.hparams
-        live = self._take(problem, state)
+        live = self.take_live(problem, state)
         loss, g = problem.oracle(params, batch).loss_and_grad()
         new = self._run(live, params, g, batch)
         return new, TorchOptimizerState(hp, OptimizerSlot(live)), {"loss": loss, "lr": self.step_size(hp)}
@@ -236,7 +252,7 @@ class WrappedTorchOptimizer(Adapter):
     def direction(self, problem: Any, params: Tensor, state: TorchOptimizerState, batch: Batch[Tensor]) -> Tensor:
         """``(params - new) / lr`` of one step taken on a copy of the state (untimed)."""
         hp = state.hparams
-        live = self._take(problem, copy.deepcopy(state))
+        live = self.take_live(problem, copy.deepcopy(state))
         g = problem.oracle(params, batch).grad()
         while live.steps < self.warmup_steps:  # the library's first steps move nothing: take them first
             self._run(live, params, g, batch)
@@ -247,7 +263,7 @@ class WrappedTorchOptimizer(Adapter):
         """The optimizer's ``eval()`` parameters (``eval_mode=True``), from a copy of the state; else ``params``."""
         if not self.eval_mode:
             return params
-        live = self._take(problem, copy.deepcopy(state))
+        live = self.take_live(problem, copy.deepcopy(state))
         with torch.no_grad():
             live.flat.copy_(params)
             for opt in live.optimizers:
@@ -258,17 +274,18 @@ class WrappedTorchOptimizer(Adapter):
     def step_size(self, hp: Any) -> float:
         return float(getattr(hp, self.lr_name))
 
-    def _build(self, problem: Any, hp: Any) -> _Live:
+    def build_live(self, problem: Any, hp: Any) -> LiveOptimizers:
+        """A run's live optimizers from its hyperparameters (override for a library that needs the module)."""
         return _Live(problem, hp, self.parts, self.as_2d, train_mode=True)
 
-    def _take(self, problem: Any, state: TorchOptimizerState) -> _Live:
+    def take_live(self, problem: Any, state: TorchOptimizerState) -> Any:
         """Move the live optimizers out of ``state`` (rebuilding them after a pickle); refuse a consumed state."""
         slot = state.slot
         if slot.consumed:
             raise StateConsumedError(_CONSUMED)
         live = slot.live
         if live is None:
-            live = self._build(problem, state.hparams)
+            live = self.build_live(problem, state.hparams)
             if slot.saved is not None:
                 live.load(slot.saved)
         slot.consumed, slot.live, slot.saved = True, None, None

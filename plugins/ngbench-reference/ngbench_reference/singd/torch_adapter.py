@@ -18,7 +18,7 @@ import torch
 from singd.optim.optimizer import SINGD
 from torch import Tensor, nn
 
-from backends.spec import Batch, wrap_torch_optimizer
+from backends.spec import Batch, LiveOptimizers, wrap_torch_optimizer
 from ngbench_reference.singd.card import CARD
 
 Array = Tensor
@@ -36,7 +36,7 @@ def mean_loss(likelihood: str, z: Tensor, y: Tensor) -> Tensor:
     return 0.5 * ((z - y) ** 2).sum(dim=-1).mean()
 
 
-class _SingdLive:
+class _SingdLive(LiveOptimizers):
     """One run's module, SINGD on its Linear/Conv2d parameters and SGD on the rest."""
 
     def __init__(self, problem: Any, hp: Any) -> None:
@@ -87,25 +87,17 @@ class _SingdLive:
         with torch.no_grad():
             return nn.utils.parameters_to_vector(self.params).clone(), loss.detach()
 
-    def save(self) -> dict[str, Any]:
-        return {"steps": self.steps, "optimizers": [opt.state_dict() for opt in self.optimizers]}
-
-    def load(self, saved: dict[str, Any]) -> None:
-        self.steps = int(saved["steps"])
-        for opt, sd in zip(self.optimizers, saved["optimizers"]):
-            opt.load_state_dict(sd)
-
 
 class Singd(wrap_torch_optimizer(SINGD, card=CARD)):  # type: ignore[misc]
     """``singd.optim.optimizer.SINGD`` (singd 0.0.5) through the torch model hook."""
 
-    def _build(self, problem: Any, hp: Any) -> Any:
+    def build_live(self, problem: Any, hp: Any) -> Any:
         return _SingdLive(problem, hp)
 
     def step(
         self, problem: Any, params: Tensor, state: Any, batch: Batch[Tensor]
     ) -> tuple[Tensor, Any, dict[str, Any]]:
-        live = self._take(problem, state)
+        live = self.take_live(problem, state)
         new, loss = live.run_batch(params, batch)
         problem.counters.add("forward", 1)  # through the module, not the oracle: booked here
         problem.counters.add("backward", 1)
@@ -113,6 +105,6 @@ class Singd(wrap_torch_optimizer(SINGD, card=CARD)):  # type: ignore[misc]
 
     def direction(self, problem: Any, params: Tensor, state: Any, batch: Batch[Tensor]) -> Tensor:
         """``(params - new) / lr`` of one step on a copy of the state (untimed): SINGD's update per unit step."""
-        live = self._take(problem, copy.deepcopy(state))
+        live = self.take_live(problem, copy.deepcopy(state))
         new, _ = live.run_batch(params, batch)
         return (params - new) / state.hparams.lr
