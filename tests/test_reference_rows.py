@@ -322,15 +322,8 @@ def test_muon_matches_the_closed_form_on_least_squares(backend: str, rtol: float
 # --------------------------------------------------------------------------- the battery and training
 
 
-# kfac-jax and psgd-jax compile their whole step (kfac-jax: about 14 s on two cores) for every problem
-# the battery builds: their batteries take about 2 and 1.5 minutes, so CI leaves them to
-# NGBENCH_SLOW_TESTS=1 (their steps are checked against the libraries and they train both suites in
-# CI below).
-MINUTES_BATTERIES = {("kfac-jax", "jax"), ("psgd-kron", "jax")}
-BATTERY_ROWS = [
-    pytest.param(n, b, id=f"{n}-{b}", marks=[pytest.mark.minutes] if (n, b) in MINUTES_BATTERIES else [])
-    for n, b in ROWS
-]
+# Every row's battery runs in CI (kfac-jax's compiles its step per problem: about 30 s on one core).
+BATTERY_ROWS = [pytest.param(n, b, id=f"{n}-{b}") for n, b in ROWS]
 
 
 @pytest.mark.slow
