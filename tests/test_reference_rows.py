@@ -449,7 +449,7 @@ def test_the_kfac_jax_patch_is_the_rows_own_and_only_installed_with_it() -> None
 
 @pytest.mark.slow
 @pytest.mark.kfac_jax
-@pytest.mark.parametrize("suite", ["tiny-ce", pytest.param("tiny-mse", marks=pytest.mark.minutes)])
+@pytest.mark.parametrize("suite", ["tiny-ce", "tiny-mse"])
 def test_kfac_jax_steps_equal_the_library_on_its_own_model(suite: str) -> None:
     """Five jitted steps of the row (through the LM damping update at step 5) equal
     ``kfac_jax.Optimizer`` stepped directly, with the same settings and keys, on the same network
