@@ -272,6 +272,26 @@ def test_damped_solve_falls_back_to_the_psd_projection_under_jit(rng: np.random.
     close(both.x[1], sol.x, rtol=1e-9, atol=0)
 
 
+def test_damped_solve_is_the_cholesky_solve_and_keeps_the_factor_out_of_the_branch(rng: np.random.Generator) -> None:
+    """On a PD system the jitted solve is bit for bit the two triangular solves with the
+    factor of ``K + shift I``, and those run before the fallback's ``lax.cond``: the branch
+    gets no ``n x n`` operand but ``K`` (for the eigendecomposition), so XLA copies no factor
+    into it (docs/profiling.md, "EGN (JAX)")."""
+    n = 24
+    k = jnp.asarray(_spd(rng, n, 30))
+    b = jnp.asarray(rng.normal(size=n))
+    sol = jax.jit(ss.damped_solve)(k, b, 0.3)
+    L = jnp.linalg.cholesky(k + 0.3 * jnp.eye(n))
+    ref = jax.scipy.linalg.cho_solve((L, True), b[:, None])[:, 0]
+    assert not bool(sol.fallback)
+    np.testing.assert_array_equal(np.asarray(sol.x), np.asarray(ref))
+    jaxpr = jax.make_jaxpr(lambda k, b: ss.damped_solve(k, b, 0.3).x)(k, b).jaxpr
+    conds = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "cond"]
+    assert len(conds) == 1
+    square = [v.aval.shape for v in conds[0].invars if getattr(v.aval, "shape", ()) == (n, n)]
+    assert square == [(n, n)]  # K itself, not the factor as well
+
+
 def _code_filter(k: np.ndarray, threshold: float) -> list[int]:
     """The released iEF optimiser's loop, literally: sort by norm (descending), drop the later
     of every near-duplicate pair. Returns the kept original indices."""
