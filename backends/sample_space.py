@@ -319,11 +319,11 @@ def damped_solve(ops: ArrayOps, k: Array, rhs: Array, shift: float | Array, keep
     damped = ops.add_to_diagonal(k64, shift64)
     chol, failed = ops.cholesky(damped)
     eps = float(ops.finfo(k.dtype).eps)
-    x = ops.cond(
-        failed,
-        lambda: _eig_solve(ops, k64, b64, shift64, eps),
-        lambda: ops.cho_solve(chol, b64),
-    )
+    # The triangular solves run outside the branch: in JAX a branch that takes the factor as
+    # an operand makes XLA copy it (and change its layout) on the way in, a quarter of the
+    # solve's time at EGN's ``B C = 320`` (docs/profiling.md, "EGN (JAX)"); the result is the same.
+    x_chol = ops.cho_solve(chol, b64)
+    x = ops.cond(failed, lambda: _eig_solve(ops, k64, b64, shift64, eps), lambda: x_chol)
     resid = ops.norm((damped @ x[..., None])[..., 0] - b64, axis=-1)
     scale = ops.maximum(ops.norm(b64, axis=-1), float(ops.finfo(f64).tiny))
     return DampedSolve(ops.astype(x, k.dtype), ops.amax((resid / scale).reshape(-1), axis=0), failed)

@@ -21,6 +21,7 @@ from backends import blocks, layer_kinds
 from backends import sample_space as shared_sample_space
 from backends.jax import build_problem, likelihoods
 from backends.jax import sample_space as ss
+from backends.jax.ops import JAX_OPS
 from backends.spec import Batch
 from suites import get_suite
 from suites.spec import Suite
@@ -270,6 +271,43 @@ def test_damped_solve_falls_back_to_the_psd_projection_under_jit(rng: np.random.
     both = solve(jnp.stack([k, k]), jnp.asarray(np.stack([b, b])), jnp.asarray([1e-5, 1e-8]))
     assert bool(both.fallback)
     close(both.x[1], sol.x, rtol=1e-9, atol=0)
+
+
+def test_damped_solve_is_the_cholesky_solve_and_keeps_the_factor_out_of_the_branch(rng: np.random.Generator) -> None:
+    """On a PD system the jitted solve is bit for bit the two triangular solves with the
+    factor of ``K + shift I``, and those run before the fallback's ``lax.cond``: the branch
+    gets no ``n x n`` operand but ``K`` (for the eigendecomposition), so XLA copies no factor
+    into it (docs/profiling.md, "EGN (JAX)")."""
+    n = 24
+    k = jnp.asarray(_spd(rng, n, 30))
+    b = jnp.asarray(rng.normal(size=n))
+    sol = jax.jit(ss.damped_solve)(k, b, 0.3)
+    L = jnp.linalg.cholesky(k + 0.3 * jnp.eye(n))
+    ref = jax.scipy.linalg.cho_solve((L, True), b[:, None])[:, 0]
+    assert not bool(sol.fallback)
+    np.testing.assert_array_equal(np.asarray(sol.x), np.asarray(ref))
+    jaxpr = jax.make_jaxpr(lambda k, b: ss.damped_solve(k, b, 0.3).x)(k, b).jaxpr
+    conds = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "cond"]
+    assert len(conds) == 1
+    square = [v.aval.shape for v in conds[0].invars if getattr(v.aval, "shape", ()) == (n, n)]
+    assert square == [(n, n)]  # K itself, not the factor as well
+
+
+def test_jax_cholesky_reads_the_lower_triangle_and_flags_failure_on_the_diagonal(rng: np.random.Generator) -> None:
+    """``JaxOps.cholesky`` factors the lower triangle as LAPACK and torch's ``cholesky_ex`` do
+    (no averaging with the transpose: the same factor for an exactly symmetric input), and its
+    failure flag, read from the diagonal, is raised for an indefinite matrix only."""
+    k = _spd(rng, 6, 8) + np.eye(6)
+    scrambled = np.tril(k) + np.triu(rng.normal(size=(6, 6)), 1)
+    chol, failed = jax.jit(JAX_OPS.cholesky)(jnp.asarray(scrambled))
+    np.testing.assert_allclose(np.asarray(chol), np.linalg.cholesky(k), rtol=1e-12, atol=1e-12)
+    assert not bool(failed)
+    chol_sym, _ = jax.jit(JAX_OPS.cholesky)(jnp.asarray(k))
+    np.testing.assert_array_equal(np.asarray(chol_sym), np.asarray(jnp.linalg.cholesky(jnp.asarray(k))))
+    indefinite = k - 10.0 * np.eye(6) * np.abs(k).max()
+    assert bool(jax.jit(JAX_OPS.cholesky)(jnp.asarray(indefinite))[1])
+    both = jnp.stack([jnp.asarray(k), jnp.asarray(indefinite)])
+    assert bool(jax.jit(JAX_OPS.cholesky)(both)[1])
 
 
 def _code_filter(k: np.ndarray, threshold: float) -> list[int]:

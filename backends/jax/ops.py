@@ -130,8 +130,13 @@ class JaxOps:
 
     @staticmethod
     def cholesky(x: Array) -> tuple[Array, Array]:
-        chol = jnp.linalg.cholesky(x)
-        return chol, jnp.any(jnp.isnan(chol))
+        # Only the lower triangle is read, as torch's ``cholesky_ex`` and LAPACK's ``potrf``
+        # do: ``jnp.linalg.cholesky`` would first average ``x`` with its transpose, two more
+        # passes over the matrix that change nothing for the exactly symmetric Grams given here.
+        chol = jax.lax.linalg.cholesky(x, symmetrize_input=False)
+        # A failed factorisation is NaN throughout, and a NaN below the diagonal reaches the
+        # diagonal (every ``L_ij`` enters ``L_ii``): checking ``n`` entries, not ``n^2``, is the same test.
+        return chol, jnp.any(jnp.isnan(jnp.diagonal(chol, axis1=-2, axis2=-1)))
 
     @staticmethod
     def spd_inverse(x: Array) -> Array:
