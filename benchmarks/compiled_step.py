@@ -19,24 +19,14 @@ Run::
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from benchmarks.step_cost import PROBLEMS
+from benchmarks.step_cost import PROBLEMS, Lane
 from harness import registry
 from harness.timing import timed_step
-
-
-@dataclass
-class _Lane:
-    problem: Any
-    step: Any
-    params: Any
-    state: Any
-    times: list[float] = field(default_factory=list)
-    warm: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -50,12 +40,12 @@ class Row:
     graph_breaks: int
 
 
-def _lane(backend: str, suite: Any, name: str, compiled: bool = False) -> _Lane:
+def _lane(backend: str, suite: Any, name: str, compiled: bool = False) -> Lane:
     cls = registry.get_adapter(name, backend)
     prob = registry.backend_module(backend).build_problem(suite, seed=0, dtype="float32", device="cpu")
     adapter = cls()
     step = prob.make_step(adapter, compiled=True) if compiled else prob.make_step(adapter)
-    return _Lane(prob, step, prob.params0, adapter.init(prob, cls.resolve()))
+    return Lane(prob, step, prob.params0, adapter.init(prob, cls.resolve()))
 
 
 def measure(name: str, problem: str = "digits-mlp", rounds: int = 200, with_jax: bool = False) -> Row:

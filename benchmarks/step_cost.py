@@ -78,7 +78,7 @@ class Measurement(NamedTuple):
 
 
 @dataclass
-class _Lane:
+class Lane:
     """One adapter (or probe) with its own problem, trajectory and timings."""
 
     problem: Any
@@ -91,19 +91,19 @@ class _Lane:
     counts0: dict[str, int] = field(default_factory=dict)
 
 
-def _lane(module: Any, suite: Suite, adapter: Any, hparams: Any) -> _Lane:
+def _lane(module: Any, suite: Suite, adapter: Any, hparams: Any) -> Lane:
     prob = module.build_problem(suite, seed=0, dtype="float32", device="cpu")
-    return _Lane(prob, prob.make_step(adapter), prob.params0, adapter.init(prob, hparams))
+    return Lane(prob, prob.make_step(adapter), prob.params0, adapter.init(prob, hparams))
 
 
-def _adapter_lane(module: Any, suite: Suite, available: dict[str, Any], name: str) -> _Lane:
+def _adapter_lane(module: Any, suite: Suite, available: dict[str, Any], name: str) -> Lane:
     """The lane of ``name``: an adapter at its defaults, or ``adapter:preset`` at that preset."""
     adapter, _, preset = name.partition(":")
     cls = available[adapter]
     return _lane(module, suite, cls(), cls.resolve(None, preset or None))
 
 
-def _passes(lane: _Lane) -> dict[str, float]:
+def _passes(lane: Lane) -> dict[str, float]:
     after = lane.problem.counters.snapshot()
     return {k: (after[k] - lane.counts0.get(k, 0)) / len(lane.times) for k in after}
 
