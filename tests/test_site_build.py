@@ -385,6 +385,16 @@ def test_scores_match_the_hand_computed_profiles(built: tuple[Path, dict[str, An
     assert cpu["ief"]["score_time"] == pytest.approx(1 / 3)
     assert cpu[EVIL_OPTIMIZER]["score_time"] == 0.0
     assert cpu["sgd"]["suites"] == 3 and cpu["sgd"]["suites_reached"] == 3
+    # A suite an optimizer did not run counts as missed, and the board says how many it ran.
+    assert {o: cpu[o]["suites_run"] for o in ("sgd", "adamw", "ief", EVIL_OPTIMIZER)} == {
+        "sgd": 3,
+        "adamw": 2,
+        "ief": 2,
+        EVIL_OPTIMIZER: 1,
+    }
+    overview = (site / "index.html").read_text()
+    assert "1/3</td>" not in overview and '1/3 <span class="small" title="a suite an optimizer did not run' in overview
+    assert "(ran 2)</span>" in overview and "3/3</td>" in overview
     jax = {s["optimizer"]: s for s in scores if s["backend"] == "jax"}
     assert jax["adamw"]["score_time"] == 1.0
     assert jax["sgd"]["score_time"] == pytest.approx(2 / 3)  # ratio 2 on the one suite

@@ -52,6 +52,7 @@ def write(ctx: BuildContext) -> None:
                     "score_flops_low": row.get("score_flops_low"),
                     "score_flops_high": row.get("score_flops_high"),
                     "suites_reached": row["reached"],
+                    "suites_run": row["ran"],
                     "suites": row["suites"],
                 }
             )

@@ -103,6 +103,8 @@ def board_scores(data: SiteData, board: Board) -> dict[str, Any]:
                 "score_steps": float(score["score_steps"]) if score is not None else math.nan,
                 "reached": int(score["reached"]) if score is not None else 0,
                 "suites": len(suites),
+                # suites with a current run of this optimizer: one it did not run counts as missed
+                "ran": sum(1 for c in cells if c["entry"] is not None),
                 "stale_only": score is None and opt not in alone,
                 "not_compared": opt in alone,
                 "failures": int(
