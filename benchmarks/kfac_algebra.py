@@ -1,19 +1,9 @@
-"""K-FAC's dense linear algebra at the sizes of a problem, timed in the same rounds as its steps.
+"""K-FAC's dense linear algebra against its step and floor (the K-FAC rows of ``benchmarks.method_algebra``).
 
-The step-cost floor (``benchmarks/pass_costs.py``) holds only the counted passes, so K-FAC's
-efficiency there includes the linear algebra the method needs on top of them:
-
-* the **preconditioner**, every step: per tapped layer ``left @ X @ right`` with ``X = [W, b]``,
-  ``2 d_out d_in (d_out + d_in)`` flops (``backends.kfac_maths.precondition``);
-* the **inverses**, on refresh steps only: per layer the damped factors' Cholesky inverses
-  in float64 (``backends.kfac_maths.layer_inverse``).
-
-Two probe steppers run each on its own, through the same prepared step and timed region as the
-adapters (jitted in JAX), on factors of the problem's shapes; :func:`measure` runs them
-round-robin with SGD, K-FAC and its ``amortised`` preset (``benchmarks.step_cost.measure``)
-and reports, per adapter, the algebra per step (``precondition + inverses x refreshes per
-step``, the refresh rate from the card's schedule over the timed rounds) and the efficiency
-against ``floor + algebra``::
+The probes (the preconditioner every step, the float64 inverses on refresh steps) live in
+``benchmarks.method_algebra`` with the other methods'; ``benchmarks.step_cost`` times them in its
+rounds and reports ``step / (floor + algebra)``. This entry point keeps the K-FAC table with
+the two pieces apart::
 
     OMP_NUM_THREADS=1 python -m benchmarks.kfac_algebra --threads 1 [--backend torch jax]
                                                          [--problem digits-mlp digits-wide]
@@ -22,80 +12,31 @@ against ``floor + algebra``::
 from __future__ import annotations
 
 import argparse
-import importlib
-from typing import Any
 
-import numpy as np
-
-from backends import kfac_maths
-from backends.methods import kfac
+from benchmarks.method_algebra import KFACProbe, _ops, probes_for, refreshes_per_step
 from benchmarks.step_cost import PROBLEMS, measure
+
+__all__ = ["CONFIGS", "KFACProbe", "_AlgebraProbe", "_ops", "refreshes_per_step", "report"]
 
 #: The K-FAC configurations measured: name in the table -> preset (None: the card's defaults).
 CONFIGS: dict[str, str | None] = {"kfac": None, "kfac:amortised": "amortised"}
 
-
-def _ops(problem: Any) -> Any:
-    """The array operations of the problem's framework (``backends.<framework>.ops``)."""
-    framework = type(problem).__module__.split(".")[1]
-    module = importlib.import_module(f"backends.{framework}.ops")
-    return getattr(module, f"{framework.upper()}_OPS")
-
-
-def _spd(rng: np.random.Generator, dim: int) -> np.ndarray:
-    m = rng.standard_normal((dim, 4 * dim)) / (4 * dim) ** 0.5
-    return m @ m.T + 0.1 * np.eye(dim)
-
-
-class _AlgebraProbe:
-    """A step that runs one piece of K-FAC's linear algebra and returns the parameters unchanged."""
-
-    def __init__(self, piece: str) -> None:
-        self.name = f"algebra:{piece}"
-        self.piece = piece
-
-    def init(self, problem: Any, hparams: Any) -> Any:
-        rng = np.random.default_rng(0)
-        factors = []
-        for layer in problem.layout.tapped:
-            out_dim = layer.weight.shape[0]
-            dim_a = layer.weight.size // out_dim + (1 if layer.bias is not None else 0)
-            factors.append((problem.from_numpy(_spd(rng, dim_a)), problem.from_numpy(_spd(rng, out_dim))))
-        ops = _ops(problem)
-        damping = ops.asarray(0.1, ops.float64, factors[0][0])
-        inverses = tuple(kfac_maths.layer_inverse(ops, A, G, damping, 1) for A, G in factors)
-        return (tuple(factors), inverses, damping)
-
-    def step(self, problem: Any, params: Any, state: Any, batch: Any) -> tuple[Any, Any, dict[str, Any]]:
-        ops = _ops(problem)
-        factors, inverses, damping = state
-        if self.piece == "precondition":
-            out = kfac_maths.precondition(ops, problem.layout, inverses, params, 1.0)
-            return params, state, {"probe": out.sum()}
-        fresh = [kfac_maths.layer_inverse(ops, A, G, damping, 1) for A, G in factors]
-        return params, state, {"probe": sum(inv.left.sum() + inv.right.sum() for inv in fresh)}
-
-
-def refreshes_per_step(preset: str | None, rounds: int, warmup: int, overrides: dict[str, Any] | None = None) -> float:
-    """Inverse refreshes per timed step of a configuration (the card's schedule)."""
-    hp = kfac.CARD.Hyperparams(**{**kfac.CARD.presets.get(preset or "", {}), **(overrides or {})})
-    return sum(kfac.refresh_inverses(t, hp) for t in range(warmup, warmup + rounds)) / rounds
+#: The former name of :class:`benchmarks.method_algebra.KFACProbe`.
+_AlgebraProbe = KFACProbe
 
 
 def report(backend: str, problem: str, rounds: int, warmup: int) -> list[str]:
-    probes = {p.name: p for p in (_AlgebraProbe("precondition"), _AlgebraProbe("inverses"))}
-    measured = measure(backend, problem, list(CONFIGS), rounds, warmup, extra=probes)
-    precondition = measured.extra.get("algebra:precondition", float("nan"))
-    inverses = measured.extra.get("algebra:inverses", float("nan"))
+    measured = measure(backend, problem, list(CONFIGS), rounds, warmup, extra=probes_for(list(CONFIGS)))
+    precondition = measured.extra.get("algebra:kfac-precondition", float("nan"))
+    inverses = measured.extra.get("algebra:kfac-inverses", float("nan"))
     lines = []
     for cost in measured.costs:
         if cost.adapter not in CONFIGS or cost.status != "ok":
             continue
-        algebra = precondition + inverses * refreshes_per_step(CONFIGS[cost.adapter], rounds, warmup)
         lines.append(
             f"| {backend} | {problem} | {cost.adapter} | {cost.median_s * 1e3:.3f} ms | {cost.ratio_to_sgd:.2f} | "
             f"{cost.floor_s * 1e3:.3f} ms | {cost.efficiency:.2f} | {precondition * 1e3:.3f} ms | "
-            f"{inverses * 1e3:.3f} ms | {algebra * 1e3:.3f} ms | {cost.median_s / (cost.floor_s + algebra):.2f} |"
+            f"{inverses * 1e3:.3f} ms | {cost.algebra_s * 1e3:.3f} ms | {cost.efficiency_algebra:.2f} |"
         )
     return lines
 

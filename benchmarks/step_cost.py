@@ -33,7 +33,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from benchmarks import pass_costs
+from benchmarks import method_algebra, pass_costs
 from harness.timing import timed_step
 from suites import get_suite
 from suites.layers import Linear, ModelSpec, Tanh
@@ -66,6 +66,10 @@ class Cost:
     #: ``median_s / floor_s``.
     floor_s: float = float("nan")
     efficiency: float = float("nan")
+    #: The method's dense linear algebra per step (``benchmarks.method_algebra``; NaN for a
+    #: method without a probe) and ``median_s / (floor_s + algebra_s)``.
+    algebra_s: float = float("nan")
+    efficiency_algebra: float = float("nan")
 
 
 class Measurement(NamedTuple):
@@ -125,11 +129,15 @@ def measure(
     warmup: int = 10,
     extra: dict[str, Any] | None = None,
     block: int = BLOCK,
+    algebra: bool = True,
 ) -> Measurement:
     """Round-robin step timing of ``adapters`` (default: all in ``backend``) on ``problem``, with
     the pass-kind probes of ``benchmarks.pass_costs`` in the same rounds (floor and efficiency).
     ``extra``: more probe-like steppers (``init``, ``step``) timed in the same rounds, reported
     by name in :attr:`Measurement.extra` (e.g. a method's linear algebra on its own).
+    ``algebra``: also time the linear-algebra probes of the measured methods
+    (``benchmarks.method_algebra.probes_for``) and report each adapter's ``algebra_s`` and
+    ``efficiency_algebra`` (``step / (floor + algebra)``).
 
     Each lane takes ``block`` consecutive steps per turn, as a run takes its steps back to back:
     with one step per turn every step started with the caches full of the other lanes' arrays,
@@ -148,7 +156,8 @@ def measure(
     for query in pass_costs.QUERIES:
         probe = pass_costs.Probe(query)
         lanes[probe.name] = _lane(module, suite, probe, None)
-    for name, stepper in (extra or {}).items():
+    extra = {**(method_algebra.probes_for(names) if algebra else {}), **(extra or {})}
+    for name, stepper in extra.items():
         lanes[name] = _lane(module, suite, stepper, None)
     batches = {name: [lane.problem.device_batch(i) for i in range(rounds + warmup)] for name, lane in lanes.items()}
     for turn in _turns(rounds + warmup, block):
@@ -171,7 +180,7 @@ def measure(
     costs = pass_costs.pass_costs(probe_passes, {n: float(np.median(lane.times)) for n, lane in probes.items()})
     out = []
     sgd_median = float(np.median(lanes["sgd"].times))
-    extra_medians = {n: float(np.median(lanes[n].times)) for n in extra or {} if lanes[n].times}
+    extra_medians = {n: float(np.median(lanes[n].times)) for n in extra if lanes[n].times and lanes[n].error is None}
     for name in names:
         lane = lanes[name]
         prob = lane.problem
@@ -182,6 +191,7 @@ def measure(
         med = float(np.median(times))
         passes = _passes(lane)
         floor_s = pass_costs.floor(passes, costs)
+        algebra_s = method_algebra.algebra_per_step(name, extra_medians, rounds, warmup)
         out.append(
             Cost(
                 backend,
@@ -196,6 +206,8 @@ def measure(
                 passes,
                 floor_s=floor_s,
                 efficiency=med / floor_s if floor_s > 0 else float("nan"),
+                algebra_s=algebra_s,
+                efficiency_algebra=method_algebra.efficiency_with_algebra(med, floor_s, algebra_s),
             )
         )
     return Measurement(out, costs, extra_medians)
@@ -204,21 +216,32 @@ def measure(
 def format_table(costs: list[Cost]) -> str:
     lines = [
         "| backend | problem | adapter | params | median step | p10–p90 | ratio to SGD | floor | efficiency "
-        "| compile | passes (f/b/jvp/vjp/ps) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| algebra | step / (floor + algebra) | compile | passes (f/b/jvp/vjp/ps) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in costs:
         if c.status != "ok":
-            lines.append(f"| {c.backend} | {c.problem} | {c.adapter} | {c.params} | failed: {c.status} | | | | | | |")
+            lines.append(
+                f"| {c.backend} | {c.problem} | {c.adapter} | {c.params} | failed: {c.status} | | | | | | | | |"
+            )
             continue
         p = c.passes
         passes = "/".join(f"{p.get(k, 0):.2g}" for k in pass_costs.PASS_KINDS)
         lines.append(
             f"| {c.backend} | {c.problem} | {c.adapter} | {c.params} | {c.median_s * 1e3:.3f} ms | "
             f"{c.p10_s * 1e3:.2f}–{c.p90_s * 1e3:.2f} ms | {c.ratio_to_sgd:.2f} | {c.floor_s * 1e3:.3f} ms | "
-            f"{c.efficiency:.2f} | {c.compile_s:.2f} s | {passes} |"
+            f"{c.efficiency:.2f} | {_ms(c.algebra_s)} | {_ratio(c.efficiency_algebra)} | "
+            f"{c.compile_s:.2f} s | {passes} |"
         )
     return "\n".join(lines)
+
+
+def _ms(seconds: float) -> str:
+    return "" if np.isnan(seconds) else f"{seconds * 1e3:.3f} ms"
+
+
+def _ratio(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.2f}"
 
 
 def format_pass_costs(tables: dict[tuple[str, str], dict[str, float]]) -> str:
@@ -281,6 +304,11 @@ class StepCost:
 
     track_efficiency.unit = "ratio"  # type: ignore[attr-defined]
 
+    def track_efficiency_with_algebra(self, backend: str, problem: str, adapter: str) -> float:
+        return self.cost.efficiency_algebra
+
+    track_efficiency_with_algebra.unit = "ratio"  # type: ignore[attr-defined]
+
 
 def machine_description(backends: list[str], threads: int | None) -> str:
     """Where a table was measured, in words: host, CPU, cores, threads and framework versions."""
@@ -292,6 +320,13 @@ def machine_description(backends: list[str], threads: int | None) -> str:
         f"{record.get('hostname')}: {record.get('cpu')} ({record.get('cpu_count')} cores), "
         f"{threads or 'default'} thread(s); {versions}"
     )
+
+
+def _stored_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A :class:`Cost` as ``db.step_costs`` stores it: the algebra figures ride in the JSON
+    ``passes`` field (``algebra_s``, ``efficiency_algebra``) where the method has a probe."""
+    extra = {k: row[k] for k in ("algebra_s", "efficiency_algebra") if not np.isnan(row.get(k, float("nan")))}
+    return {**row, "passes": {**row["passes"], **extra}}
 
 
 def store_table(
@@ -310,7 +345,7 @@ def store_table(
     try:
         return save_step_costs(
             target,
-            [asdict(c) for c in costs],
+            [_stored_row(asdict(c)) for c in costs],
             machine=machine_description(backends, threads),
             threads=threads,
             git_commit=commit,
@@ -322,11 +357,11 @@ def store_table(
             target.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Per-step cost of every adapter (ratio to SGD).")
+def main(description: str = "Per-step cost of every adapter (ratio to SGD).", default_adapters: Any = None) -> None:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backend", nargs="+", default=None)
     parser.add_argument("--problem", nargs="+", default=list(PROBLEMS))
-    parser.add_argument("--adapter", nargs="+", default=None, help="adapters, or adapter:preset")
+    parser.add_argument("--adapter", nargs="+", default=default_adapters, help="adapters, or adapter:preset")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")

@@ -27,7 +27,7 @@ def test_algebra_probes_precondition_and_invert_without_a_pass(backend: str) -> 
     module = registry.backend_module(backend)
     problem = module.build_problem(get_suite("tiny-ce"), seed=0, dtype="float64", device="cpu")
     for piece in ("precondition", "inverses"):
-        probe = kfac_algebra._AlgebraProbe(piece)
+        probe = kfac_algebra.KFACProbe(piece)
         state = probe.init(problem, None)
         step = problem.make_step(probe)
         before = problem.counters.snapshot()

@@ -86,6 +86,13 @@ def test_benchmark_reports_floor_and_efficiency_from_its_own_rounds() -> None:
     extra = by_name["sf"].floor_s - by_name["sgd"].floor_s
     assert extra == pytest.approx(measured.pass_costs["backward"], abs=1e-12)  # the floor counts it once
     assert "| efficiency |" in step_cost.format_table(measured.costs)
+    # SF's linear algebra ran as its own lane in the same rounds (benchmarks.method_algebra).
+    assert by_name["sf"].algebra_s == measured.extra["algebra:sf"] > 0
+    assert by_name["sf"].efficiency_algebra == pytest.approx(
+        by_name["sf"].median_s / (by_name["sf"].floor_s + by_name["sf"].algebra_s)
+    )
+    assert math.isnan(by_name["sgd"].algebra_s) and math.isnan(by_name["sgd"].efficiency_algebra)
+    assert "| step / (floor + algebra) |" in step_cost.format_table(measured.costs)
 
 
 def test_the_run_loop_times_a_step_through_the_shared_timed_region(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,231 @@
+"""Each method's dense linear algebra at a problem's sizes, timed as extra lanes of the step-cost rounds.
+
+The step-cost floor (``benchmarks.pass_costs``) holds only the counted passes; what a method
+computes on top of them is timed here by probe steppers that run **only** the method's shared
+linear-algebra calls on inputs built once, outside the timed region, from a real batch and oracle
+(``init``; the probe's ``step`` takes no oracle pass):
+
+* ``ef`` / ``ief``: the ``B x B`` Gram from the taps, the float64 damped Cholesky solve
+  (with the card's near-duplicate filter) and ``J^T x`` (``backends.sample_space.gram_direction``);
+* ``sf``: the ``kB x kB`` sampled Gram, ``J^ g``, the float64 solve and ``(J^)^T x``
+  (``backends.sample_space.woodbury_inverse_apply``, ``k`` the card's label draws);
+* ``egn``: the ``BC x BC`` Gram from the factor columns' taps, the float64 solve and
+  ``Jt^T v`` (``backends.egn_gram.solve_taps``);
+* ``kfac``: the preconditioner ``left @ X @ right`` per layer every step, and the float64
+  Cholesky inverses of the damped factors on refresh steps (``backends.kfac_maths``), on
+  factors of the problem's shapes.
+
+:func:`probes_for` gives the lanes an adapter list needs and :func:`algebra_per_step` what one
+adapter's step spends in them (K-FAC: ``precondition + inverses x refreshes per step``, the rate
+from the card's schedule). ``benchmarks.step_cost`` adds them to its rounds and reports
+``step / (floor + algebra)`` next to the passes-only efficiency::
+
+    OMP_NUM_THREADS=1 python -m benchmarks.method_algebra --threads 1 [--backend torch jax]
+                                                           [--problem digits-mlp digits-wide]
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from backends import egn_gram, kfac_maths
+from backends.methods import ef, egn, ief, kfac, sf
+
+CARDS = {"ef": ef.CARD, "ief": ief.CARD, "sf": sf.CARD, "egn": egn.CARD, "kfac": kfac.CARD}
+
+
+def _framework(problem: Any) -> str:
+    return type(problem).__module__.split(".")[1]
+
+
+def _ops(problem: Any) -> Any:
+    """The array operations of the problem's framework (``backends.<framework>.ops``)."""
+    framework = _framework(problem)
+    return getattr(importlib.import_module(f"backends.{framework}.ops"), f"{framework.upper()}_OPS")
+
+
+def _backend_module(problem: Any, name: str) -> Any:
+    return importlib.import_module(f"backends.{_framework(problem)}.{name}")
+
+
+def _constant(x: Any) -> Any:
+    """``x`` cut from any autograd graph (torch); JAX arrays are values already."""
+    return x.detach() if hasattr(x, "detach") else x
+
+
+def _defaults(method: str) -> Any:
+    return CARDS[method].Hyperparams()
+
+
+def _spd(rng: np.random.Generator, dim: int) -> np.ndarray:
+    m = rng.standard_normal((dim, 4 * dim)) / (4 * dim) ** 0.5
+    return m @ m.T + 0.1 * np.eye(dim)
+
+
+# --------------------------------------------------------------------------- sample-space methods
+
+
+def sample_space_inputs(method: str, problem: Any, params: Any, batch: Any) -> tuple[Any, ...]:
+    """What EF/iEF/SF's algebra reads, from the passes their step takes on ``batch``:
+    ``(tap inputs, tap cotangents, vector)``; the vector is EF's ``1``, iEF's ``||r_n||^2`` or
+    SF's gradient ``g``; SF's cotangents stack its label draws (draw-major)."""
+    hp = _defaults(method)
+    oracle = problem.oracle(params, batch, taps=True)
+    if method == "sf":
+        g = oracle.grad()
+        sampled = oracle.sampled_logit_grads(hp.samples)
+        per_draw = [oracle.tap_grads_for(sampled[i]) for i in range(hp.samples)]
+        ops = _ops(problem)
+        cotangents = [ops.concat([d[k] for d in per_draw]) for k in range(len(problem.layout.tapped))]
+        vector = g
+    else:
+        r = oracle.logit_grads()
+        cotangents = oracle.tap_grads_for(r)
+        vector = (r * r).sum(-1) if method == "ief" else _ops(problem).ones_like(r[:, 0])
+    inputs = tuple(_constant(a) for a in oracle.tap_inputs())
+    return inputs, tuple(_constant(e) for e in cotangents), _constant(vector)
+
+
+def sample_space_algebra(method: str, problem: Any, inputs: Any) -> Any:
+    """The method's linear algebra on :func:`sample_space_inputs`: EF/iEF's direction
+    ``J^T (K + B lambda I)^{-1} t``, SF's ``(F^ + lambda I)^{-1} g`` (the card's defaults)."""
+    hp = _defaults(method)
+    space = _backend_module(problem, "sample_space")
+    taps, cotangents, vector = inputs
+    draws = hp.samples if method == "sf" else 1  # static: the card's label draws
+    jac = space.TapJacobian(problem.layout, list(taps), list(cotangents), draws=draws)
+    if method == "sf":
+        return space.woodbury_inverse_apply(jac, vector, hp.damping).x
+    return space.gram_direction(jac, vector, hp.damping, hp.dedup_threshold).direction
+
+
+def egn_inputs(problem: Any, params: Any, batch: Any) -> tuple[Any, ...]:
+    """What EGN's algebra reads: ``(tap inputs, factor-column tap cotangents (C, B, out), s, lambda)``."""
+    hp = _defaults("egn")
+    ops = _ops(problem)
+    oracle = problem.oracle(params, batch, taps=True)
+    z, r = oracle.logits, oracle.logit_grads()
+    S, s = egn_gram.output_factor(ops, problem.likelihood, z, r, hp.q_jitter)
+    tap_grads_many = _backend_module(problem, "batched_passes").tap_grads_many
+    cotangents = tap_grads_many(problem, oracle, egn_gram.factor_columns(ops, S, z))
+    lam = ops.asarray(hp.damping, ops.float64, s)
+    inputs = tuple(_constant(a) for a in oracle.tap_inputs())
+    return inputs, tuple(_constant(e) for e in cotangents), _constant(s.reshape(-1)), lam
+
+
+def egn_algebra(problem: Any, inputs: Any) -> Any:
+    """EGN's ``BC x BC`` Gram, float64 solve and ``Jt^T v`` (``backends.egn_gram.solve_taps``)."""
+    taps, cotangents, s, lam = inputs
+    return egn_gram.solve_taps(_ops(problem), problem.layout, list(taps), list(cotangents), s, lam).d
+
+
+class MethodProbe:
+    """A step that runs one method's linear algebra on inputs built at ``init`` from the
+    problem's first batch at its initial parameters, and returns the parameters unchanged."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.name = f"algebra:{method}"
+
+    def init(self, problem: Any, hparams: Any) -> Any:
+        batch = problem.device_batch(0)
+        if self.method == "egn":
+            return egn_inputs(problem, problem.params0, batch)
+        return sample_space_inputs(self.method, problem, problem.params0, batch)
+
+    def step(self, problem: Any, params: Any, state: Any, batch: Any) -> tuple[Any, Any, dict[str, Any]]:
+        egn_method = self.method == "egn"
+        out = egn_algebra(problem, state) if egn_method else sample_space_algebra(self.method, problem, state)
+        return params, state, {"probe": out.sum()}
+
+
+# --------------------------------------------------------------------------- K-FAC
+
+
+class KFACProbe:
+    """A step that runs one piece of K-FAC's linear algebra and returns the parameters unchanged."""
+
+    def __init__(self, piece: str) -> None:
+        self.name = f"algebra:kfac-{piece}"
+        self.piece = piece
+
+    def init(self, problem: Any, hparams: Any) -> Any:
+        rng = np.random.default_rng(0)
+        factors = []
+        for layer in problem.layout.tapped:
+            out_dim = layer.weight.shape[0]
+            dim_a = layer.weight.size // out_dim + (1 if layer.bias is not None else 0)
+            factors.append((problem.from_numpy(_spd(rng, dim_a)), problem.from_numpy(_spd(rng, out_dim))))
+        ops = _ops(problem)
+        damping = ops.asarray(0.1, ops.float64, factors[0][0])
+        inverses = tuple(kfac_maths.layer_inverse(ops, A, G, damping, 1) for A, G in factors)
+        return (tuple(factors), inverses, damping)
+
+    def step(self, problem: Any, params: Any, state: Any, batch: Any) -> tuple[Any, Any, dict[str, Any]]:
+        ops = _ops(problem)
+        factors, inverses, damping = state
+        if self.piece == "precondition":
+            out = kfac_maths.precondition(ops, problem.layout, inverses, params, 1.0)
+            return params, state, {"probe": out.sum()}
+        fresh = [kfac_maths.layer_inverse(ops, A, G, damping, 1) for A, G in factors]
+        return params, state, {"probe": sum(inv.left.sum() + inv.right.sum() for inv in fresh)}
+
+
+def refreshes_per_step(preset: str | None, rounds: int, warmup: int, overrides: dict[str, Any] | None = None) -> float:
+    """Inverse refreshes per timed step of a K-FAC configuration (the card's schedule)."""
+    hp = kfac.CARD.Hyperparams(**{**kfac.CARD.presets.get(preset or "", {}), **(overrides or {})})
+    return sum(kfac.refresh_inverses(t, hp) for t in range(warmup, warmup + rounds)) / rounds
+
+
+# --------------------------------------------------------------------------- lanes and figures
+
+
+def _probes(method: str) -> list[Any]:
+    if method == "kfac":
+        return [KFACProbe("precondition"), KFACProbe("inverses")]
+    return [MethodProbe(method)]
+
+
+def probes_for(adapters: list[str]) -> dict[str, Any]:
+    """The probe lanes (by name) for the methods among ``adapters`` (``name`` or ``name:preset``)."""
+    out: dict[str, Any] = {}
+    for name in adapters:
+        method = name.partition(":")[0]
+        if method in CARDS:
+            out.update({p.name: p for p in _probes(method)})
+    return out
+
+
+def algebra_per_step(adapter: str, medians: dict[str, float], rounds: int, warmup: int) -> float:
+    """Seconds of linear algebra one step of ``adapter`` needs, from the probe lanes' medians
+    (NaN without a probe: the method's algebra is not measured)."""
+    method, _, preset = adapter.partition(":")
+    nan = float("nan")
+    if method == "kfac":
+        inverses = medians.get("algebra:kfac-inverses", nan) * refreshes_per_step(preset or None, rounds, warmup)
+        return medians.get("algebra:kfac-precondition", nan) + inverses
+    if method in CARDS and not preset:
+        return medians.get(f"algebra:{method}", nan)
+    return nan  # a preset may change the system's size (SF's draws) or filter: not probed
+
+
+def efficiency_with_algebra(median_s: float, floor_s: float, algebra_s: float) -> float:
+    """``step / (floor + algebra)``: 1 is a step that costs exactly its passes and its linear algebra."""
+    total = floor_s + algebra_s
+    return median_s / total if total > 0 else float("nan")
+
+
+def main() -> None:
+    from benchmarks import step_cost
+
+    step_cost.main(
+        description="Each method's linear algebra against its step and floor (step_cost with the algebra lanes).",
+        default_adapters=["ef", "ief", "sf", "egn", "kfac", "kfac:amortised"],
+    )
+
+
+if __name__ == "__main__":
+    main()
