@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, value in run_medians(adapters, args.steps).items():
             medians["run"][name].append(value)
         for block in args.block:
-            for cost in measure("torch", SUITE, adapters, rounds=100, warmup=10, block=block).costs:
+            for cost in measure("torch", SUITE, adapters, rounds=100, warmup=10, block=block, algebra=False).costs:
                 medians[f"block {block}"][cost.adapter].append(cost.median_s)
     print(f"| loop ({args.clock} clock, {args.rounds} rounds) | " + " | ".join(adapters) + " |")
     print("|---|" + "---:|" * len(adapters))
