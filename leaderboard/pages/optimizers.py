@@ -13,6 +13,9 @@ from leaderboard import format as fmt
 from leaderboard.pages.context import BuildContext
 from leaderboard.views import optimizer_results
 
+#: Keys of a stored step cost's ``passes`` field that are not pass counts.
+ALGEBRA_KEYS = frozenset({"algebra_s", "efficiency_algebra"})
+
 
 def step_cost_rows(step_costs: pd.DataFrame, optimizer: str) -> list[dict[str, Any]]:
     """The newest stored step costs of ``optimizer`` and its presets (``optimizer:preset``), one
@@ -25,9 +28,14 @@ def step_cost_rows(step_costs: pd.DataFrame, optimizer: str) -> list[dict[str, A
     for r in mine.to_dict("records"):
         name = str(r["adapter"])
         threads, dirty = fmt.finite(r.get("threads")), r.get("git_dirty")
+        stored = r.get("passes") if isinstance(r.get("passes"), dict) else {}
         rows.append(
             {
                 **r,
+                # the passes field also carries the method's linear algebra (benchmarks.method_algebra)
+                "passes": {k: v for k, v in stored.items() if k not in ALGEBRA_KEYS},
+                "algebra_s": stored.get("algebra_s"),
+                "efficiency_algebra": stored.get("efficiency_algebra"),
                 "configuration": name.partition(":")[2] or "defaults",
                 "threads": None if threads is None else int(threads),
                 "git_dirty": bool(dirty) if isinstance(dirty, (bool, int)) and not pd.isna(dirty) else None,
