@@ -39,6 +39,7 @@ from harness.memory import MemoryMeter
 from harness.registry import backend_module, get_adapter
 from harness.step_checks import check_step_outputs, format_error
 from harness.timing import timed_step
+from leaderboard.labels import backend_label
 from suites import get_suite
 from suites.spec import Suite
 
@@ -74,6 +75,11 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def board_backend(self) -> str:
+        """The backend the board ranks this run under (``torch-compiled`` for compiled PyTorch)."""
+        return str(backend_label(self.backend, {"torch_compile": self.torch_compile}))
 
 
 @dataclass

@@ -125,10 +125,8 @@ class TorchOracle:
     @property
     def logits(self) -> Tensor:
         """``z`` of shape ``(B, C)`` (no graph)."""
-        if self._z_value is None:
-            self._forward()
-            assert self._z is not None
-            self._z_value = self._z.detach()
+        self._forward()  # sets the detached logits once
+        assert self._z_value is not None
         return self._z_value
 
     def per_sample_losses(self) -> Tensor:

@@ -11,9 +11,9 @@ left out by default (a minute or more per run on two cores); name it with ``--su
 include it.
 
 Optimizers that come from plug-in distributions (the reference rows of ``plugins/ngbench-reference``:
-Muon, Schedule-Free AdamW, SOAP, Shampoo, PSGD Kron, SINGD; kfac-jax with ``--backend jax``) run on :data:`PLUGIN_SUITES` only, unless
-``--suite`` names the suites: on a CPU their steps cost 2 to 60 times an SGD step (Shampoo's
-inverse roots every step, PSGD's preconditioner fits, ``torch.optim.Muon``'s bfloat16
+Muon, Schedule-Free AdamW, SOAP, Shampoo, PSGD Kron, SINGD; kfac-jax with ``--backend jax``) run
+on :data:`PLUGIN_SUITES` only, unless ``--suite`` names the suites: on a CPU their steps cost 2
+to 60 times an SGD step (Shampoo's inverse roots every step, PSGD's preconditioner fits, ``torch.optim.Muon``'s bfloat16
 Newton-Schulz, slow on CPUs), and on every quick suite they would double the quickstart's time.
 Their budgets are the suites' own, so the runs are scored like every other.
 """

@@ -242,7 +242,7 @@ def register(app: typer.Typer) -> None:
             console = make_console()
             console.print(
                 Text(
-                    f"{suite} / {result.spec.optimizer} ({'torch-compiled' if torch_compile else backend}, "
+                    f"{suite} / {result.spec.optimizer} ({result.spec.board_backend}, "
                     f"seed {seed}): {result.status} after "
                     f"{result.steps} steps; train loss {fmt_float(result.initial_train_loss)} -> "
                     f"{fmt_float(result.final_train_loss)}; best {result.val_metric} "

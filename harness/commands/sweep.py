@@ -130,7 +130,7 @@ def _print_plan(plan: Any) -> None:
             str(i),
             Text(s.suite),
             Text(s.optimizer),
-            f"{s.backend}-compiled" if s.torch_compile else s.backend,
+            s.board_backend,
             str(s.seed),
             Text(_hp_text(s.hparams, s.preset)),
             str(s.steps or "suite"),

@@ -37,8 +37,7 @@ class Job:
     def label(self) -> str:
         s = self.spec
         extra = ",".join(f"{k}={v}" for k, v in s.hparams.items())
-        backend = f"{s.backend}-compiled" if s.torch_compile else s.backend
-        return f"{s.suite} {s.optimizer}{'[' + extra + ']' if extra else ''} {backend} seed={s.seed}"
+        return f"{s.suite} {s.optimizer}{'[' + extra + ']' if extra else ''} {s.board_backend} seed={s.seed}"
 
 
 @dataclass
