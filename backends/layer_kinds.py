@@ -159,8 +159,9 @@ class LayerKind:
             aa = f.a @ f.a.T
             if f.bias:
                 aa = aa + 1.0
-            if draws > 1:
-                aa = ops.tile(aa, (draws, draws))
+            if draws > 1:  # the draws share the inputs: broadcast A A^T over the draw blocks
+                ee = (e @ e.T).reshape(draws, batch, draws, batch)
+                return (ee * aa[:, None, :]).reshape(rows, rows)
             return (e @ e.T) * aa
         positions, d_out, d_in = f.a.shape[1], f.e.shape[-1], f.a.shape[-1]
         if positions_gram_path(batch, positions, d_in, d_out) == "positions":
