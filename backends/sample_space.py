@@ -63,8 +63,8 @@ __all__ = [
     "damped_solve",
     "gram_direction",
     "near_duplicate_keep",
-    "sampled_fisher_from_stack",
     "positions_gram_path",
+    "sampled_fisher_from_stack",
     "uses_taps",
     "woodbury_inverse_apply",
 ]
