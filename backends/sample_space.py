@@ -421,27 +421,25 @@ def sampled_fisher_from_stack(jac: SampleJacobian, batch: int, damping: float) -
 
     ``jac``'s first ``batch`` rows are the true-label per-sample gradients ``J`` (so the mean
     gradient is ``g = J^T 1 / B``), the other ``R = k B`` rows the sampled ``J^``. With
-    ``K_all = J_all J_all^T``, its sampled block ``K^ = J^ J^T`` and cross block
-    ``J^ J^T = K_all[B:, :B]``::
+    ``K_all = J_all J_all^T``, its sampled block ``K^ = J^ J^T`` and its cross block
+    ``J^ J^T = K_all[B:, :B]``, so that ``B J^ g = K_all[B:, :B] 1``::
 
-        J^ g   = K_all[B:, :B] 1 / B
-        x      = (K^ + R lambda I)^{-1} J^ g
-        d      = (1/lambda) (g - J^T x) = (1/lambda) J_all^T [1/B; -x]
+        y = (K^ + R lambda I)^{-1} K_all[B:, :B] 1        (= B x, x of the Woodbury form)
+        d = (1/lambda) (g - J^T x) = J_all^T [1; -y] / (B lambda)
 
-    the Woodbury form of :func:`woodbury_inverse_apply` with ``v = g``: the same direction up to
-    rounding, from one Gram and one ``J_all^T w`` of the taps, without a parameter-gradient pass
-    or a separate ``J^ g``. Needs ``lambda > 0``.
+    :func:`woodbury_inverse_apply` with ``v = g``: the same direction up to rounding, from one
+    Gram and one ``J_all^T w`` of the taps, without a parameter-gradient pass or a separate
+    ``J^ g`` (``solve`` is the system for ``y``; its residual is relative, so unchanged by the
+    factor ``B``). Needs ``lambda > 0``.
     """
     if not damping > 0:
         raise ValueError("the Woodbury form needs a positive damping")
     ops = jac.ops
-    k_all = jac.gram()
-    sampled_rows = jac.rows - batch
-    ones = ops.ones_like(k_all[0, :batch])
-    jg = ops.sum(k_all[batch:, :batch], axis=1) / batch
-    sol = damped_solve(ops, k_all[batch:, batch:], jg, sampled_rows * damping)
-    weights = ops.concat([ones / batch, -sol.x])
-    return WoodburyApply(jac.rmatvec(weights) / damping, sol)
+    sampled = jac.gram()[batch:]  # (R, B + R): the sampled rows against all
+    cross = sampled[:, :batch]
+    sol = damped_solve(ops, sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
+    weights = ops.concat([ops.ones_like(cross[0]), -sol.x])
+    return WoodburyApply(jac.rmatvec(weights) / (batch * damping), sol)
 
 
 def near_duplicate_keep(ops: ArrayOps, k: Array, threshold: float) -> Array:
