@@ -263,11 +263,11 @@ class SampleSpace:
         same Gram, so no parameter-gradient pass). Else the true-label gradient (one backward)
         and the sampled rows by per-sample passes (:func:`woodbury_inverse_apply`).
         """
-        sampled = oracle.sampled_logit_grads(samples)
         if uses_taps(oracle.problem.layout):
-            stacked = self.ops.concat([oracle.logit_grads()[None], sampled])
+            stacked = oracle.logit_grads_with_samples(samples)
             return sampled_fisher_from_stack(self.cotangent_jacobian(oracle, stacked), oracle.batch_size, damping)
-        return woodbury_inverse_apply(self.cotangent_jacobian(oracle, sampled), oracle.grad(), damping)
+        jac = self.cotangent_jacobian(oracle, oracle.sampled_logit_grads(samples))
+        return woodbury_inverse_apply(jac, oracle.grad(), damping)
 
     def cotangent_jacobian(self, oracle: Oracle, cotangents: Array) -> TapJacobian | DenseJacobian:
         """``J`` for logit cotangents ``(D, B, C)`` (e.g. SF's sampled-label gradients), rows
@@ -438,8 +438,8 @@ def sampled_fisher_from_stack(jac: SampleJacobian, batch: int, damping: float) -
     sampled = jac.gram()[batch:]  # (R, B + R): the sampled rows against all
     cross = sampled[:, :batch]
     sol = damped_solve(ops, sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
-    weights = ops.concat([ops.ones_like(cross[0]), -sol.x])
-    return WoodburyApply(jac.rmatvec(weights) / (batch * damping), sol)
+    weights = ops.concat([ops.ones_like(cross[0]), -sol.x]) / (batch * damping)  # scaled here: (B + R,), not (P,)
+    return WoodburyApply(jac.rmatvec(weights), sol)
 
 
 def near_duplicate_keep(ops: ArrayOps, k: Array, threshold: float) -> Array:

@@ -24,9 +24,7 @@ def sf_direction(
 ) -> tuple[jax.Array, sample_space.WoodburyApply]:
     """Mean loss and ``(F^ + lambda I)^{-1} g`` (Woodbury, iEF paper Eqn 49)."""
     oracle = problem.oracle(params, batch, taps=sample_space.uses_taps(problem.layout))
-    loss, g = oracle.loss_and_grad()
-    jac = sample_space.cotangent_jacobian(oracle, oracle.sampled_logit_grads(hp.samples))
-    return loss, sample_space.woodbury_inverse_apply(jac, g, hp.damping)
+    return oracle.loss(), sample_space.sampled_fisher_apply(oracle, hp.samples, hp.damping)
 
 
 class SF(adapter_class(sf.CARD, "jax")):  # type: ignore[misc]
