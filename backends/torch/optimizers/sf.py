@@ -1,8 +1,9 @@
 """Exact SF on PyTorch; the update rule, references and defaults are in ``backends.methods.sf``.
 
-One forward with taps, the true-label backward (``g``), one backward per label draw with the
-sampled logit gradients as cotangent (its taps give the sampled ``J^`` in factor form), the
-sampled Gram and ``J^ g`` from the taps, one float64 ``kB x kB`` solve, ``(J^)^T x`` from the taps.
+One forward with taps, one reverse pass to the taps for the true labels and one per label draw
+(no parameter gradient), the Gram of the stacked rows ``[J; J^]`` (its cross block gives
+``J^ g``), one float64 ``kB x kB`` solve, and ``[J; J^]^T w`` from the taps, which holds ``g``
+(``backends.sample_space.sampled_fisher_from_stack``; docs/profiling.md, "SF (PyTorch)").
 """
 
 from __future__ import annotations
