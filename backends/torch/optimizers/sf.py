@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from backends.methods import sf
@@ -23,6 +24,13 @@ def sf_direction(
 ) -> tuple[Tensor, sample_space.WoodburyApply]:
     """Mean loss and ``(F^ + lambda I)^{-1} g`` (Woodbury, iEF paper Eqn 49)."""
     oracle = problem.oracle(params, batch, taps=sample_space.uses_taps(problem.layout))
+    if torch.compiler.is_compiling():
+        # Dynamo fails to trace a reverse pass to the taps alone that comes before one reaching
+        # the parameters: compiled, the gradient's backward comes first (same passes, and the
+        # same direction up to rounding).
+        loss, g = oracle.loss_and_grad()
+        jac = sample_space.cotangent_jacobian(oracle, oracle.sampled_logit_grads(hp.samples))
+        return loss, sample_space.woodbury_inverse_apply(jac, g, hp.damping)
     return oracle.loss(), sample_space.sampled_fisher_apply(oracle, hp.samples, hp.damping)
 
 
