@@ -12,19 +12,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import typer.main
 
 from benchmarks import step_cost
 from db.step_costs import latest_step_costs
 from db.store import Store, open_store
 from harness import nightly as nightly_mod
 from harness import nightly_step_cost as nsc
-from harness.cli import main
+from harness.cli import app, main
 from harness.commands import sweep as sweep_cmd
 from harness.errors import ConfigError
 from harness.orchestrator import SweepSummary
 from harness.site import build_site
 from harness.sweep import load_config
-from harness.sweep.schema import STEP_COST_PROBLEMS, StepCostSettings, step_cost_settings
+from harness.sweep.schema import KEYS, STEP_COST_KEYS, STEP_COST_PROBLEMS, StepCostSettings, step_cost_settings
 from tests.test_site_build import result
 
 ENV = {
@@ -278,3 +279,21 @@ def test_the_real_child_measures_a_table_the_parent_accepts(tmp_path: Path, monk
     sgd = next(r for r in rows if r["adapter"] == "sgd")
     assert sgd["status"] == "ok" and sgd["ratio_to_sgd"] == 1.0 and sgd["median_s"] > 0
     assert sgd["passes"]["forward"] == 1.0 and sgd["passes"]["backward"] == 1.0
+
+
+# ---------------------------------------------------------------------------- the docs
+
+
+def test_the_docs_list_every_nightly_option_and_sweep_key() -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    cli = (docs / "cli.md").read_text(encoding="utf-8")
+    reference = cli[cli.index("## ngbench sweep") : cli.index("## ngbench tune")]  # nightly takes sweep's options
+    nightly = typer.main.get_command(app).commands["nightly"]  # type: ignore[attr-defined]
+    options = [o for p in nightly.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+    assert "--step-cost" in options and "--no-step-cost" in options
+    assert [o for o in options if f"`{o}" not in reference and o != "--help"] == []
+    sweeps = (docs / "sweeps.md").read_text(encoding="utf-8")
+    table = sweeps[sweeps.index("## Sweep files") : sweeps.index("## What a sweep guarantees")]
+    assert [k for k in KEYS if f"`{k}`" not in table and f"`[{k}" not in table] == []
+    section = sweeps[sweeps.index("### The step-cost table of a nightly") :]
+    assert [k for k in STEP_COST_KEYS if f"\n{k} = " not in section] == []
