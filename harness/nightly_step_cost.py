@@ -238,32 +238,48 @@ def machine_description(environment: Mapping[str, Any], backend: str, threads: i
     )
 
 
-def _spread(row: Mapping[str, Any], rounds: Any) -> float | None:
-    """Standard error of the log of a row's median step, from its p10-p90 spread."""
-    p10, p90 = row.get("p10_step_s"), row.get("p90_step_s")
-    if not (p10 and p90 and rounds) or p10 <= 0 or p90 < p10 or any(map(math.isnan, (p10, p90))):
-        return None
+def _positive(value: Any) -> bool:
+    """A finite number above zero (a stored figure may be ``None`` or NaN)."""
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _median_se(row: Mapping[str, Any]) -> float:
+    """Standard error of the log of a stored row's median step: ``1.2533 * s / sqrt(rounds)`` with
+    ``s = (log p90 - log p10) / 2.5631``; 0 when the row lacks its spread or rounds."""
+    p10, p90, rounds = row.get("p10_step_s"), row.get("p90_step_s"), row.get("rounds")
+    if not (_positive(p10) and _positive(p90) and _positive(rounds)) or p90 < p10:
+        return 0.0
     return MEDIAN_SE * (math.log(p90) - math.log(p10)) / P10_P90_SIGMAS / math.sqrt(rounds)
+
+
+def _same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Same host, CPU, cores and threads: the machine description before its framework versions."""
+    return str(a.get("machine")).split(";")[0] == str(b.get("machine")).split(";")[0]
+
+
+def _ratio_text(value: Any) -> str:
+    return f"{value:.2f}" if _positive(value) else "-"
 
 
 def efficiency_items(
     before: list[dict[str, Any]], after: list[dict[str, Any]], *, k: float, min_rel: float
 ) -> list[dict[str, Any]]:
-    """Efficiency changes between stored rows (``latest_step_costs`` records) of the same
-    (backend, problem, adapter) and machine (the description before its framework versions)."""
+    """Efficiency changes (``slowdown``/``speedup``/``unchanged``) from the stored rows ``before``
+    to those ``after`` (``latest_step_costs`` records) of the same (backend, problem, adapter)
+    measured on the same machine; see the module docstring for the band."""
     old = {(r["backend"], r["problem"], r["adapter"]): r for r in before}
     items = []
     for row in after:
         prev = old.get((row["backend"], row["problem"], row["adapter"]))
-        if prev is None or str(prev["machine"]).split(";")[0] != str(row["machine"]).split(";")[0]:
+        if prev is None or not _same_machine(prev, row):
             continue
         a, b = prev.get("efficiency"), row.get("efficiency")
-        if not (a and b) or a != a or b != b or a <= 0 or b <= 0:
+        if not (_positive(a) and _positive(b)):
             continue
-        spreads = [_spread(prev, prev.get("rounds")), _spread(row, row.get("rounds"))]
-        sigma = math.hypot(*spreads) if None not in spreads else 0.0
-        band = max(math.log1p(min_rel), k * sigma)
+        band = max(math.log1p(min_rel), k * math.hypot(_median_se(prev), _median_se(row)))
         d = math.log(b / a)
+        ratios = f"{_ratio_text(prev.get('ratio_to_sgd'))} -> {_ratio_text(row.get('ratio_to_sgd'))}"
+        detail = f"step / floor {a:.2f} -> {b:.2f}; ratio to SGD {ratios}; band ±{100 * math.expm1(band):.1f}%"
         items.append(
             {
                 "backend": row["backend"],
@@ -275,8 +291,7 @@ def efficiency_items(
                 "ratio": b / a,
                 "threshold": math.expm1(band),
                 "flag": ("slowdown" if d > 0 else "speedup") if abs(d) > band else "unchanged",
-                "detail": f"step / floor {a:.2f} -> {b:.2f}; ratio to SGD {prev.get('ratio_to_sgd') or math.nan:.2f}"
-                f" -> {row.get('ratio_to_sgd') or math.nan:.2f}; band ±{100 * math.expm1(band):.1f}%",
+                "detail": detail,
             }
         )
     return items
