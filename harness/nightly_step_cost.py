@@ -238,16 +238,18 @@ def machine_description(environment: Mapping[str, Any], backend: str, threads: i
     )
 
 
-def _positive(value: Any) -> bool:
-    """A finite number above zero (a stored figure may be ``None`` or NaN)."""
-    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+def _positive(value: Any) -> float | None:
+    """``value`` if it is a finite number above zero, else ``None`` (a stored figure may be
+    ``None`` or NaN)."""
+    ok = isinstance(value, int | float) and math.isfinite(value) and value > 0
+    return float(value) if ok else None
 
 
 def _median_se(row: Mapping[str, Any]) -> float:
     """Standard error of the log of a stored row's median step: ``1.2533 * s / sqrt(rounds)`` with
     ``s = (log p90 - log p10) / 2.5631``; 0 when the row lacks its spread or rounds."""
-    p10, p90, rounds = row.get("p10_step_s"), row.get("p90_step_s"), row.get("rounds")
-    if not (_positive(p10) and _positive(p90) and _positive(rounds)) or p90 < p10:
+    p10, p90, rounds = (_positive(row.get(k)) for k in ("p10_step_s", "p90_step_s", "rounds"))
+    if p10 is None or p90 is None or rounds is None or p90 < p10:
         return 0.0
     return MEDIAN_SE * (math.log(p90) - math.log(p10)) / P10_P90_SIGMAS / math.sqrt(rounds)
 
@@ -258,7 +260,8 @@ def _same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def _ratio_text(value: Any) -> str:
-    return f"{value:.2f}" if _positive(value) else "-"
+    number = _positive(value)
+    return "-" if number is None else f"{number:.2f}"
 
 
 def efficiency_items(
@@ -273,8 +276,8 @@ def efficiency_items(
         prev = old.get((row["backend"], row["problem"], row["adapter"]))
         if prev is None or not _same_machine(prev, row):
             continue
-        a, b = prev.get("efficiency"), row.get("efficiency")
-        if not (_positive(a) and _positive(b)):
+        a, b = _positive(prev.get("efficiency")), _positive(row.get("efficiency"))
+        if a is None or b is None:
             continue
         band = max(math.log1p(min_rel), k * math.hypot(_median_se(prev), _median_se(row)))
         d = math.log(b / a)
