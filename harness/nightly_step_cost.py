@@ -355,18 +355,32 @@ def measure_and_store(
     runner: Callable[[list[str], dict[str, str], Path, float], ChildExit] | None = None,
 ) -> dict[str, Any]:
     """Measure and store the table of every backend (``settings.backends``, else ``backends``);
-    the report's ``step_cost`` section: ``status`` (``stored``, ``partly stored``, ``failed``),
-    ``settings``, one entry per backend in ``tables``, and the efficiency ``items``."""
-    chosen = list(settings.backends or backends)
+    the report's ``step_cost`` section: ``status`` (:func:`section_status`), ``settings``, one
+    entry per backend in ``tables``, and the efficiency ``items``. Ctrl-C stops the measurement
+    (the child is killed, its backend stores nothing) and returns the section so far."""
     before = _records(store)
-    tables = [measure_backend(store, settings, b, environment, runner or run_child) for b in chosen]
-    stored = [t for t in tables if t["status"] == "stored"]
-    failed = [t for t in tables if t["status"] == "failed"]
-    status = "failed" if failed and not stored else "partly stored" if failed else "stored"
-    measured = {t["backend"] for t in stored}
+    tables = []
+    for backend in settings.backends or backends:
+        try:
+            tables.append(measure_backend(store, settings, backend, environment, runner or run_child))
+        except KeyboardInterrupt:
+            tables.append({"backend": backend, "status": "interrupted", "detail": "interrupted: nothing stored"})
+            break
+    measured = {t["backend"] for t in tables if t["status"] == "stored"}
     after = [r for r in _records(store) if r["backend"] in measured]
-    items = efficiency_items(before, after, k=k, min_rel=min_rel) if stored else []
-    return {"status": status, "settings": settings.to_dict(), "tables": tables, "items": items}
+    items = efficiency_items(before, after, k=k, min_rel=min_rel) if measured else []
+    return {"status": section_status(tables), "settings": settings.to_dict(), "tables": tables, "items": items}
+
+
+def section_status(tables: Sequence[Mapping[str, Any]]) -> str:
+    """``interrupted``; else ``failed`` (nothing stored), ``partly stored``, ``stored``, or
+    ``skipped`` (no backend had a listed adapter)."""
+    kinds = {t["status"] for t in tables}
+    if "interrupted" in kinds:
+        return "interrupted"
+    if "failed" in kinds:
+        return "partly stored" if "stored" in kinds else "failed"
+    return "stored" if "stored" in kinds else "skipped"
 
 
 def lines(section: Mapping[str, Any]) -> tuple[list[str], list[str]]:

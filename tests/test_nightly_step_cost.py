@@ -4,9 +4,11 @@ that stores nothing and loses nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -179,6 +181,32 @@ def test_a_failing_measurement_is_reported_and_stores_nothing(tmp_db: str, child
     store.dispose()
 
 
+def gone(pid: int, wait_s: float = 3.0) -> bool:
+    """Whether process ``pid`` has ended (exited, or a zombie left to be reaped), within ``wait_s``."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.read_text().rsplit(")", 1)[-1].split()[0] not in ("Z", "X"):
+                time.sleep(0.05)
+                continue
+        return True
+    return False
+
+
+def test_a_timed_out_child_is_killed_with_its_own_children(tmp_path: Path) -> None:
+    code = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print(p.pid, file=sys.stderr, flush=True); time.sleep(60)"
+    )
+    child = nsc.run_child([sys.executable, "-c", code], nsc.child_environ(1), tmp_path, 1.0)
+    assert child.timed_out and child.returncode is None and 1.0 <= child.wall_s < 10
+    assert gone(int(child.stderr.split()[0]))  # killed with the child's process group
+    done = nsc.run_child([sys.executable, "-c", "import sys; sys.exit('boom')"], nsc.child_environ(1), tmp_path, 30)
+    assert (done.returncode, done.stderr, done.timed_out) == (1, "boom", False)
+
+
 def test_an_efficiency_change_between_nightlies_is_flagged(tmp_db: str) -> None:
     store = open_store(tmp_db)
     settings = StepCostSettings(problems=("digits-mlp",))
@@ -245,6 +273,37 @@ def test_the_nightly_measures_stores_and_shows_the_table(
         section_html = page[page.index('id="step-cost"') :]
         assert "2.66 ms" in section_html and "1.82 ms" in section_html and "1.46×" in section_html
         assert "bench-01" in section_html
+
+
+def test_ctrl_c_during_the_table_stores_the_report_and_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "nightly.toml"
+    sweep.write_text(
+        'name = "n"\nsuites = ["tiny-ce"]\noptimizers = ["kfac"]\n[step_cost]\nbackends = ["torch", "jax"]\n'
+    )
+    db = f"sqlite:///{tmp_path / 'n.db'}"
+    plan = lambda path, *a: (SimpleNamespace(config=load_config(path), backends=("torch",)), None, None)  # noqa: E731
+    monkeypatch.setattr(sweep_cmd, "_plan", plan)
+    monkeypatch.setattr(sweep_cmd, "run_plan", fake_run_plan(db))
+    first = FakeChild(table=[TABLE[0], cost("sgd", 0.6e-3, 0.5e-3, problem="digits-wide")])
+
+    def runner(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> nsc.ChildExit:
+        if "jax" in argv:
+            raise KeyboardInterrupt
+        return first(argv, env, cwd, timeout_s)
+
+    monkeypatch.setattr(nsc, "run_child", runner)
+    report = tmp_path / "report.json"
+    site = tmp_path / "site"
+    assert main(["nightly", str(sweep), "--db", db, "--report-json", str(report), "--site-dir", str(site)]) == 130
+    section = json.loads(report.read_text())["step_cost"]
+    assert section["status"] == "interrupted"
+    assert [t["status"] for t in section["tables"]] == ["stored", "interrupted"]  # torch's table is kept
+    assert not site.exists() and "report stored, site not rebuilt" in capsys.readouterr().err
+    store = open_store(db)
+    assert {r["backend"] for r in stored(store)} == {"torch"}
+    store.dispose()
 
 
 def test_no_step_cost_skips_it_and_a_checkout_without_benchmarks_refuses_it(

@@ -416,6 +416,11 @@ def register(app: typer.Typer) -> None:
         if report_json is not None:
             report_json.parent.mkdir(parents=True, exist_ok=True)
             report_json.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        if report.get("step_cost", {}).get("status") == "interrupted":
+            make_console(stderr=True).print(
+                "nightly interrupted during the step-cost table: report stored, site not rebuilt"
+            )
+            raise typer.Exit(130)
         code = 1 if fail_on_regression and nightly_mod.has_regressions(report) else 0
         failures = failures_of(summary)
         if failures:
