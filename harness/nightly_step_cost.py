@@ -322,7 +322,10 @@ def measure_backend(
     with tempfile.TemporaryDirectory(prefix="ngbench-step-cost-") as folder:
         path = Path(folder) / "table.json"
         argv = command(settings, backend, adapters, path)
-        child = runner(argv, child_environ(settings.threads), REPO_ROOT, settings.timeout_s)
+        try:
+            child = runner(argv, child_environ(settings.threads), REPO_ROOT, settings.timeout_s)
+        except OSError as exc:  # no interpreter, no checkout, no process slots
+            return {"backend": backend, "status": "failed", "detail": f"the child did not start: {exc}"}
         entry: dict[str, Any] = {"backend": backend, "wall_s": round(child.wall_s, 1)}
         if child.returncode != 0:
             why = f"timed out after {settings.timeout_s:g} s" if child.timed_out else f"exit code {child.returncode}"

@@ -168,9 +168,10 @@ def test_the_child_gets_no_credentials_and_the_parent_stores_its_table(
         (FakeChild(table=None), "the child wrote no table"),
         (FakeChild(table=[cost("kfac", 2e-3, 1e-3)]), "lacks sgd on digits-mlp"),
         (FakeChild(table=[TABLE[0], cost("sgd", 1e-3, 1e-3, problem="mnist")]), "another backend or problem"),
+        (lambda *a: nsc.run_child([str(Path("/nonexistent/python"))], {}, Path("/"), 5), "the child did not start"),
     ],
 )
-def test_a_failing_measurement_is_reported_and_stores_nothing(tmp_db: str, child: FakeChild, detail: str) -> None:
+def test_a_failing_measurement_is_reported_and_stores_nothing(tmp_db: str, child: Any, detail: str) -> None:
     store = open_store(tmp_db)
     settings = StepCostSettings(problems=("digits-mlp",))
     section = nsc.measure_and_store(store, settings, ["torch"], ENV, runner=child)

@@ -33,6 +33,7 @@ from harness.commands.runs import DbOption, fmt_seconds, make_console
 from harness.errors import USER_ERRORS, ConfigError, DatabaseError
 from harness.orchestrator import RUN_FAILURE_STATUSES
 from harness.sweep import load_config, parse_devices
+from harness.sweep.schema import StepCostSettings
 from leaderboard.catalogue import suite_catalogue
 from leaderboard.ranking import protocol_deviation
 
@@ -300,7 +301,9 @@ def _execute(
     return run_plan(kind, plan, executor, devs, n_workers, resume, db, ray_address, isolation)
 
 
-def measure_step_cost(store: Any, sweep_id: int, settings: Any, backends: Any, thresholds: Any) -> dict[str, Any]:
+def measure_step_cost(
+    store: Any, sweep_id: int, settings: StepCostSettings, backends: tuple[str, ...], thresholds: nightly_mod.Thresholds
+) -> dict[str, Any]:
     """The nightly's step-cost table (:mod:`harness.nightly_step_cost`), measured and stored; its
     report section. Whatever goes wrong there is recorded, never the end of the nightly."""
     environment = nightly_mod.sweep_environment(store, sweep_id)
