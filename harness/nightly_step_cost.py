@@ -20,7 +20,8 @@ table per backend:
 3. **Never lose the nightly.** A child that fails, times out, or writes a table that does not
    validate stores nothing of that backend; the reason (with the tail of the child's stderr) is
    recorded in the report's ``step_cost`` section and printed as a warning, and the nightly
-   goes on to its report and site.
+   goes on to its report and site. Ctrl-C kills the child and ends the measurement; what was
+   stored stays, and the section says ``interrupted``.
 
 Why a child running a module of the checkout: ``benchmarks/`` is the asv suite, not part of the
 installed package, and ``harness`` never imports it (import rules). Running it as a module
