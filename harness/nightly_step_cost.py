@@ -31,7 +31,8 @@ needed anyway to keep credentials from adapter code. A nightly installed without
 refuses ``step_cost`` before any run starts (:func:`checkout_problem`).
 
 **Efficiency changes.** Before storing, the newest stored row of every (backend, problem,
-adapter) measured on the same machine with the same threads is the baseline. For each adapter
+adapter) is the baseline when it was measured on the same machine with the same threads (the
+machine description up to its framework versions; another machine gives no item). For each adapter
 the change ``d = log(efficiency_now / efficiency_before)`` (efficiency = median step / floor) is
 flagged ``slowdown``/``speedup`` when ``|d|`` exceeds ``max(log(1 + min_rel), k * sigma)``,
 where ``sigma = sqrt(se_now^2 + se_before^2)`` and ``se = 1.2533 * s / sqrt(rounds)`` is the
