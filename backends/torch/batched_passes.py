@@ -19,7 +19,7 @@ def output_tangents(problem: Problem, oracle: Oracle, vectors: list[Tensor]) -> 
 
     Eager: one dual-tensor JVP per vector (``TorchOracle.jvp``). ``torch.func.vmap`` of the
     JVPs needs ``torch.func.jvp`` inside it, whose functional wrapping made the pair cost 1.7-2.2x
-    two plain JVPs on the benchmark MLPs, for the same numbers (docs/profiling.md, "K-FAC").
+    two plain JVPs on the benchmark MLPs, for the same numbers (docs/profiling.md, "K-FAC (torch)").
     Under ``torch.compile``: one vmapped forward-mode pass, which Dynamo traces whole.
     """
     if len(vectors) == 1 or not torch.compiler.is_compiling():

@@ -3,14 +3,16 @@
 Per step: one forward with taps serves the loss, the gradient (one backward), the layer inputs
 and the output-gradient factor (one more backward with sampled-label cotangents; ``C`` for the
 exact estimator); factor products ``O(B (k^2 + out^2))`` per layer (the sampled-label backward and
-the products only every ``stats_update_period`` steps); inverses only on refresh
-steps (Cholesky of the damped factors); the preconditioner is two small matrix products per
-layer; the quadratic model costs one JVP (two once there is a previous update); the LM step adds
-one forward every ``T1`` steps. The model's inner products are array operations; what is built
-from them (the 2x2 solve, the model change, rho, the damping update) is scalar arithmetic in
-float64: NumPy scalars on the host in an eager CPU step (``HOST_SCALAR_OPS``: the same IEEE
-double operations without a torch dispatch each, docs/profiling.md "K-FAC"), 0-d float64
-tensors on CUDA and under ``torch.compile``. The state keeps lambda as a 0-d float64 tensor.
+the products only every ``stats_update_period`` steps; off those steps the forward records no
+taps); inverses only on refresh steps (Cholesky of the damped factors); the preconditioner is two
+small matrix products per layer; the quadratic model costs one JVP (two once there is a previous
+update: ``J delta_prev``, known before the step, is carried by the graph forward itself, one
+forward-mode pass, ``TorchOracle.carry_tangent``); the LM step adds one forward every ``T1``
+steps. The model's inner products are array operations; what is built from them (the 2x2
+solve, the model change, rho, the damping update) is scalar arithmetic in float64: NumPy
+scalars on the host in an eager CPU step (``HOST_SCALAR_OPS``: the same IEEE double operations
+without a torch dispatch each, docs/profiling.md "K-FAC (torch)"), 0-d float64 tensors on CUDA
+and under ``torch.compile``. The state keeps lambda as a 0-d float64 tensor.
 """
 
 from __future__ import annotations
@@ -91,12 +93,16 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return KFACState(hparams, 0, None, None, None, lam)
 
-    def _propose(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> kfac_maths.Proposal:
+    def _propose(
+        self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor], carry: Tensor | None = None
+    ) -> kfac_maths.Proposal:
         hp = state.hparams
         stats_step = state.factors is None or kfac.update_stats(state.steps, hp)
         # Taps only where the statistics read them: an amortised step's forward and backward
         # are SGD's (the same loss and gradient; the taps record, they do not change values).
         oracle = problem.oracle(params, batch, taps=stats_step)
+        if carry is not None:  # the model's J delta_prev from the graph forward itself
+            oracle.carry_tangent(carry)
         loss, g = oracle.loss_and_grad()
         if stats_step:
             new = batch_factors(problem, oracle, batch, hp.estimator)
@@ -121,14 +127,16 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
         ops = scalar_ops(problem.device)
         host = ops is HOST_SCALAR_OPS
         lam = ops.astype(state.damping, ops.float64) if host else state.damping
-        prop = self._propose(problem, params, state, batch)
-        oracle, p, grad_h, vel = prop.oracle, prop.direction, prop.grad_h, state.velocity
+        vel = state.velocity
         if not hp.adaptive_momentum and hp.momentum == 0.0:
             vel = None  # a zero momentum coefficient: skip the velocity's JVP (as kfac-jax does)
         adapt = kfac.adapt_damping(state.steps, hp)
+        model = hp.adaptive_lr or hp.adaptive_momentum or adapt
+        prop = self._propose(problem, params, state, batch, vel if model else None)
+        oracle, p, grad_h = prop.oracle, prop.direction, prop.grad_h
 
         with _ieee(ops):
-            if hp.adaptive_lr or hp.adaptive_momentum or adapt:
+            if model:
                 # The exact quadratic model over span{p, vel} (Sec. 7): GGN terms by JVPs.
                 tangents = output_tangents(problem, oracle, [p] if vel is None else [p, vel])
                 terms = kfac_maths.model_terms(TORCH_OPS, oracle, tangents, p, vel, grad_h)
