@@ -159,8 +159,9 @@ class LayerKind:
             aa = f.a @ f.a.T
             if f.bias:
                 aa = aa + 1.0
-            if draws > 1:
-                aa = ops.tile(aa, (draws, draws))
+            if draws > 1:  # the draws share the inputs: broadcast A A^T over the draw blocks
+                ee = (e @ e.T).reshape(draws, batch, draws, batch)
+                return (ee * aa[:, None, :]).reshape(rows, rows)
             return (e @ e.T) * aa
         positions, d_out, d_in = f.a.shape[1], f.e.shape[-1], f.a.shape[-1]
         if positions_gram_path(batch, positions, d_in, d_out) == "positions":
@@ -183,12 +184,13 @@ class LayerKind:
         draws, batch = f.e.shape[0], f.e.shape[1]
         weighted = f.e * w.reshape(draws, batch, *((1,) * (f.e.ndim - 2)))
         ew = weighted[0] if draws == 1 else ops.sum(weighted, axis=0)
-        return ew.reshape(-1, ew.shape[-1])
+        return ew if ew.ndim == 2 else ew.reshape(-1, ew.shape[-1])
 
     def rmatvec(self, ops: ArrayOps, f: LayerFactors, w: Array) -> list[Array]:
         """``[vec(E^T diag(w) A), E^T w]`` (weight, then bias) for ``w`` of shape ``(R,)``."""
         ew = self._weighted_cotangents(ops, f, w)
-        parts = [(ew.T @ f.a.reshape(-1, f.a.shape[-1])).reshape(-1)]
+        a = f.a if f.a.ndim == 2 else f.a.reshape(-1, f.a.shape[-1])
+        parts = [(ew.T @ a).reshape(-1)]
         if f.bias:
             parts.append(ops.sum(ew, axis=0))
         return parts

@@ -64,6 +64,7 @@ __all__ = [
     "gram_direction",
     "near_duplicate_keep",
     "positions_gram_path",
+    "sampled_fisher_from_stack",
     "uses_taps",
     "woodbury_inverse_apply",
 ]
@@ -253,6 +254,21 @@ class SampleSpace:
             return self.tap_jacobian(layout, oracle.tap_inputs(), cotangents)
         return self.dense_jacobian(layout, oracle.per_sample_grads())
 
+    def sampled_fisher_apply(self, oracle: Oracle, samples: int, damping: float) -> WoodburyApply:
+        """SF's ``(F^ + lambda I)^{-1} g`` for ``samples`` label draws (iEF paper Eqn 49).
+
+        With taps (:func:`uses_taps`): one tap reverse pass for the true logit gradients and one
+        per draw, all without parameter gradients, stacked as ``J_all = [J; J^]``
+        (:func:`sampled_fisher_from_stack`: ``g = J^T 1 / B`` and ``J^ g`` come from the
+        same Gram, so no parameter-gradient pass). Else the true-label gradient (one backward)
+        and the sampled rows by per-sample passes (:func:`woodbury_inverse_apply`).
+        """
+        if uses_taps(oracle.problem.layout):
+            stacked = oracle.logit_grads_with_samples(samples)
+            return sampled_fisher_from_stack(self.cotangent_jacobian(oracle, stacked), oracle.batch_size, damping)
+        jac = self.cotangent_jacobian(oracle, oracle.sampled_logit_grads(samples))
+        return woodbury_inverse_apply(jac, oracle.grad(), damping)
+
     def cotangent_jacobian(self, oracle: Oracle, cotangents: Array) -> TapJacobian | DenseJacobian:
         """``J`` for logit cotangents ``(D, B, C)`` (e.g. SF's sampled-label gradients), rows
         draw-major: one reverse pass per draw through the oracle's forward (taps), else one
@@ -315,7 +331,10 @@ def damped_solve(ops: ArrayOps, k: Array, rhs: Array, shift: float | Array, keep
         pair = keep[..., :, None] & keep[..., None, :]
         k64 = ops.where(pair, k64, ops.eye(n, f64, k64))
         b64 = ops.where(keep, b64, ops.zeros_like(b64))
-    shift64 = ops.asarray(shift, f64, k64)[..., None]  # (..., 1): one shift per system
+    if isinstance(shift, (int, float)):  # one number for every system: no array to build
+        shift64: float | Array = float(shift)
+    else:
+        shift64 = ops.asarray(shift, f64, k64)[..., None]  # (..., 1): one shift per system
     damped = ops.add_to_diagonal(k64, shift64)
     chol, failed = ops.cholesky(damped)
     eps = float(ops.finfo(k.dtype).eps)
@@ -326,10 +345,12 @@ def damped_solve(ops: ArrayOps, k: Array, rhs: Array, shift: float | Array, keep
     x = ops.cond(failed, lambda: _eig_solve(ops, k64, b64, shift64, eps), lambda: x_chol)
     resid = ops.norm((damped @ x[..., None])[..., 0] - b64, axis=-1)
     scale = ops.maximum(ops.norm(b64, axis=-1), float(ops.finfo(f64).tiny))
-    return DampedSolve(ops.astype(x, k.dtype), ops.amax((resid / scale).reshape(-1), axis=0), failed)
+    ratio = resid / scale
+    worst = ratio if ratio.ndim == 0 else ops.amax(ratio.reshape(-1), axis=0)  # one system: itself
+    return DampedSolve(ops.astype(x, k.dtype), worst, failed)
 
 
-def _eig_solve(ops: ArrayOps, k64: Array, b64: Array, shift64: Array, eps: float) -> Array:
+def _eig_solve(ops: ArrayOps, k64: Array, b64: Array, shift64: float | Array, eps: float) -> Array:
     """``(K_+ + shift I)^+ b`` with ``K_+`` the PSD projection of ``K`` (see :func:`damped_solve`)."""
     evals, vecs = ops.eigh(0.5 * (k64 + ops.swap_last(k64)))
     damped = ops.maximum(evals, 0.0) + shift64
@@ -393,6 +414,32 @@ def woodbury_inverse_apply(jac: SampleJacobian, v: Array, damping: float) -> Woo
         raise ValueError("the Woodbury form needs a positive damping")
     sol = damped_solve(jac.ops, jac.gram(), jac.matvec(v), jac.rows * damping)
     return WoodburyApply((v - jac.rmatvec(sol.x)) / damping, sol)
+
+
+def sampled_fisher_from_stack(jac: SampleJacobian, batch: int, damping: float) -> WoodburyApply:
+    """SF's ``(F^ + lambda I)^{-1} g`` from one stacked ``J_all = [J; J^]``, never forming ``g``.
+
+    ``jac``'s first ``batch`` rows are the true-label per-sample gradients ``J`` (so the mean
+    gradient is ``g = J^T 1 / B``), the other ``R = k B`` rows the sampled ``J^``. With
+    ``K_all = J_all J_all^T``, its sampled block ``K^ = J^ J^T`` and its cross block
+    ``J^ J^T = K_all[B:, :B]``, so that ``B J^ g = K_all[B:, :B] 1``::
+
+        y = (K^ + R lambda I)^{-1} K_all[B:, :B] 1        (= B x, x of the Woodbury form)
+        d = (1/lambda) (g - J^T x) = J_all^T [1; -y] / (B lambda)
+
+    :func:`woodbury_inverse_apply` with ``v = g``: the same direction up to rounding, from one
+    Gram and one ``J_all^T w`` of the taps, without a parameter-gradient pass or a separate
+    ``J^ g`` (``solve`` is the system for ``y``; its residual is relative, so unchanged by the
+    factor ``B``). Needs ``lambda > 0``.
+    """
+    if not damping > 0:
+        raise ValueError("the Woodbury form needs a positive damping")
+    ops = jac.ops
+    sampled = jac.gram()[batch:]  # (R, B + R): the sampled rows against all
+    cross = sampled[:, :batch]
+    sol = damped_solve(ops, sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
+    weights = ops.concat([ops.ones_like(cross[0]), -sol.x]) / (batch * damping)  # scaled here: (B + R,), not (P,)
+    return WoodburyApply(jac.rmatvec(weights), sol)
 
 
 def near_duplicate_keep(ops: ArrayOps, k: Array, threshold: float) -> Array:

@@ -432,6 +432,10 @@ class Oracle(typing.Protocol):
         """``dl(y^_n, z_n)/dz_n`` for ``k`` sampled targets, ``(k, B, C)``."""
         ...
 
+    def logit_grads_with_samples(self, k: int = 1) -> Any:
+        """``[r; r^]``, ``(1 + k, B, C)``: the true labels' logit gradients, then ``k`` sampled draws'."""
+        ...
+
 
 #: The JAX model hook's per-layer callback: ``at_tap(k, s, a) -> s'`` for tapped layer ``k``
 #: (``ParamLayout.tapped`` order), its pre-activation ``s`` and input ``a``; see :meth:`Problem.apply`.

@@ -7,8 +7,9 @@ linear-algebra calls on inputs built once, outside the timed region, from a real
 
 * ``ef`` / ``ief``: the ``B x B`` Gram from the taps, the float64 damped Cholesky solve
   (with the card's near-duplicate filter) and ``J^T x`` (``backends.sample_space.gram_direction``);
-* ``sf``: the ``kB x kB`` sampled Gram, ``J^ g``, the float64 solve and ``(J^)^T x``
-  (``backends.sample_space.woodbury_inverse_apply``, ``k`` the card's label draws);
+* ``sf``: the ``(1 + k) B`` square Gram of the true and sampled rows ``[J; J^]`` (its cross
+  block gives ``J^ g``), the float64 ``kB x kB`` solve and ``[J; J^]^T w``
+  (``backends.sample_space.sampled_fisher_from_stack``, ``k`` the card's label draws);
 * ``egn``: the ``BC x BC`` Gram from the factor columns' taps, the float64 solve and
   ``Jt^T v`` (``backends.egn_gram.solve_taps``);
 * ``kfac``: the preconditioner ``left @ X @ right`` per layer every step, and the float64
@@ -73,17 +74,17 @@ def _spd(rng: np.random.Generator, dim: int) -> np.ndarray:
 
 def sample_space_inputs(method: str, problem: Any, params: Any, batch: Any) -> tuple[Any, ...]:
     """What EF/iEF/SF's algebra reads, from the passes their step takes on ``batch``:
-    ``(tap inputs, tap cotangents, vector)``; the vector is EF's ``1``, iEF's ``||r_n||^2`` or
-    SF's gradient ``g``; SF's cotangents stack its label draws (draw-major)."""
+    ``(tap inputs, tap cotangents, vector)``; the vector is EF's ``1`` or iEF's ``||r_n||^2``
+    (SF: none, its ``g`` comes from the true-label rows); SF's cotangents stack the true
+    labels' and its label draws' (draw-major, the true labels first)."""
     hp = _defaults(method)
     oracle = problem.oracle(params, batch, taps=True)
     if method == "sf":
-        g = oracle.grad()
-        sampled = oracle.sampled_logit_grads(hp.samples)
-        per_draw = [oracle.tap_grads_for(sampled[i]) for i in range(hp.samples)]
+        stacked = oracle.logit_grads_with_samples(hp.samples)
+        per_draw = [oracle.tap_grads_for(stacked[i]) for i in range(1 + hp.samples)]
         ops = _ops(problem)
         cotangents = [ops.concat([d[k] for d in per_draw]) for k in range(len(problem.layout.tapped))]
-        vector = g
+        vector = None
     else:
         r = oracle.logit_grads()
         cotangents = oracle.tap_grads_for(r)
@@ -98,10 +99,10 @@ def sample_space_algebra(method: str, problem: Any, inputs: Any) -> Any:
     hp = _defaults(method)
     space = _backend_module(problem, "sample_space")
     taps, cotangents, vector = inputs
-    draws = hp.samples if method == "sf" else 1  # static: the card's label draws
+    draws = 1 + hp.samples if method == "sf" else 1  # static: the true labels and the card's label draws
     jac = space.TapJacobian(problem.layout, list(taps), list(cotangents), draws=draws)
     if method == "sf":
-        return space.woodbury_inverse_apply(jac, vector, hp.damping).x
+        return space.sampled_fisher_from_stack(jac, int(taps[0].shape[0]), hp.damping).x
     return space.gram_direction(jac, vector, hp.damping, hp.dedup_threshold).direction
 
 

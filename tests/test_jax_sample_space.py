@@ -170,6 +170,30 @@ def test_cotangent_jacobian_stacks_draws_of_sampled_gradients(name: str, rng: np
     close(jv, Jh @ v)
 
 
+def test_sampled_fisher_apply_takes_g_from_the_stacked_true_rows() -> None:
+    """SF's direction from one stack ``[J; J^]`` under jit: the damped sampled-Fisher solve on
+    ``g``, one forward and ``1 + draws`` tap reverse passes (no parameter-gradient pass); the
+    torch test covers both likelihoods."""
+    p = problem("tiny-ce")
+    b = p.device_batch(0)
+    draws, lam = 2, 1e-2
+
+    def ops(params: jax.Array, batch: Batch[jax.Array]) -> Any:
+        o = p.oracle(params, batch, taps=True)
+        stacked = o.logit_grads_with_samples(draws)
+        parts = jnp.concatenate([o.logit_grads()[None], o.sampled_logit_grads(draws)])
+        return ss.sampled_fisher_apply(o, draws, lam).x, stacked, parts
+
+    before = p.counters.snapshot()
+    d, stacked, parts = p.jit(ops)(p.params0, b)
+    assert delta(before, p.counters.snapshot()) == {"forward": 1, "backward": 1 + draws}
+    np.testing.assert_array_equal(np.asarray(stacked), np.asarray(parts))
+    J = dense_jacobian(p, b)
+    B, P = J.shape
+    Jh = np.concatenate([dense_cotangent_rows(p, b, stacked[1 + i]) for i in range(draws)])
+    close(d, np.linalg.solve(Jh.T @ Jh / (B * draws) + lam * np.eye(P), J.mean(0)), rtol=1e-8, atol=1e-10)
+
+
 def test_dense_fallback_matches_the_taps(tiny_suite: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Models with untapped parameters use the dense J: same numbers, per-sample passes."""
     p = problem(tiny_suite)

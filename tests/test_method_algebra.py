@@ -77,7 +77,7 @@ def test_probe_systems_have_the_methods_sizes() -> None:
     batch = problem.device_batch(0)
     B, C = int(batch.x.shape[0]), 3
     samples = method_algebra.CARDS["sf"].Hyperparams().samples
-    for method, rows in (("ef", B), ("sf", samples * B)):
+    for method, rows in (("ef", B), ("sf", (1 + samples) * B)):  # SF: the true-label rows, then the draws
         _, cotangents, _ = method_algebra.sample_space_inputs(method, problem, problem.params0, batch)
         assert [int(e.shape[0]) for e in cotangents] == [rows] * len(problem.layout.tapped)
     _, cotangents, s, lam = method_algebra.egn_inputs(problem, problem.params0, batch)

@@ -240,6 +240,29 @@ def test_sf_labels_come_from_the_seeded_batch_noise() -> None:
     assert not torch.allclose(d1, direction("sf", p1, other_noise))
 
 
+def test_sf_under_torch_compile_takes_the_gradient_first_with_the_same_passes_and_direction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Compiled, SF runs the parameter-gradient backward before the taps-only passes (Dynamo
+    cannot trace a taps-only pass first): the same passes and direction as the eager step."""
+    p = problem("tiny-ce")
+    b = p.device_batch(0)
+    eager = direction("sf", p, b, samples=2)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    before = p.counters.snapshot()
+    compiled_path = direction("sf", p, b, samples=2)
+    after = p.counters.snapshot()
+    assert {k: after[k] - before[k] for k in after} == {
+        "forward": 1,
+        "backward": 3,
+        "jvp": 0,
+        "vjp": 0,
+        "per_sample": 0,
+    }
+    assert not torch.equal(compiled_path, eager)  # another order of sums ...
+    torch.testing.assert_close(compiled_path, eager, rtol=1e-10, atol=1e-13)  # ... the same direction
+
+
 @pytest.mark.parametrize(("name", "overrides", "backward"), [("ef", {}, 1), ("ief", {}, 1), ("sf", {"samples": 3}, 4)])
 def test_passes_per_step(name: str, overrides: dict, backward: int) -> None:
     p = problem("tiny-ce")

@@ -102,11 +102,44 @@ def test_cotangent_jacobian_stacks_draws_of_sampled_gradients(suite, draws: int,
     torch.testing.assert_close(jac.matvec(v), Jh @ v, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("suite", ["tiny-ce", "tiny-mse", CONV], ids=["tiny-ce", "tiny-mse", "conv"])
+@pytest.mark.parametrize("draws", [1, 3])
+def test_sampled_fisher_apply_takes_g_from_the_stacked_true_rows(suite, draws: int) -> None:  # type: ignore[no-untyped-def]
+    """SF's direction from one stack ``[J; J^]``: the damped sampled-Fisher solve on ``g``, with
+    one forward and ``1 + draws`` tap reverse passes (no parameter-gradient pass)."""
+    p, b, o = problem_oracle(suite)
+    lam = 1e-2
+    before = p.counters.snapshot()
+    res = ss.sampled_fisher_apply(o, draws, lam)
+    after = p.counters.snapshot()
+    assert {k: after[k] - before[k] for k in after} == {
+        "forward": 1,
+        "backward": 1 + draws,
+        "jvp": 0,
+        "vjp": 0,
+        "per_sample": 0,
+    }
+    stacked = o.logit_grads_with_samples(draws)
+    assert torch.equal(stacked, torch.cat([o.logit_grads()[None], o.sampled_logit_grads(draws)]))
+    J = dense_jacobian(p, b)
+    B, P = J.shape
+    Jh = torch.cat([dense_per_sample_grads_for(p, b, stacked[1 + i]) for i in range(draws)])
+    dense = torch.linalg.solve(Jh.T @ Jh / (B * draws) + lam * torch.eye(P, dtype=torch.float64), J.mean(0))
+    torch.testing.assert_close(res.x, dense, rtol=1e-8, atol=1e-10)
+    # The Woodbury form on the backward's g gives the same direction, up to rounding.
+    woodbury = ss.woodbury_inverse_apply(ss.cotangent_jacobian(o, stacked[1:]), o.grad(), lam)
+    torch.testing.assert_close(res.x, woodbury.x, rtol=1e-10, atol=ATOL)
+    assert float(res.solve.residual) < 1e-12 and not res.solve.fallback
+    with pytest.raises(ValueError):
+        ss.sampled_fisher_apply(o, draws, 0.0)
+
+
 def test_dense_fallback_matches_the_taps(tiny_suite: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Models with untapped parameters use the dense J: same numbers, per-sample passes."""
     p, b, o = problem_oracle(tiny_suite)
     taps = ss.true_jacobian(o)
     sampled = ss.cotangent_jacobian(o, o.sampled_logit_grads(2))
+    sf_taps = ss.sampled_fisher_apply(p.oracle(p.params0, b, taps=True), 2, 1e-2)
     monkeypatch.setattr(shared_sample_space, "uses_taps", lambda layout: False)
     o2 = p.oracle(p.params0, b)
     before = p.counters.snapshot()["per_sample"]
@@ -114,6 +147,10 @@ def test_dense_fallback_matches_the_taps(tiny_suite: str, monkeypatch: pytest.Mo
     dense_sampled = ss.cotangent_jacobian(o2, o2.sampled_logit_grads(2))
     assert isinstance(dense, ss.DenseJacobian) and isinstance(dense_sampled, ss.DenseJacobian)
     assert p.counters.snapshot()["per_sample"] - before == 3
+    # SF without taps: the backward's g and the sampled rows by per-sample passes, same direction.
+    sf_dense = ss.sampled_fisher_apply(p.oracle(p.params0, b), 2, 1e-2)
+    assert p.counters.snapshot()["per_sample"] - before == 5
+    torch.testing.assert_close(sf_dense.x, sf_taps.x, rtol=1e-9, atol=ATOL)
     torch.testing.assert_close(dense.gram(), taps.gram(), rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(dense.group_grams(), taps.group_grams(), rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(dense_sampled.gram(), sampled.gram(), rtol=RTOL, atol=ATOL)
@@ -147,6 +184,9 @@ def test_damped_solve_matches_a_dense_solve_in_float64(rng: np.random.Generator)
     b = torch.as_tensor(rng.normal(size=12), dtype=torch.float32)
     sol = ss.damped_solve(k, b, 0.5)
     assert sol.x.dtype == torch.float32 and not sol.fallback
+    # A number as the shift is the same solve as the same shift in a float64 array, bit for bit.
+    same = ss.damped_solve(k, b, torch.tensor(0.5, dtype=torch.float64))
+    assert torch.equal(same.x, sol.x) and torch.equal(same.residual, sol.residual)
     ref = torch.linalg.solve(k.double() + 0.5 * torch.eye(12, dtype=torch.float64), b.double())
     torch.testing.assert_close(sol.x.double(), ref, rtol=1e-6, atol=1e-7)
     assert float(sol.residual) < 1e-12

@@ -273,6 +273,14 @@ class JaxOracle:
         z = jax.lax.stop_gradient(self.logits)
         return jax.vmap(lambda t: likelihoods.logit_grads(self.likelihood, z, t))(targets)
 
+    def logit_grads_with_samples(self, k: int = 1) -> Array:
+        """``[r; r^]``, shape ``(1 + k, B, C)``: the true labels' logit gradients (row 0, as
+        :meth:`logit_grads`) then ``k`` sampled draws' (as :meth:`sampled_logit_grads`)."""
+        sampled = self.sample_targets(k)
+        targets = jnp.concatenate([self.batch.y[None].astype(sampled.dtype), sampled])
+        z = jax.lax.stop_gradient(self.logits)
+        return jax.vmap(lambda t: likelihoods.logit_grads(self.likelihood, z, t))(targets)
+
 
 def _warn_uncounted() -> None:
     global _warned_uncounted

@@ -9,11 +9,11 @@ give the Monte-Carlo Fisher ``F^ = (1/(B k)) J^T J^``; with damping ``lambda``::
 (Sherman-Morrison-Woodbury). Update as EF: ``theta_{t+1} = theta_t - s_t d_SF`` with the
 normalised update and linear decay by default (``backends.methods.ef``).
 
-Cost: one forward, the true-label backward (``g``), and one more backward per draw through
-the same forward (the sampled cotangents' taps); ``J^ J^T`` and ``J^ g`` come from the taps
-(``backends.torch.sample_space``). Labels come from the batch's seeded noise rows
-(``oracle.sample_targets``), so both backends draw the same labels (``k <= NOISE_ROWS = 4``);
-for ``mse`` the draws are ``z_n + N(0, I)`` targets.
+Cost: one forward, one reverse pass to the taps for the true labels and one per draw through
+the same forward; ``J^ J^T``, ``J^ g`` and ``g`` itself come from the taps of the stacked
+rows ``[J; J^]`` (``backends.sample_space.sampled_fisher_from_stack``). Labels come from the
+batch's seeded noise rows (``oracle.sample_targets``), so both backends draw the same labels
+(``k <= NOISE_ROWS = 4``); for ``mse`` the draws are ``z_n + N(0, I)`` targets.
 
 References: Wu, Yu, Zhang & Woodland (2024), NeurIPS, arXiv 2406.06420, App. E: SF matrix
 Eqn 47, update Eqn 48, Woodbury form Eqn 49; the paper's SF is ``k = 1``; its training setup

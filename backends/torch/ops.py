@@ -128,7 +128,7 @@ class TorchOps:
     @staticmethod
     def cholesky(x: Tensor) -> tuple[Tensor, bool]:
         chol, info = torch.linalg.cholesky_ex(x)
-        return chol, bool(info.any())
+        return chol, bool(info.any() if info.ndim else info)  # one system: its status is the flag
 
     @staticmethod
     def spd_inverse(x: Tensor) -> Tensor:

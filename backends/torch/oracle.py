@@ -331,3 +331,10 @@ class TorchOracle:
     def sampled_logit_grads(self, k: int = 1) -> Tensor:
         """``r^_n = dl(y^_n, z_n)/dz_n`` for ``k`` sampled targets, shape ``(k, B, C)``."""
         return likelihoods.logit_grads(self.likelihood, self.logits, self.sample_targets(k), self.probabilities())
+
+    def logit_grads_with_samples(self, k: int = 1) -> Tensor:
+        """``[r; r^]``, shape ``(1 + k, B, C)``: the true labels' logit gradients (row 0, as
+        :meth:`logit_grads`) then ``k`` sampled draws' (as :meth:`sampled_logit_grads`), by one
+        closed form over the stacked targets."""
+        targets = torch.cat([self.batch.y.unsqueeze(0), self.sample_targets(k)])
+        return likelihoods.logit_grads(self.likelihood, self.logits, targets, self.probabilities())

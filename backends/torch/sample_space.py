@@ -40,3 +40,4 @@ _BOUND = shared.SampleSpace(TORCH_OPS, per_sample_cotangent_grads, __name__)
 TapJacobian, DenseJacobian = _BOUND.tap_jacobian, _BOUND.dense_jacobian
 damped_solve, near_duplicate_keep = _BOUND.damped_solve, _BOUND.near_duplicate_keep
 true_jacobian, cotangent_jacobian = _BOUND.true_jacobian, _BOUND.cotangent_jacobian
+sampled_fisher_apply = _BOUND.sampled_fisher_apply

@@ -1,10 +1,10 @@
 """Exact SF on JAX; the update rule, references and defaults are in ``backends.methods.sf``.
 
-One forward with taps, the true-label backward (``g``), one backward per label draw with the
-sampled logit gradients as cotangent (its taps give the sampled ``J^`` in factor form), the
-sampled Gram and ``J^ g`` from the taps, one float64 ``kB x kB`` solve, ``(J^)^T x`` from the
-taps; jitted whole. The labels come from the batch noise (``oracle.sampled_logit_grads``), so
-they are the torch backend's labels.
+One forward with taps, one reverse pass to the taps for the true labels and one per label draw
+(no parameter gradient), the Gram of the stacked rows ``[J; J^]`` (its cross block gives
+``J^ g``), one float64 ``kB x kB`` solve, and ``[J; J^]^T w`` from the taps, which holds ``g``
+(``backends.sample_space.sampled_fisher_from_stack``); jitted whole. The labels come from the
+batch noise (``oracle.logit_grads_with_samples``), so they are the torch backend's labels.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ def sf_direction(
 ) -> tuple[jax.Array, sample_space.WoodburyApply]:
     """Mean loss and ``(F^ + lambda I)^{-1} g`` (Woodbury, iEF paper Eqn 49)."""
     oracle = problem.oracle(params, batch, taps=sample_space.uses_taps(problem.layout))
-    loss, g = oracle.loss_and_grad()
-    jac = sample_space.cotangent_jacobian(oracle, oracle.sampled_logit_grads(hp.samples))
-    return loss, sample_space.woodbury_inverse_apply(jac, g, hp.damping)
+    return oracle.loss(), sample_space.sampled_fisher_apply(oracle, hp.samples, hp.damping)
 
 
 class SF(adapter_class(sf.CARD, "jax")):  # type: ignore[misc]
