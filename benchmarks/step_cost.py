@@ -191,7 +191,8 @@ def measure(
         med = float(np.median(times))
         passes = _passes(lane)
         floor_s = pass_costs.floor(passes, costs)
-        algebra_s = method_algebra.algebra_per_step(name, extra_medians, rounds, warmup)
+        solving = method_algebra.solve_steps_per_step(prob, rounds, warmup)
+        algebra_s = method_algebra.algebra_per_step(name, extra_medians, rounds, warmup, solving)
         out.append(
             Cost(
                 backend,

@@ -27,6 +27,14 @@ def _moments(hp: adamw.AdamWHyperparams, state: AdamWState, g: Tensor) -> tuple[
     return mu, nu, direction
 
 
+def update(hp: adamw.AdamWHyperparams, params: Tensor, state: AdamWState, g: Tensor) -> tuple[Tensor, AdamWState]:
+    """``(theta_{t+1}, state_{t+1})`` from the gradient ``g``: the moments and the decoupled
+    update of ``backends.methods.adamw``, without passes."""
+    mu, nu, direction = _moments(hp, state, g)
+    new = params * (1.0 - hp.lr * hp.weight_decay) - hp.lr * direction
+    return new, AdamWState(hp, state.count + 1, mu, nu)
+
+
 class AdamW(adapter_class(adamw.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: Problem, hparams: adamw.AdamWHyperparams) -> AdamWState:
         zeros = torch.zeros(problem.num_params, dtype=problem.dtype, device=problem.device)
@@ -40,9 +48,8 @@ class AdamW(adapter_class(adamw.CARD, "torch")):  # type: ignore[misc]
     ) -> tuple[Tensor, AdamWState, dict[str, Any]]:
         hp = state.hparams
         loss, g = problem.oracle(params, batch).loss_and_grad()
-        mu, nu, direction = _moments(hp, state, g)
-        new = params * (1.0 - hp.lr * hp.weight_decay) - hp.lr * direction
-        return new, AdamWState(hp, state.count + 1, mu, nu), {"loss": loss, "lr": hp.lr}
+        new, new_state = update(hp, params, state, g)
+        return new, new_state, {"loss": loss, "lr": hp.lr}
 
 
 ADAPTER = AdamW
