@@ -281,6 +281,33 @@ class UpdateProbe:
         return params - hp.lr * u, state._replace(momentum_buffer=buf)
 
 
+class NullProbe:
+    """A step that does nothing (returns its parameters and state): what calling a prepared step
+    through the timed region costs by itself (Python call and fences in torch; a jitted
+    call's dispatch and fence in JAX). A method's step pays it once, inside its passes' floor;
+    each algebra lane pays it again, so :func:`net_of_call` takes it off the lanes' medians."""
+
+    name = "algebra:null"
+
+    def init(self, problem: Any, hparams: Any) -> None:
+        return None
+
+    def step(self, problem: Any, params: Any, state: Any, batch: Any) -> tuple[Any, Any, dict[str, Any]]:
+        return params, state, {}
+
+
+def net_of_call(medians: dict[str, float]) -> dict[str, float]:
+    """The algebra lanes' medians less the null lane's (clipped at 0): the algebra without the
+    cost of a second call of a step (:class:`NullProbe`); unchanged without a null lane."""
+    null = medians.get(NullProbe.name)
+    if null is None:
+        return dict(medians)
+    return {
+        name: max(0.0, t - null) if name.startswith("algebra:") and name != NullProbe.name else t
+        for name, t in medians.items()
+    }
+
+
 def _optimizer_defaults(method: str) -> Any:
     return {"sgd": sgd.CARD, "adamw": adamw.CARD}[method].Hyperparams()
 
@@ -313,7 +340,7 @@ def probes_for(adapters: list[str]) -> dict[str, Any]:
         method = name.partition(":")[0]
         if method in CARDS or method in UPDATE_METHODS:
             out.update({p.name: p for p in _probes(method)})
-    return out
+    return {**out, NullProbe.name: NullProbe()} if out else out
 
 
 def algebra_per_step(

@@ -58,7 +58,13 @@ def test_probe_systems_have_the_methods_sizes() -> None:
 
 def test_probes_for_and_algebra_per_step_arithmetic() -> None:
     lanes = method_algebra.probes_for(["ef", "sf", "kfac", "kfac:amortised"])
-    assert sorted(lanes) == ["algebra:ef", "algebra:kfac-inverses", "algebra:kfac-precondition", "algebra:sf"]
+    assert sorted(lanes) == [
+        "algebra:ef",
+        "algebra:kfac-inverses",
+        "algebra:kfac-precondition",
+        "algebra:null",
+        "algebra:sf",
+    ]
     medians = {"algebra:ef": 0.002, "algebra:kfac-precondition": 0.001, "algebra:kfac-inverses": 0.010}
     assert method_algebra.algebra_per_step("ef", medians, 100, 10) == 0.002
     # K-FAC defaults refresh 5 times in timed steps 10..109: 0.001 + 0.010 * 0.05.
@@ -129,8 +135,10 @@ def test_update_lanes_and_their_per_step_figures() -> None:
         "algebra:adamw",
         "algebra:fngd-reuse",
         "algebra:fngd-solve",
+        "algebra:null",
         "algebra:sgd",
     ]
+    assert method_algebra.probes_for(["fngd:shared"]) != {} and method_algebra.probes_for(["other"]) == {}
     medians = {"algebra:sgd": 1e-5, "algebra:adamqlr": 3e-5, "algebra:fngd-solve": 4e-4, "algebra:fngd-reuse": 1e-4}
     assert method_algebra.algebra_per_step("sgd", medians, 100, 10) == 1e-5
     assert method_algebra.algebra_per_step("adamqlr", medians, 100, 10) == 3e-5
@@ -143,3 +151,20 @@ def test_update_lanes_and_their_per_step_figures() -> None:
     per_epoch = problem.n_train // problem.batch_size  # FNGD solves in its first epoch (the default)
     assert method_algebra.solve_steps_per_step(problem, 60, 10) == pytest.approx((per_epoch - 10) / 60)
     assert method_algebra.solve_steps_per_step(problem, 60, per_epoch) == 0.0
+
+
+def test_lanes_are_net_of_a_step_calls_own_cost() -> None:
+    medians = {"algebra:null": 5e-5, "algebra:sgd": 8e-5, "algebra:ef": 4e-5, "probe:other": 1e-3}
+    net = method_algebra.net_of_call(medians)
+    assert net["algebra:sgd"] == pytest.approx(3e-5)
+    assert net["algebra:ef"] == 0.0  # noise below the null lane is clipped, never negative
+    assert net["algebra:null"] == 5e-5 and net["probe:other"] == 1e-3  # other lanes as measured
+    assert method_algebra.net_of_call({"algebra:sgd": 8e-5}) == {"algebra:sgd": 8e-5}  # no null lane
+    module = registry.backend_module("torch")
+    problem = module.build_problem(get_suite("tiny-ce"), seed=0, dtype="float64", device="cpu")
+    null = method_algebra.NullProbe()
+    before = problem.counters.snapshot()
+    params, state, stats = problem.make_step(null)(problem.params0, null.init(problem, None), problem.device_batch(0))
+    np.testing.assert_array_equal(problem.to_numpy(params), problem.to_numpy(problem.params0))
+    assert state is None and stats == {}
+    assert problem.counters.snapshot() == before
