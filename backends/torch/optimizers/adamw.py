@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.optim.adamw import adamw as torch_adamw  # torch.optim.AdamW's functional form
 
 from backends.methods import adamw
 from backends.spec import Batch, Problem, adapter_class
@@ -29,9 +30,37 @@ def _moments(hp: adamw.AdamWHyperparams, state: AdamWState, g: Tensor) -> tuple[
 
 def update(hp: adamw.AdamWHyperparams, params: Tensor, state: AdamWState, g: Tensor) -> tuple[Tensor, AdamWState]:
     """``(theta_{t+1}, state_{t+1})`` from the gradient ``g``: the moments and the decoupled
-    update of ``backends.methods.adamw``, without passes."""
-    mu, nu, direction = _moments(hp, state, g)
-    new = params * (1.0 - hp.lr * hp.weight_decay) - hp.lr * direction
+    update of ``backends.methods.adamw``, without passes.
+
+    Eager: ``torch.optim.AdamW``'s own fused kernel (its functional form
+    ``torch.optim.adamw.adamw(..., fused=True)``) on copies of the parameters and moments (the
+    adapter's state stays immutable): one pass over the four vectors where the formula below
+    runs eleven elementwise operators, each reading and writing a parameter-sized vector
+    (docs/profiling.md, "Optimizer updates"). Under ``torch.compile`` the formula, which
+    Inductor fuses itself. Both are ``torch.optim.AdamW``'s update; they differ from each
+    other in the last bits of rounding only."""
+    if torch.compiler.is_compiling():
+        mu, nu, direction = _moments(hp, state, g)
+        new = params * (1.0 - hp.lr * hp.weight_decay) - hp.lr * direction
+        return new, AdamWState(hp, state.count + 1, mu, nu)
+    new, mu, nu = params.clone(), state.mu.clone(), state.nu.clone()
+    step = torch.tensor(float(state.count), dtype=torch.float32, device=params.device)  # the kernel adds 1
+    torch_adamw(
+        [new],
+        [g],
+        [mu],
+        [nu],
+        [],
+        [step],
+        fused=True,
+        amsgrad=False,
+        beta1=hp.b1,
+        beta2=hp.b2,
+        lr=hp.lr,
+        weight_decay=hp.weight_decay,
+        eps=hp.eps,
+        maximize=False,
+    )
     return new, AdamWState(hp, state.count + 1, mu, nu)
 
 
