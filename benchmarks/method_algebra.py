@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from backends import egn_gram, kfac_maths
-from backends.methods import adamw, ef, egn, fngd, ief, kfac, sf, sgd
+from backends.methods import ef, egn, fngd, ief, kfac, sf
 
 CARDS = {"ef": ef.CARD, "ief": ief.CARD, "sf": sf.CARD, "egn": egn.CARD, "kfac": kfac.CARD}
 
@@ -224,7 +224,8 @@ class UpdateProbe:
       ``lookup``, ``sum_l J_l^T c_l`` from the recorded taps and the heavy-ball update.
 
     The step returns the updated parameters and optimizer state, as the adapter does (the
-    recorded answers stay fixed; FNGD's phase does not advance)."""
+    recorded answers stay fixed; FNGD's phase does not advance), and no statistics: the new
+    parameters are an output, so XLA computes them, and nothing is added to the work."""
 
     def __init__(self, method: str, phase: str | None = None) -> None:
         self.method = method
@@ -235,7 +236,7 @@ class UpdateProbe:
         params, batch = problem.params0, problem.device_batch(0)
         module = _optimizer(problem, self.method)
         adapter = module.ADAPTER()
-        hp = adapter.resolve(None, None)
+        hp = self.hparams = adapter.resolve(None, None)
         if self.method == "fngd":
             state = fngd_state(problem, self.phase or "reuse")
             oracle = problem.oracle(params, batch, taps=True)
@@ -266,9 +267,8 @@ class UpdateProbe:
         elif self.method == "fngd":
             new, opt_state = self._fngd(problem, module, params, opt_state, batch, answers)
         else:
-            hp = _optimizer_defaults(self.method)
-            new, opt_state = module.update(hp, params, opt_state, answers)
-        return new, (opt_state, answers), {"probe": new.sum()}
+            new, opt_state = module.update(self.hparams, params, opt_state, answers)
+        return new, (opt_state, answers), {}
 
     def _fngd(self, problem: Any, module: Any, params: Any, state: Any, batch: Any, taps: Any) -> tuple[Any, Any]:
         hp = state.hparams
@@ -306,10 +306,6 @@ def net_of_call(medians: dict[str, float]) -> dict[str, float]:
         name: max(0.0, t - null) if name.startswith("algebra:") and name != NullProbe.name else t
         for name, t in medians.items()
     }
-
-
-def _optimizer_defaults(method: str) -> Any:
-    return {"sgd": sgd.CARD, "adamw": adamw.CARD}[method].Hyperparams()
 
 
 def solve_steps_per_step(problem: Any, rounds: int, warmup: int) -> float:

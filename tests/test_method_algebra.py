@@ -104,6 +104,7 @@ def test_update_probe_takes_no_pass_and_computes_the_steps_update(backend: str, 
     before = problem.counters.snapshot()
     params, _, stats = step(problem.params0, inputs, batch)
     assert problem.counters.snapshot() == before  # the update only: no oracle pass
+    assert stats == {}  # nothing computed beyond the update
     # The adapter's own step from the same state on the batch the answers were recorded on.
     adapter = registry.adapters(backend)[method]()
     state = (
@@ -115,7 +116,6 @@ def test_update_probe_takes_no_pass_and_computes_the_steps_update(backend: str, 
     got = problem.to_numpy(params)
     assert not np.array_equal(want, problem.to_numpy(problem.params0))  # the step moves the parameters
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
-    assert float(stats["probe"]) == pytest.approx(float(want.sum()), rel=1e-12)
 
 
 def test_fngd_probe_states_are_in_their_phase_with_the_first_batch_cached() -> None:
