@@ -185,55 +185,67 @@ def proposal(
     ``p = Ft^{-1} grad h`` (ascent-signed); untapped entries get ``1 / (lam + eta)``
     (``untapped="damped_identity"``) or 1."""
     grad_h = g + hp.l2_reg * params if hp.l2_reg else g
-    untapped = ops.astype(1.0 / identity_weight, g.dtype) if hp.untapped == "damped_identity" else 1.0
+    damped = hp.untapped == "damped_identity" and len(layout.untapped) > 0  # the scale is read only then
+    untapped = ops.astype(1.0 / identity_weight, g.dtype) if damped else 1.0
     return grad_h, precondition(ops, layout, inverses, grad_h, untapped)
 
 
 # --------------------------------------------------------------------------- the quadratic model
 
 
+class ModelTerms(NamedTuple):
+    """The inner products behind the quadratic model over ``span{p, delta_prev}``:
+    ``c_ij = (1/B) sum_n u_i^T Q_n u_j`` (GGN, ``u = Jz v``), ``d_ij = v_i^T v_j`` and
+    ``b_i = grad h^T v_i`` with ``v_1 = p``, ``v_2 = delta_prev``; in the arrays' dtype."""
+
+    c11: Array
+    c12: Array
+    c22: Array
+    d11: Array
+    d12: Array
+    d22: Array
+    b1: Array
+    b2: Array
+
+
 def output_inner(ops: ArrayOps, oracle: Any, u: Array, w: Array, q_w: Array | None = None) -> Array:
-    """``(1/B) sum_n u_n^T Q_n w_n`` (float64) for output tangents ``u``, ``w`` (``(B, C)``) and
-    the output Hessians ``Q_n`` of the oracle's batch; ``q_w``: ``Q w`` if already applied."""
+    """``(1/B) sum_n u_n^T Q_n w_n`` for output tangents ``u``, ``w`` (``(B, C)``) and the
+    output Hessians ``Q_n`` of the oracle's batch (the tangents' dtype); ``q_w``: ``Q w`` if
+    already applied."""
     q_w = oracle.output_hessian_apply(w) if q_w is None else q_w
-    return ops.astype(ops.mean(ops.sum(u * q_w, axis=-1)), ops.float64)
+    return ops.mean(ops.sum(u * q_w, axis=-1))
 
 
-def _dot(ops: ArrayOps, x: Array, y: Array) -> Array:
-    return ops.astype(x @ y, ops.float64)
+def model_terms(
+    ops: ArrayOps, oracle: Any, tangents: Sequence[Array], p: Array, velocity: Array | None, grad_h: Array
+) -> ModelTerms:
+    """:class:`ModelTerms` from the output tangents ``[J p]`` or ``[J p, J delta_prev]``; the
+    ``delta_prev`` terms are zero when ``velocity`` is None (the first step)."""
+    u_p = tangents[0]
+    c11, d11, b1 = output_inner(ops, oracle, u_p, u_p), p @ p, grad_h @ p
+    if velocity is None:
+        zero = ops.zeros_like(c11)
+        return ModelTerms(c11, zero, zero, d11, zero, zero, b1, zero)
+    u_v = tangents[1]
+    q_v = oracle.output_hessian_apply(u_v)  # applied once for c12 and c22 (the same numbers)
+    c12, c22 = output_inner(ops, oracle, u_p, u_v, q_v), output_inner(ops, oracle, u_v, u_v, q_v)
+    return ModelTerms(c11, c12, c22, d11, p @ velocity, velocity @ velocity, b1, grad_h @ velocity)
 
 
-def quadratic_step(
-    ops: ArrayOps,
-    hp: KFACHyperparams,
-    oracle: Any,
-    tangents: Sequence[Array],
-    p: Array,
-    velocity: Array | None,
-    grad_h: Array,
-    lam: Array,
-) -> tuple[Array, Array, Array]:
+def solve_model(ops: ArrayOps, hp: KFACHyperparams, terms: ModelTerms, lam: Any) -> tuple[Any, Any, Any]:
     """``(w1, w2, M(delta))`` for ``delta = w1 p + w2 delta_prev`` minimising
 
         M(delta) = grad h^T delta + 1/2 delta^T (C + (eta + lam) I) delta
 
-    over ``span{p, delta_prev}`` (Sec. 7; ``C`` the exact GGN of the batch, its terms from the
-    output tangents ``tangents = [J p]`` or ``[J p, J delta_prev]``). ``velocity=None``: the
-    first step (``w2 = 0``). With ``adaptive_lr`` (``adaptive_momentum``) off, ``w1 = -lr``
-    (``w2 = momentum``) is fixed and the other coefficient minimises ``M`` given it (kfac-jax).
-    ``M`` includes ``lam`` when ``include_damping_in_quad_change``. All float64.
+    over ``span{p, delta_prev}`` (Sec. 7; ``C`` the exact GGN of the batch), from float64
+    ``terms``: the 2x2 system ``A = [c_ij + (eta + lam) d_ij]``, ``b = [b_i]``. With
+    ``adaptive_lr`` (``adaptive_momentum``) off, ``w1 = -lr`` (``w2 = momentum``) is fixed and
+    the other coefficient minimises ``M`` given it (kfac-jax). ``M`` includes ``lam`` when
+    ``include_damping_in_quad_change``. Scalar arithmetic only: ``ops`` may be a backend's
+    array operations (0-d float64 arrays) or host scalars (``backends.torch.ops.HOST_SCALAR_OPS``).
     """
     f64 = ops.float64
-    u_p = tangents[0]
-    c11, d11, b1 = output_inner(ops, oracle, u_p, u_p), _dot(ops, p, p), _dot(ops, grad_h, p)
-    if velocity is None:
-        zero = ops.asarray(0.0, f64, lam)
-        c12 = c22 = d12 = d22 = b2 = zero
-    else:
-        u_v = tangents[1]
-        q_v = oracle.output_hessian_apply(u_v)  # applied once for c12 and c22 (the same numbers)
-        c12, c22 = output_inner(ops, oracle, u_p, u_v, q_v), output_inner(ops, oracle, u_v, u_v, q_v)
-        d12, d22, b2 = _dot(ops, p, velocity), _dot(ops, velocity, velocity), _dot(ops, grad_h, velocity)
+    c11, c12, c22, d11, d12, d22, b1, b2 = terms
     eta = hp.l2_reg
     undamped = lm.Quadratic2D(c11 + eta * d11, c12 + eta * d12, c22 + eta * d22, b1, b2)
     damped = lm.Quadratic2D(undamped.a11 + lam * d11, undamped.a12 + lam * d12, undamped.a22 + lam * d22, b1, b2)
@@ -248,6 +260,23 @@ def quadratic_step(
     return w1, w2, ops.asarray(model_change, f64, lam)
 
 
+def quadratic_step(
+    ops: ArrayOps,
+    hp: KFACHyperparams,
+    oracle: Any,
+    tangents: Sequence[Array],
+    p: Array,
+    velocity: Array | None,
+    grad_h: Array,
+    lam: Array,
+) -> tuple[Array, Array, Array]:
+    """``(w1, w2, M(delta))`` minimising the exact quadratic model over ``span{p, delta_prev}``
+    (:func:`solve_model` on :func:`model_terms` cast to float64; ``velocity=None``: the first
+    step, ``w2 = 0``). All float64."""
+    terms = model_terms(ops, oracle, tangents, p, velocity, grad_h)
+    return solve_model(ops, hp, ModelTerms(*(ops.astype(t, ops.float64) for t in terms)), lam)
+
+
 def fixed_step(ops: ArrayOps, hp: KFACHyperparams, like: Array) -> tuple[Array, Array, Array]:
     """``(-lr, momentum, NaN)``: the coefficients off the model (fixed lr and momentum, no LM step)."""
     f64 = ops.float64
@@ -260,6 +289,10 @@ def update(ops: ArrayOps, w1: Array, w2: Array, p: Array, velocity: Array | None
     if velocity is not None:
         delta = delta + ops.astype(w2, p.dtype) * velocity
     return delta
+
+
+def _dot(ops: ArrayOps, x: Array, y: Array) -> Array:
+    return ops.astype(x @ y, ops.float64)
 
 
 def adapt_damping(

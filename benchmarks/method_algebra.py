@@ -13,12 +13,15 @@ linear-algebra calls on inputs built once, outside the timed region, from a real
   ``Jt^T v`` (``backends.egn_gram.solve_taps``);
 * ``kfac``: the preconditioner ``left @ X @ right`` per layer every step, and the float64
   Cholesky inverses of the damped factors on refresh steps (``backends.kfac_maths``), on
-  factors of the problem's shapes.
+  factors of the problem's shapes; and the factor statistics on statistics steps: each layer's
+  ``A = abar^T abar / (B T)`` and ``G = e^T e / (B T)`` from a real batch's taps and
+  sampled-label cotangents, folded into the running averages (the backend's
+  ``kfac_factors.layer_stats`` and its adapter's ``fold``, the step's own code).
 
 :func:`probes_for` gives the lanes an adapter list needs and :func:`algebra_per_step` what one
-adapter's step spends in them (K-FAC: ``precondition + inverses x refreshes per step``, the rate
-from the card's schedule). ``benchmarks.step_cost`` adds them to its rounds and reports
-``step / (floor + algebra)`` next to the passes-only efficiency::
+adapter's step spends in them (K-FAC: ``precondition + inverses x refreshes per step + stats x
+statistics steps per step``, the rates from the card's schedule). ``benchmarks.step_cost`` adds
+them to its rounds and reports ``step / (floor + algebra)`` next to the passes-only efficiency::
 
     OMP_NUM_THREADS=1 python -m benchmarks.method_algebra --threads 1 [--backend torch jax]
                                                            [--problem digits-mlp digits-wide]
@@ -174,6 +177,60 @@ class KFACProbe:
         return params, state, {"probe": sum(inv.left.sum() + inv.right.sum() for inv in fresh)}
 
 
+def kfac_stats_inputs(problem: Any, params: Any, batch: Any, previous: Any = None, k: int = 2) -> tuple[Any, ...]:
+    """What K-FAC's statistics read on a statistics step of the card's defaults (sampled-label
+    Fisher), from the passes its step takes on ``batch`` at ``params``: ``(tap inputs,
+    sampled-label tap cotangents, the averages to fold into, the weight of the ``k``-th
+    estimate)``. ``previous=None``: this batch's own factors stand in for the average."""
+    hp = _defaults("kfac")
+    oracle = problem.oracle(params, batch, taps=True)
+    inputs = tuple(_constant(a) for a in oracle.tap_inputs())
+    grads = tuple(_constant(e) for e in oracle.tap_grads_for(oracle.sampled_logit_grads(1)[0]))
+    if previous is None:
+        previous = _kfac_batch_stats(problem, inputs, grads)
+    return inputs, grads, tuple(previous), kfac.ema_weight(k, hp)
+
+
+def _kfac_batch_stats(problem: Any, inputs: Any, grads: Any) -> list[Any]:
+    """This batch's factors (``backends.<framework>.kfac_factors.layer_stats``; its cotangent
+    passes are ``[pass][layer]`` in torch and ``[layer]`` stacked over passes in JAX)."""
+    kf = _backend_module(problem, "kfac_factors")
+    if _framework(problem) == "jax":
+        return kf.layer_stats(problem.layout, list(inputs), [e[None] for e in grads])
+    return kf.layer_stats(problem.layout, list(inputs), [list(grads)])
+
+
+def kfac_stats_update(problem: Any, state: Any) -> tuple[Any, ...]:
+    """One statistics step's factor update on :func:`kfac_stats_inputs`: this batch's ``A_i``,
+    ``G_i`` and their fold into the averages, ``(1 - w) F + w F_new`` (the adapter's ``fold``)."""
+    inputs, grads, previous, weight = state
+    new = _kfac_batch_stats(problem, inputs, grads)
+    fold = _backend_module(problem, "optimizers.kfac").fold
+    if _framework(problem) == "jax":
+        weight = _ops(problem).asarray(weight, _ops(problem).float64, new[0].A)
+    return fold(previous, new, weight)
+
+
+def stats_per_step(preset: str | None, rounds: int, warmup: int) -> float:
+    """Statistics steps per timed step of a K-FAC configuration (the card's schedule)."""
+    hp = kfac.CARD.Hyperparams(**kfac.CARD.presets.get(preset or "", {}))
+    return sum(kfac.update_stats(t, hp) for t in range(warmup, warmup + rounds)) / rounds
+
+
+class KFACStatsProbe:
+    """A step that runs K-FAC's factor statistics (:func:`kfac_stats_update`) on inputs built at
+    ``init`` from the problem's first batch at its initial parameters."""
+
+    name = "algebra:kfac-stats"
+
+    def init(self, problem: Any, hparams: Any) -> Any:
+        return kfac_stats_inputs(problem, problem.params0, problem.device_batch(0))
+
+    def step(self, problem: Any, params: Any, state: Any, batch: Any) -> tuple[Any, Any, dict[str, Any]]:
+        folded = kfac_stats_update(problem, state)
+        return params, state, {"probe": sum(st.A.sum() + st.G.sum() for st in folded)}
+
+
 def refreshes_per_step(preset: str | None, rounds: int, warmup: int, overrides: dict[str, Any] | None = None) -> float:
     """Inverse refreshes per timed step of a K-FAC configuration (the card's schedule)."""
     hp = kfac.CARD.Hyperparams(**{**kfac.CARD.presets.get(preset or "", {}), **(overrides or {})})
@@ -321,7 +378,7 @@ def solve_steps_per_step(problem: Any, rounds: int, warmup: int) -> float:
 
 def _probes(method: str) -> list[Any]:
     if method == "kfac":
-        return [KFACProbe("precondition"), KFACProbe("inverses")]
+        return [KFACProbe("precondition"), KFACProbe("inverses"), KFACStatsProbe()]
     if method == "fngd":
         return [UpdateProbe("fngd", "solve"), UpdateProbe("fngd", "reuse")]
     if method in UPDATE_METHODS:
@@ -355,7 +412,8 @@ def algebra_per_step(
         return medians.get(f"algebra:{method}", nan)
     if method == "kfac":
         inverses = medians.get("algebra:kfac-inverses", nan) * refreshes_per_step(preset or None, rounds, warmup)
-        return medians.get("algebra:kfac-precondition", nan) + inverses
+        stats = medians.get("algebra:kfac-stats", nan) * stats_per_step(preset or None, rounds, warmup)
+        return medians.get("algebra:kfac-precondition", nan) + inverses + stats
     if method in CARDS and not preset:
         return medians.get(f"algebra:{method}", nan)
     return nan  # a preset may change the system's size (SF's draws) or filter: not probed

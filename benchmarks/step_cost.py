@@ -18,9 +18,11 @@ Run directly for the table (both backends if installed)::
 
     python -m benchmarks.step_cost [--backend torch jax] [--problem digits-mlp digits-wide]
                                    [--rounds 100] [--warmup 10] [--threads 2] [--store [DB]]
-                                   [--block 10]
+                                   [--block 10] [--json PATH]
 
 ``--store`` appends the table to the database (``db.step_costs``; the optimizer pages show it).
+``--json PATH`` writes the table as JSON (:func:`table_json`), as ``ngbench nightly`` reads it
+from a child process that holds no database URL (``harness.nightly_step_cost``).
 
 asv: ``StepCost.track_ratio_to_sgd`` and ``track_step_time`` per (backend, problem, adapter).
 """
@@ -28,7 +30,10 @@ asv: ``StepCost.track_ratio_to_sgd`` and ``track_step_time`` per (backend, probl
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -258,6 +263,45 @@ def format_pass_costs(tables: dict[tuple[str, str], dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+#: Version of the ``--json`` document (:func:`table_json`).
+JSON_FORMAT = "ngbench-step-cost/1"
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None`` (JSON has neither)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def table_json(costs: list[Cost], tables: dict[tuple[str, str], dict[str, float]], settings: dict[str, Any]) -> str:
+    """The ``--json`` document: ``format``, the measurement's ``settings`` (backends, problems,
+    adapters, rounds, warmup, threads, block), ``rows`` as ``db.step_costs.save_step_costs``
+    takes them (the algebra figures also inside ``passes``) and the per-kind ``pass_costs``;
+    missing figures are ``null``."""
+    from dataclasses import asdict
+
+    document = {
+        "format": JSON_FORMAT,
+        "settings": settings,
+        "rows": [_stored_row(asdict(c)) for c in costs],
+        "pass_costs": [{"backend": b, "problem": p, "costs": costs} for (b, p), costs in tables.items()],
+    }
+    return json.dumps(_json_ready(document), indent=1, allow_nan=False) + "\n"
+
+
+def write_json(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader never sees half a table)."""
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, target)
+
+
 def _asv_params() -> tuple[list[str], list[str], list[str]]:
     from backends.methods import BUILTIN_METHODS
     from harness import registry
@@ -379,6 +423,9 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
         help="append the table to a database (default: NGBENCH_DB_URL or ./ngbench.db); "
         "the optimizer pages show the newest row per backend, problem and adapter",
     )
+    parser.add_argument(
+        "--json", default=None, metavar="PATH", help="also write the table as JSON (what ngbench nightly stores)"
+    )
     args = parser.parse_args()
     import sys
 
@@ -401,6 +448,8 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
         for problem in args.problem:
             if problem not in PROBLEMS:
                 raise ValueError(f"unknown problem {problem!r} (known: {', '.join(PROBLEMS)})")
+        if args.json is not None and not Path(args.json).parent.is_dir():
+            raise ValueError(f"--json {args.json}: no directory {Path(args.json).parent}")
     except (ValueError, *USER_ERRORS) as exc:
         print(f"ngbench: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -423,6 +472,17 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
     print(format_table(costs))
     print()
     print(format_pass_costs(tables))
+    if args.json is not None:
+        settings = {
+            "backends": backends,
+            "problems": args.problem,
+            "adapters": args.adapter,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "threads": args.threads,
+            "block": args.block,
+        }
+        write_json(args.json, table_json(costs, tables, settings))
     if store is not None:
         written = store_table(None, costs, backends, args.threads, args.rounds, store=store)
         store.dispose()

@@ -69,7 +69,11 @@ class Sweep(Base):
     #:               "unchanged", "detail", "config" (hyperparameter overrides),
     #:               "underpowered" (too few seeds for the test to reach p < alpha)}],
     #:    "summary": {"flagged", "compared", "slowdowns", "speedups", "regressions",
-    #:                "improvements", "underpowered", "new_groups", "missing_groups"}}
+    #:                "improvements", "underpowered", "new_groups", "missing_groups"},
+    #:    "step_cost" (only when the nightly measured the step-cost table,
+    #:                 ``harness.nightly_step_cost``): {"status": "stored" | "partly stored" |
+    #:                 "failed", "settings", "tables": [{"backend", "status", "rows" or
+    #:                 "detail", "wall_s"}], "items": [efficiency changes]}}
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep")

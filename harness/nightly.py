@@ -197,7 +197,8 @@ def _runs(store: Store, sweep_id: int) -> list[dict[str, Any]]:
     return list(best.values())
 
 
-def _environment(store: Store, sweep_id: int) -> dict[str, Any]:
+def sweep_environment(store: Store, sweep_id: int) -> dict[str, Any]:
+    """The environment record stored with sweep ``sweep_id`` (empty when it has none)."""
     with store.session() as s:
         row = s.execute(
             select(Environment.details).join(Sweep, Sweep.environment_id == Environment.id).where(Sweep.id == sweep_id)
@@ -222,7 +223,7 @@ def earlier_nightlies(store: Store, sweep_id: int, limit: int | None = None) -> 
     current = _sweep(store, sweep_id)
     if current is None:
         return []
-    env = _environment(store, sweep_id)
+    env = sweep_environment(store, sweep_id)
     with store.session() as s:
         ids = list(
             s.scalars(
@@ -238,7 +239,7 @@ def earlier_nightlies(store: Store, sweep_id: int, limit: int | None = None) -> 
         )
     out = []
     for sid in ids:
-        if same_machine(env, _environment(store, sid)) and _runs(store, sid):
+        if same_machine(env, sweep_environment(store, sid)) and _runs(store, sid):
             out.append(sid)
             if limit is not None and len(out) >= limit:
                 break
@@ -436,7 +437,7 @@ def compare(
     previous nightly on the same machine); see the module docstring."""
     th = thresholds or Thresholds()
     generated = (now or datetime.now(UTC)).isoformat(timespec="seconds")
-    current_env = _environment(store, sweep_id)
+    current_env = sweep_environment(store, sweep_id)
     if baseline_id is None:
         baseline_id = previous_nightly(store, sweep_id)
     report: dict[str, Any] = {
@@ -454,7 +455,7 @@ def compare(
             "note": "no earlier nightly of this name on this machine: nothing to compare (baseline recorded)",
         }
         return report
-    prev_env = _environment(store, baseline_id)
+    prev_env = sweep_environment(store, baseline_id)
     prev = _by_group(_runs(store, baseline_id))
     history_ids = [sid for sid in earlier_nightlies(store, sweep_id, limit=th.history + 1) if sid != baseline_id]
     history = [prev] + [_by_group(_runs(store, sid)) for sid in history_ids[: th.history - 1]]

@@ -42,6 +42,36 @@ def test_probe_takes_no_pass_and_computes_the_steps_direction(backend: str, meth
     assert float(stats["probe"]) == pytest.approx(float(want.sum()), rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("jax", marks=pytest.mark.slow)])  # jax: 3 compiles
+def test_kfac_stats_probe_takes_no_pass_and_folds_the_steps_factors(backend: str) -> None:
+    module = registry.backend_module(backend)
+    problem = module.build_problem(get_suite("tiny-ce"), seed=0, dtype="float64", device="cpu")
+    probe = method_algebra.KFACStatsProbe()
+    inputs = probe.init(problem, None)  # the passes (taps, sampled-label backward) happen here
+    step = problem.make_step(probe)
+    before = problem.counters.snapshot()
+    params, _, stats = step(problem.params0, inputs, problem.device_batch(3))
+    assert problem.counters.snapshot() == before  # linear algebra only: no oracle pass
+    np.testing.assert_array_equal(problem.to_numpy(params), problem.to_numpy(problem.params0))
+    want = sum(float(st.A.sum() + st.G.sum()) for st in method_algebra.kfac_stats_update(problem, inputs))
+    assert float(stats["probe"]) == pytest.approx(want, rel=1e-12)
+    # The adapter's own second step: batch 1's factors at the first step's parameters, folded
+    # into the first step's averages with the weight of the 2nd estimate (1/2, the paper's EMA).
+    adapter = registry.adapters(backend)["kfac"]()
+    state = adapter.init(problem, adapter.resolve(None, None))
+    params1, state1, _ = adapter.step(problem, problem.params0, state, problem.device_batch(0))
+    _, state2, _ = adapter.step(problem, params1, state1, problem.device_batch(1))
+    probe_state = method_algebra.kfac_stats_inputs(problem, params1, problem.device_batch(1), state1.factors, k=2)
+    assert probe_state[3] == 0.5
+    got = method_algebra.kfac_stats_update(problem, probe_state)
+    assert len(got) == len(state2.factors) == 2
+    for mine, step_factors in zip(got, state2.factors, strict=True):
+        np.testing.assert_allclose(problem.to_numpy(mine.A), problem.to_numpy(step_factors.A), rtol=1e-12)
+        np.testing.assert_allclose(problem.to_numpy(mine.G), problem.to_numpy(step_factors.G), rtol=1e-12)
+    # The lane's factors have the layers' shapes: 13-16-3 with biases.
+    assert [(st.A.shape[0], st.G.shape[0]) for st in got] == [(14, 16), (17, 3)]
+
+
 def test_probe_systems_have_the_methods_sizes() -> None:
     module = registry.backend_module("torch")
     problem = module.build_problem(get_suite("tiny-ce"), seed=0, dtype="float64", device="cpu")
@@ -58,17 +88,21 @@ def test_probe_systems_have_the_methods_sizes() -> None:
 
 def test_probes_for_and_algebra_per_step_arithmetic() -> None:
     lanes = method_algebra.probes_for(["ef", "sf", "kfac", "kfac:amortised"])
-    assert sorted(lanes) == [
-        "algebra:ef",
-        "algebra:kfac-inverses",
-        "algebra:kfac-precondition",
-        "algebra:null",
-        "algebra:sf",
-    ]
-    medians = {"algebra:ef": 0.002, "algebra:kfac-precondition": 0.001, "algebra:kfac-inverses": 0.010}
+    kfac_lanes = ["algebra:kfac-inverses", "algebra:kfac-precondition", "algebra:kfac-stats"]
+    assert sorted(lanes) == ["algebra:ef", *kfac_lanes, "algebra:null", "algebra:sf"]
+    medians = {
+        "algebra:ef": 0.002,
+        "algebra:kfac-precondition": 0.001,
+        "algebra:kfac-inverses": 0.010,
+        "algebra:kfac-stats": 0.0004,
+    }
     assert method_algebra.algebra_per_step("ef", medians, 100, 10) == 0.002
-    # K-FAC defaults refresh 5 times in timed steps 10..109: 0.001 + 0.010 * 0.05.
-    assert method_algebra.algebra_per_step("kfac", medians, 100, 10) == pytest.approx(0.0015)
+    # K-FAC defaults refresh 5 times in timed steps 10..109 and take statistics every step:
+    # 0.001 + 0.010 * 0.05 + 0.0004; the amortised preset's statistics every 10th step
+    # (t = 10, 20, ..., 100: 10 of 100).
+    assert method_algebra.algebra_per_step("kfac", medians, 100, 10) == pytest.approx(0.0019)
+    assert method_algebra.algebra_per_step("kfac:amortised", medians, 100, 10) == pytest.approx(0.00154)
+    assert method_algebra.stats_per_step("amortised", 100, 10) == pytest.approx(0.1)
     assert math.isnan(method_algebra.algebra_per_step("egn", medians, 100, 10))  # no lane measured
     assert math.isnan(method_algebra.algebra_per_step("sf", medians, 100, 10))  # lane missing
     assert math.isnan(method_algebra.algebra_per_step("ef:exact", medians, 100, 10))  # presets not probed

@@ -122,6 +122,35 @@ def test_taps_reconstruct_per_sample_gradients(tiny_suite: str) -> None:
     torch.testing.assert_close(o.weighted_grad(w_n), J.T @ w_n, rtol=1e-9, atol=1e-12)
 
 
+def test_carried_tangent_is_the_jvp_and_leaves_the_graph_forward_unchanged(
+    tiny_suite: str, rng: np.random.Generator
+) -> None:
+    """``carry_tangent(v)`` before the forward: ``jvp(v)`` is the separate pass's tangent bit
+    for bit, booked as one ``jvp`` when handed out, and the loss, gradient and taps are the
+    plain forward's; after the forward it is a no-op (``jvp`` takes its own pass)."""
+    p, b = problem_and_batch(tiny_suite)
+    v = torch.as_tensor(rng.normal(size=p.num_params))
+    plain = p.oracle(p.params0, b, taps=True)
+    want_loss, want_grad = plain.loss_and_grad()
+    want_u, want_a, want_e = plain.jvp(v), plain.tap_inputs(), plain.tap_grads()
+    carried = p.oracle(p.params0, b, taps=True)
+    carried.carry_tangent(v)
+    before = p.counters.snapshot()
+    loss, grad = carried.loss_and_grad()
+    assert p.counters.snapshot()["jvp"] == before["jvp"]  # booked when handed out
+    assert torch.equal(carried.jvp(v), want_u)
+    assert torch.equal(loss, want_loss) and torch.equal(grad, want_grad)
+    assert all(torch.equal(x, y) for x, y in zip(carried.tap_inputs(), want_a, strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(carried.tap_grads(), want_e, strict=True))
+    delta = {k: p.counters.snapshot()[k] - before[k] for k in before}
+    assert delta == {"forward": 1, "backward": 1, "jvp": 1, "vjp": 0, "per_sample": 0}
+    late = p.oracle(p.params0, b)
+    late.loss_value()
+    late.loss_and_grad()
+    late.carry_tangent(v)  # the forward has run: nothing to carry
+    assert torch.equal(late.jvp(v), want_u) and late._carried is None
+
+
 def test_pass_counters_count_each_primitive(tiny_suite: str) -> None:
     p, b = problem_and_batch(tiny_suite)
     before = p.counters.snapshot()

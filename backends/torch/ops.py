@@ -171,7 +171,8 @@ class HostScalarOps:
     the CPU), and the scalar maths (AdamQLR's step size, reduction ratio and damping update)
     runs on NumPy scalars: the same IEEE double operations as 0-d ``float64`` tensors, so the
     same numbers, at a fraction of a microsecond each instead of a torch dispatch of several
-    (docs/profiling.md). ``astype`` to a torch dtype gives a 0-d tensor back (the step size
+    (docs/profiling.md). AdamQLR's step size and K-FAC's quadratic model and damping update
+    run on it. ``astype`` to a torch dtype gives a 0-d tensor back (the step size
     that scales the update). On CUDA the adapters keep :data:`TORCH_OPS` (a host read would
     synchronise).
     """
@@ -184,6 +185,10 @@ class HostScalarOps:
         if dtype is np.float64:
             return np.float64(value)
         return torch.tensor(float(value), dtype=dtype)
+
+    @staticmethod
+    def asarray(x: Any, dtype: Any, like: Any = None) -> Any:
+        return HostScalarOps.astype(x, dtype)
 
     @staticmethod
     def abs(x: Any) -> Any:
@@ -200,3 +205,12 @@ class HostScalarOps:
 
 #: Scalar maths on the host for CPU problems (see :class:`HostScalarOps`).
 HOST_SCALAR_OPS = HostScalarOps()
+
+
+def scalar_ops(device: torch.device) -> Any:
+    """Host scalars (:data:`HOST_SCALAR_OPS`) for an eager step on the CPU; device tensors
+    (:data:`TORCH_OPS`) on CUDA (a host read would synchronise) and under ``torch.compile``
+    (a host read would break the graph)."""
+    if device.type == "cpu" and not torch.compiler.is_compiling():
+        return HOST_SCALAR_OPS
+    return TORCH_OPS

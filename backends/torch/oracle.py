@@ -83,6 +83,12 @@ class Reverse:
     tap_grads: list[Tensor]
 
 
+def _traced() -> bool:
+    """Inside a ``torch.func`` transform (where dual tensors have no batching rule) or under
+    ``torch.compile`` (which traces ``torch.func.jvp`` whole)."""
+    return torch._C._functorch.maybe_current_level() is not None or torch.compiler.is_compiling()
+
+
 class TorchOracle:
     """Curvature primitives at ``params`` on ``batch`` (see module docstring)."""
 
@@ -105,6 +111,9 @@ class TorchOracle:
         self._p: Tensor | None = None
         self._e: list[Tensor] | None = None
         self._a: list[Tensor] | None = None
+        #: A tangent carried by the graph forward (:meth:`carry_tangent`) and its ``Jz v``.
+        self._carried: Tensor | None = None
+        self._carried_jvp: Tensor | None = None
 
     # ------------------------------------------------------------------ forward
     def _forward(self) -> None:
@@ -113,7 +122,13 @@ class TorchOracle:
         leaf = self.params.detach().requires_grad_(True)
         taps = Taps() if self._want_taps else None
         with torch.enable_grad():
-            z = self.problem.fmodel(leaf, self.batch.x, taps)
+            if self._carried is None:
+                z = self.problem.fmodel(leaf, self.batch.x, taps)
+            else:  # one forward-mode pass: the graph of z and the tangent Jz v together
+                with forward_ad.dual_level():
+                    dual = forward_ad.make_dual(leaf, self._carried.to(leaf.dtype))
+                    z, tangent = forward_ad.unpack_dual(self.problem.fmodel(dual, self.batch.x, taps))
+                self._carried_jvp = tangent.detach()
         # The reverse passes start at z with closed-form cotangents, never at the losses: their
         # values need no graph (same numbers, no autograd nodes recorded for them).
         self._z_value = z.detach()
@@ -240,15 +255,31 @@ class TorchOracle:
         return vmap(func_grad(single), in_dims=(None, 0, 0))(self.params, self.batch.x, self.batch.y)
 
     # ------------------------------------------------------------------ GGN / Fisher
+    def carry_tangent(self, v: Tensor) -> None:
+        """Let the graph forward also compute ``Jz v`` for a tangent known before it runs (K-FAC's
+        previous update): the forward runs on dual parameters, which yields the graph's logits
+        and the output tangent in one forward-mode pass, sparing :meth:`jvp` of this same
+        tensor its own pass (about a forward's worth of primal work; docs/profiling.md, "K-FAC (torch)").
+        The values are those of the separate passes. Booked as one ``jvp`` when :meth:`jvp`
+        hands it out. Eager only, and only before the forward has run; otherwise a no-op."""
+        if self._z is None and not _traced():
+            self._carried = v
+
     def jvp(self, v: Tensor) -> Tensor:
         """``Jz v``: output tangents ``(B, C)`` for a parameter tangent ``v`` (forward mode).
 
         Dual tensors of ``torch.autograd.forward_ad`` directly: the same operators and numbers
         as ``torch.func.jvp``, without its functional wrapping of every input (which made a JVP
-        cost about three forwards at these sizes; docs/profiling.md)."""
+        cost about three forwards at these sizes; docs/profiling.md). The tangent carried by
+        the graph forward (:meth:`carry_tangent`) is returned without a pass."""
+        if self._carried is not None and v is self._carried:
+            self._forward()
+            assert self._carried_jvp is not None
+            self._counters.add("jvp")
+            return self._carried_jvp
         model, x, v = self.problem.fmodel, self.batch.x, v.to(self.params.dtype)
-        if torch._C._functorch.maybe_current_level() is not None or torch.compiler.is_compiling():
-            # Inside a torch.func transform (K-FAC's vmapped JVPs) dual tensors have no
+        if _traced():
+            # Inside a torch.func transform (K-FAC's vmapped JVPs, compiled) dual tensors have no
             # batching rule, and under torch.compile torch.func.jvp is what Dynamo traces
             # whole: there torch.func.jvp, the same numbers.
             tangent = func_jvp(lambda p: model(p, x), (self.params,), (v,))[1]

@@ -28,11 +28,12 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import nightly as nightly_mod
-from harness import plans
+from harness import nightly_step_cost, plans
 from harness.commands.runs import DbOption, fmt_seconds, make_console
-from harness.errors import USER_ERRORS, DatabaseError
+from harness.errors import USER_ERRORS, ConfigError, DatabaseError
 from harness.orchestrator import RUN_FAILURE_STATUSES
 from harness.sweep import load_config, parse_devices
+from harness.sweep.schema import StepCostSettings
 from leaderboard.catalogue import suite_catalogue
 from leaderboard.ranking import protocol_deviation
 
@@ -292,10 +293,35 @@ def _execute(
     dry_run: bool,
 ) -> tuple[Any, Any] | None:
     plan, devs, n_workers = _plan(sweep_file, tag, devices, workers)
+    if plan.config.step_cost is not None:
+        make_console(stderr=True).print(Text("note: [step_cost] is measured by `ngbench nightly` only; ignored here"))
     if dry_run:
         _print_plan(plan)
         return None
     return run_plan(kind, plan, executor, devs, n_workers, resume, db, ray_address, isolation)
+
+
+def measure_step_cost(
+    store: Any, sweep_id: int, settings: StepCostSettings, backends: tuple[str, ...], thresholds: nightly_mod.Thresholds
+) -> dict[str, Any]:
+    """The nightly's step-cost table (:mod:`harness.nightly_step_cost`), measured and stored; its
+    report section. Whatever goes wrong there is recorded, never the end of the nightly."""
+    environment = nightly_mod.sweep_environment(store, sweep_id)
+    try:
+        section = nightly_step_cost.measure_and_store(
+            store, settings, backends, environment, k=thresholds.k, min_rel=thresholds.min_rel
+        )
+    except Exception as exc:  # the runs and their report come first
+        section = {"status": "failed", "settings": settings.to_dict(), "tables": [], "items": []}
+        section["error"] = f"{type(exc).__name__}: {exc}"
+    notes, warnings = nightly_step_cost.lines(section)
+    if section.get("error"):
+        warnings.append(f"step-cost table not stored: {section['error']}")
+    for line in notes:
+        make_console().print(Text(line))
+    for line in warnings:
+        make_console(stderr=True).print(Text(f"ngbench: warning: {line}"))
+    return section
 
 
 def register(app: typer.Typer) -> None:
@@ -365,25 +391,39 @@ def register(app: typer.Typer) -> None:
         ] = 0.02,
         alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Test level (convergence).")] = 0.05,
         allow_failures: AllowFailuresOption = False,
+        step_cost: Annotated[
+            bool | None,
+            typer.Option(
+                "--step-cost/--no-step-cost",
+                help="After the runs, measure and store the step-cost table (default: as the sweep file's step_cost).",
+            ),
+        ] = None,
     ) -> None:
         """Run a sweep as a new nightly, compare it with the previous nightly on this machine, store
         and print the regression report, and rebuild the site."""
-        done = _execute(
-            "nightly", sweep_file, executor, workers, devices, resume, db, tag, ray_address, isolation, False
-        )
-        assert done is not None
-        summary, store = done
+        plan, devs, n_workers = _plan(sweep_file, tag, devices, workers)
+        measure = nightly_step_cost.settings_for(plan.config.step_cost, step_cost)
+        if measure is not None and (problem := nightly_step_cost.checkout_problem()) is not None:
+            raise ConfigError(problem)
+        summary, store = run_plan("nightly", plan, executor, devs, n_workers, resume, db, ray_address, isolation)
         raise_if_kept(summary)
         if summary.interrupted:
             make_console(stderr=True).print("nightly interrupted: no report written (resume with --resume)")
             exit_interrupted(summary)
         thresholds = nightly_mod.Thresholds(k=k, min_rel=min_rel, alpha=alpha, min_effect=min_effect)
         report = nightly_mod.compare(store, summary.sweep_id, baseline, thresholds=thresholds)
+        if measure is not None:
+            report["step_cost"] = measure_step_cost(store, summary.sweep_id, measure, plan.backends, thresholds)
         store.set_sweep_report(summary.sweep_id, report)
         nightly_mod.render(report, make_console(), show_all=show_all)
         if report_json is not None:
             report_json.parent.mkdir(parents=True, exist_ok=True)
             report_json.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        if report.get("step_cost", {}).get("status") == "interrupted":
+            make_console(stderr=True).print(
+                "nightly interrupted during the step-cost table: report stored, site not rebuilt"
+            )
+            raise typer.Exit(130)
         code = 1 if fail_on_regression and nightly_mod.has_regressions(report) else 0
         failures = failures_of(summary)
         if failures:

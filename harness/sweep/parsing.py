@@ -23,7 +23,16 @@ from harness.sweep.protocol import (
     Protocol,
     distribution_from_toml,
 )
-from harness.sweep.schema import BUDGET_KEYS, DEFAULT_TIMEOUT_S, DTYPES, KEYS, TRACKS, TUNING_KEYS, SweepConfig
+from harness.sweep.schema import (
+    BUDGET_KEYS,
+    DEFAULT_TIMEOUT_S,
+    DTYPES,
+    KEYS,
+    TRACKS,
+    TUNING_KEYS,
+    SweepConfig,
+    step_cost_settings,
+)
 from suites import get_suite
 from suites.registry import UnknownSuiteError
 
@@ -282,6 +291,9 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
             problems.add(f"budgets.{suite}: {item}")
         budgets[suite] = {k: v for k, v in entry.items() if v is not None}
     protocol, search = _tuning(raw, optimizers, hparams, problems)
+    step_cost, step_cost_problems = step_cost_settings(raw.get("step_cost", False))
+    for message in step_cost_problems:
+        problems.add(message)
     if protocol is not None:
         track = "tuned"
         seeds = protocol.rerun_seeds
@@ -311,6 +323,7 @@ def load_config(source: str | Path | Mapping[str, Any], *, where: str | None = N
         budgets=budgets,
         tuning=protocol,
         search=search,
+        step_cost=step_cost,
     )
 
 

@@ -4,11 +4,13 @@ expands to (:class:`SweepPlan`, each run with its :class:`RunRole`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.spec import Distribution
+from backends.methods import BUILTIN_METHODS, card
+from backends.spec import BACKENDS, Distribution
 from harness import external
 from harness.runner import RunSpec
 from harness.sweep.protocol import Protocol, distribution_to_dict
@@ -47,10 +49,125 @@ KEYS: dict[str, str] = {
     "study_seed": "tuned track: scrambling seed of the sampler (non-negative integer, default 0)",
     "search": "tuned track: search-space overrides: [search.<optimizer>] name = { log_uniform = [lo, hi] } "
     "(or uniform, one_minus_log_uniform, choice = [values])",
+    "step_cost": "nightly: measure the step-cost table after the runs: true, or a table "
+    "[step_cost] adapters, problems, backends, rounds, warmup, threads, timeout_s",
 }
 BUDGET_KEYS: tuple[str, ...] = ("steps", "time_budget_s")
 #: Keys that only a tuned sweep (one with ``trials``) may use.
 TUNING_KEYS: tuple[str, ...] = ("rerun_seeds", "trial_seed", "sampler", "study_seed", "search")
+
+
+#: The step-cost table's problems (``benchmarks.step_cost.PROBLEMS``; harness does not import
+#: ``benchmarks``, and a test keeps the two lists equal).
+STEP_COST_PROBLEMS: tuple[str, ...] = ("digits-mlp", "digits-wide")
+#: Keys of a sweep file's ``[step_cost]`` table and what they hold.
+STEP_COST_KEYS: dict[str, str] = {
+    "adapters": "adapters, or adapter:preset (list of strings; default every adapter of each backend)",
+    "problems": f"problems (list of {', '.join(STEP_COST_PROBLEMS)}; default both)",
+    "backends": "backends (list of strings; default the backends the sweep's runs use)",
+    "rounds": "timed rounds (positive integer, default 100)",
+    "warmup": "warm-up rounds, not timed (non-negative integer, default 10)",
+    "threads": "intra-op threads of the measuring process (positive integer, default 1)",
+    "timeout_s": "wall-clock limit per backend's measurement, seconds (positive number, default 3600)",
+}
+
+
+@dataclass(frozen=True)
+class StepCostSettings:
+    """What a nightly's step-cost measurement covers (``[step_cost]`` of a sweep file; see
+    :mod:`harness.nightly_step_cost`). ``adapters=None``: every adapter of each backend, as the
+    table measures by default; ``backends=None``: the backends the sweep's runs use."""
+
+    adapters: tuple[str, ...] | None = None
+    problems: tuple[str, ...] = STEP_COST_PROBLEMS
+    backends: tuple[str, ...] | None = None
+    rounds: int = 100
+    warmup: int = 10
+    threads: int = 1
+    timeout_s: float = 3600.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "adapters": list(self.adapters) if self.adapters is not None else None,
+            "problems": list(self.problems),
+            "backends": list(self.backends) if self.backends is not None else None,
+            "rounds": self.rounds,
+            "warmup": self.warmup,
+            "threads": self.threads,
+            "timeout_s": self.timeout_s,
+        }
+
+
+def _names(table: Mapping[str, Any], key: str, problems: list[str]) -> tuple[str, ...] | None:
+    if key not in table:
+        return None
+    value = table[key]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        problems.append(f"step_cost.{key} must be a non-empty list of names, got {value!r}")
+        return None
+    return tuple(dict.fromkeys(v.strip() for v in value))
+
+
+def _number(table: Mapping[str, Any], key: str, default: Any, kind: str, problems: list[str]) -> Any:
+    """``table[key]`` (else ``default``) if it is a ``kind``: ``positive integer``,
+    ``non-negative integer`` or ``positive number``."""
+    value = table.get(key, default)
+    types = (int, float) if kind == "positive number" else int
+    fits = isinstance(value, types) and not isinstance(value, bool) and math.isfinite(value)
+    if not (fits and (value >= 0 if kind.startswith("non-negative") else value > 0)):
+        problems.append(f"step_cost.{key} must be a {kind}, got {value!r}")
+        return default
+    return value
+
+
+def _adapter_problem(name: str) -> str | None:
+    """Why ``name`` (``adapter`` or ``adapter:preset``) cannot be measured, or ``None``."""
+    adapter, _, preset = name.partition(":")
+    plugins = {n for b in BACKENDS for n in external.entry_point_names(b)}
+    if adapter in BUILTIN_METHODS:
+        presets = card(adapter).presets
+        if preset and preset not in presets:
+            return f"step_cost.adapters: {adapter}: unknown preset {preset!r} (known: {', '.join(presets) or 'none'})"
+        return None
+    if adapter in plugins:
+        return None
+    known = ", ".join([*BUILTIN_METHODS, *sorted(plugins)])
+    return f"step_cost.adapters: unknown adapter {adapter!r} (known: {known}; a preset is adapter:preset)"
+
+
+def step_cost_settings(value: Any) -> tuple[StepCostSettings | None, list[str]]:
+    """The ``step_cost`` key of a sweep file (``true``, ``false`` or a table) as settings, with
+    every problem found (one line each); ``None`` when the nightly measures no table."""
+    if isinstance(value, bool):
+        return (StepCostSettings() if value else None), []
+    if not isinstance(value, Mapping):
+        return None, [f"step_cost must be true, false or a table ([step_cost] rounds = 100, ...), got {value!r}"]
+    problems = [
+        f"step_cost: unknown key {k!r} (known: {', '.join(STEP_COST_KEYS)})" for k in value if k not in STEP_COST_KEYS
+    ]
+    adapters = _names(value, "adapters", problems)
+    for name in adapters or ():
+        if (problem := _adapter_problem(name)) is not None:
+            problems.append(problem)
+    chosen_problems = _names(value, "problems", problems)
+    for name in chosen_problems or ():
+        if name not in STEP_COST_PROBLEMS:
+            problems.append(f"step_cost.problems: unknown problem {name!r} (known: {', '.join(STEP_COST_PROBLEMS)})")
+    backends = _names(value, "backends", problems)
+    for name in backends or ():
+        if name not in BACKENDS:
+            problems.append(f"step_cost.backends: unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+    default = StepCostSettings()
+    settings = StepCostSettings(
+        adapters=adapters,
+        problems=chosen_problems or default.problems,
+        backends=backends,
+        rounds=_number(value, "rounds", default.rounds, "positive integer", problems),
+        warmup=_number(value, "warmup", default.warmup, "non-negative integer", problems),
+        threads=_number(value, "threads", default.threads, "positive integer", problems),
+        timeout_s=float(_number(value, "timeout_s", default.timeout_s, "positive number", problems)),
+    )
+    return (None if problems else settings), problems
 
 
 @dataclass(frozen=True)
@@ -94,6 +211,8 @@ class SweepConfig:
     tuning: Protocol | None = None
     #: Per-optimizer search-space overrides of a tuned sweep.
     search: Mapping[str, Mapping[str, Distribution]] = field(default_factory=dict)
+    #: What ``ngbench nightly`` measures of the step-cost table after the runs (``None``: nothing).
+    step_cost: StepCostSettings | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored as the sweep row's ``spec``)."""
@@ -126,6 +245,7 @@ class SweepConfig:
             "presets": dict(self.presets),
             "budgets": {k: dict(v) for k, v in self.budgets.items()},
             "tuning": tuning,
+            "step_cost": self.step_cost.to_dict() if self.step_cost is not None else None,
         }
 
 

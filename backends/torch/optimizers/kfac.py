@@ -3,18 +3,25 @@
 Per step: one forward with taps serves the loss, the gradient (one backward), the layer inputs
 and the output-gradient factor (one more backward with sampled-label cotangents; ``C`` for the
 exact estimator); factor products ``O(B (k^2 + out^2))`` per layer (the sampled-label backward and
-the products only every ``stats_update_period`` steps); inverses only on refresh
-steps (Cholesky of the damped factors); the preconditioner is two small matrix products per
-layer; the quadratic model costs one JVP (two, vectorised into one pass, once there is a previous
-update); the LM step adds
-one forward every ``T1`` steps. Scalars stay 0-d float64 tensors on the device.
+the products only every ``stats_update_period`` steps; off those steps the forward records no
+taps); inverses only on refresh steps (Cholesky of the damped factors); the preconditioner is two
+small matrix products per layer; the quadratic model costs one JVP (two once there is a previous
+update: ``J delta_prev``, known before the step, is carried by the graph forward itself, one
+forward-mode pass, ``TorchOracle.carry_tangent``); the LM step adds one forward every ``T1``
+steps. The model's inner products are array operations; what is built from them (the 2x2
+solve, the model change, rho, the damping update) is scalar arithmetic in float64: NumPy
+scalars on the host in an eager CPU step (``HOST_SCALAR_OPS``: the same IEEE double operations
+without a torch dispatch each, docs/profiling.md "K-FAC (torch)"), 0-d float64 tensors on CUDA
+and under ``torch.compile``. The state keeps lambda as a 0-d float64 tensor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,7 +30,7 @@ from backends.methods import kfac
 from backends.spec import Batch, Oracle, Problem, adapter_class
 from backends.torch import kfac_factors as kf
 from backends.torch.batched_passes import output_tangents, tap_grads_many
-from backends.torch.ops import TORCH_OPS
+from backends.torch.ops import HOST_SCALAR_OPS, TORCH_OPS, scalar_ops
 from backends.torch.output_hessian import apply_factor, factor_columns
 
 
@@ -70,16 +77,34 @@ def fold(
     )
 
 
+def host_terms(terms: kfac_maths.ModelTerms) -> kfac_maths.ModelTerms:
+    """The model's inner products read to the host as NumPy ``float64`` in one transfer (the
+    exact float64 values of the float32 results, as ``.to(float64)`` gives them)."""
+    return kfac_maths.ModelTerms(*map(np.float64, torch.stack(list(terms)).tolist()))
+
+
+def _ieee(ops: Any) -> contextlib.AbstractContextManager[Any]:
+    """0/0 is NaN without a warning on host scalars, as in torch (nothing to do for tensors)."""
+    return np.errstate(divide="ignore", invalid="ignore") if ops is HOST_SCALAR_OPS else contextlib.nullcontext()
+
+
 class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: Problem, hparams: kfac.KFACHyperparams) -> KFACState:
         lam = torch.tensor(hparams.damping, dtype=torch.float64, device=problem.device)
         return KFACState(hparams, 0, None, None, None, lam)
 
-    def _propose(self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]) -> kfac_maths.Proposal:
+    def _propose(
+        self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor], carry: Tensor | None = None
+    ) -> kfac_maths.Proposal:
         hp = state.hparams
-        oracle = problem.oracle(params, batch, taps=True)
+        stats_step = state.factors is None or kfac.update_stats(state.steps, hp)
+        # Taps only where the statistics read them: an amortised step's forward and backward
+        # are SGD's (the same loss and gradient; the taps record, they do not change values).
+        oracle = problem.oracle(params, batch, taps=stats_step)
+        if carry is not None:  # the model's J delta_prev from the graph forward itself
+            oracle.carry_tangent(carry)
         loss, g = oracle.loss_and_grad()
-        if state.factors is None or kfac.update_stats(state.steps, hp):
+        if stats_step:
             new = batch_factors(problem, oracle, batch, hp.estimator)
             factors = fold(state.factors, new, kfac.ema_weight(kfac.estimate_count(state.steps, hp), hp))
         else:
@@ -99,20 +124,27 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
         self, problem: Problem, params: Tensor, state: KFACState, batch: Batch[Tensor]
     ) -> tuple[Tensor, KFACState, dict[str, Any]]:
         hp = state.hparams
-        lam = state.damping
-        prop = self._propose(problem, params, state, batch)
-        oracle, p, grad_h, vel = prop.oracle, prop.direction, prop.grad_h, state.velocity
+        ops = scalar_ops(problem.device)
+        host = ops is HOST_SCALAR_OPS
+        lam = ops.astype(state.damping, ops.float64) if host else state.damping
+        vel = state.velocity
         if not hp.adaptive_momentum and hp.momentum == 0.0:
             vel = None  # a zero momentum coefficient: skip the velocity's JVP (as kfac-jax does)
         adapt = kfac.adapt_damping(state.steps, hp)
+        model = hp.adaptive_lr or hp.adaptive_momentum or adapt
+        prop = self._propose(problem, params, state, batch, vel if model else None)
+        oracle, p, grad_h = prop.oracle, prop.direction, prop.grad_h
 
-        if hp.adaptive_lr or hp.adaptive_momentum or adapt:
-            # The exact quadratic model over span{p, vel} (Sec. 7): GGN terms by JVPs.
-            tangents = output_tangents(problem, oracle, [p] if vel is None else [p, vel])
-            w1, w2, model_change = kfac_maths.quadratic_step(TORCH_OPS, hp, oracle, tangents, p, vel, grad_h, lam)
-        else:
-            w1, w2, model_change = kfac_maths.fixed_step(TORCH_OPS, hp, lam)
-        delta = kfac_maths.update(TORCH_OPS, w1, w2, p, vel)
+        with _ieee(ops):
+            if model:
+                # The exact quadratic model over span{p, vel} (Sec. 7): GGN terms by JVPs.
+                tangents = output_tangents(problem, oracle, [p] if vel is None else [p, vel])
+                terms = kfac_maths.model_terms(TORCH_OPS, oracle, tangents, p, vel, grad_h)
+                terms = host_terms(terms) if host else kfac_maths.ModelTerms(*(t.double() for t in terms))
+                w1, w2, model_change = kfac_maths.solve_model(ops, hp, terms, lam)
+            else:
+                w1, w2, model_change = kfac_maths.fixed_step(ops, hp, lam)
+        delta = kfac_maths.update(ops, w1, w2, p, vel)
         new_params = params + delta
 
         stats: dict[str, Any] = {
@@ -121,15 +153,18 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
             "momentum": w2,
             "damping": lam,
             "model_change": model_change,
-            "rho": torch.tensor(math.nan, dtype=torch.float64, device=lam.device),
+            "rho": ops.asarray(math.nan, ops.float64, lam),
         }
-        new_lam = lam
+        new_lam = state.damping
         if adapt:
             new_loss = problem.oracle(new_params, batch).loss_value()
-            rho, new_lam = kfac_maths.adapt_damping(
-                TORCH_OPS, hp, lam, prop.loss, new_loss, params, new_params, model_change
-            )
+            with _ieee(ops):
+                rho, lam_out = kfac_maths.adapt_damping(
+                    ops, hp, lam, prop.loss, new_loss, params, new_params, model_change
+                )
             stats["rho"] = rho
+            # The state keeps a 0-d float64 tensor on both paths.
+            new_lam = torch.tensor(float(lam_out), dtype=torch.float64) if host else lam_out
         new_state = KFACState(hp, state.steps + 1, prop.factors, prop.inverses, delta, new_lam)
         return new_params, new_state, stats
 
