@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.method_algebra import KFACProbe, _ops, probes_for, refreshes_per_step
+from benchmarks.method_algebra import KFACProbe, _ops, net_of_call, probes_for, refreshes_per_step
 from benchmarks.step_cost import PROBLEMS, measure
 
 __all__ = ["CONFIGS", "KFACProbe", "_AlgebraProbe", "_ops", "refreshes_per_step", "report"]
@@ -28,9 +28,10 @@ _AlgebraProbe = KFACProbe
 
 def report(backend: str, problem: str, rounds: int, warmup: int) -> list[str]:
     measured = measure(backend, problem, list(CONFIGS), rounds, warmup, extra=probes_for(list(CONFIGS)))
-    precondition = measured.extra.get("algebra:kfac-precondition", float("nan"))
-    inverses = measured.extra.get("algebra:kfac-inverses", float("nan"))
-    stats = measured.extra.get("algebra:kfac-stats", float("nan"))
+    lanes = net_of_call(measured.extra)  # as the adapters' algebra_s: less the null lane
+    precondition = lanes.get("algebra:kfac-precondition", float("nan"))
+    inverses = lanes.get("algebra:kfac-inverses", float("nan"))
+    stats = lanes.get("algebra:kfac-stats", float("nan"))
     lines = []
     for cost in measured.costs:
         if cost.adapter not in CONFIGS or cost.status != "ok":

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from backends import egn_gram, kfac_maths
-from backends.methods import ef, egn, ief, kfac, sf
+from backends.methods import ef, egn, fngd, ief, kfac, sf
 
 CARDS = {"ef": ef.CARD, "ief": ief.CARD, "sf": sf.CARD, "egn": egn.CARD, "kfac": kfac.CARD}
 
@@ -238,12 +238,152 @@ def refreshes_per_step(preset: str | None, rounds: int, warmup: int, overrides: 
     return sum(kfac.refresh_inverses(t, hp) for t in range(warmup, warmup + rounds)) / rounds
 
 
+# --------------------------------------------------------------------------- optimizer updates
+
+
+#: Methods whose probe is their own update after the passes (the backend module's code, on
+#: answers recorded at ``init``); FNGD has one lane per phase (solve, reuse).
+UPDATE_METHODS = ("sgd", "adamw", "adamqlr", "fngd")
+
+
+def _optimizer(problem: Any, method: str) -> Any:
+    """The backend module of ``method``'s adapter (``backends.<framework>.optimizers.<method>``)."""
+    return _backend_module(problem, f"optimizers.{method}")
+
+
+def fngd_state(problem: Any, phase: str) -> Any:
+    """FNGD's adapter state after one real solve step on the first batch at the initial
+    parameters: still solving (``phase="solve"``), or moved past the solve epochs with its
+    coefficients cached (``"reuse"``; torch's table filled once, as its first reuse step does)."""
+    module = _optimizer(problem, "fngd")
+    adapter = module.ADAPTER()
+    state0 = adapter.init(problem, adapter.resolve(None, None))
+    _, state, _ = adapter.step(problem, problem.params0, state0, problem.device_batch(0))
+    if phase == "solve":
+        return state._replace(step=state0.step)
+    hp = state.hparams
+    past = hp.solve_epochs * int(state.steps_per_epoch)
+    if hasattr(state, "filled"):  # torch: the filled table, as after its first reuse step
+        return state._replace(step=past, table=module._filled_table(state), filled=True)
+    return state._replace(step=_ops(problem).asarray(past, state.step.dtype, state.step))
+
+
+class UpdateProbe:
+    """A step that runs what ``method``'s step computes after its passes, on the answers of
+    those passes recorded at ``init`` (the first batch, the initial parameters):
+
+    * ``sgd``, ``adamw``: the backend module's ``update`` (torch: the adapter's own tensor
+      update; JAX: optax's ``update`` and ``apply_updates``) from the gradient ``g``;
+    * ``adamqlr``: ``quadratic_model_step`` (Adam's moments and direction, the step size from
+      the recorded ``d^T G d``, the update, the LM damping update from the recorded loss at the
+      new parameters: the adapter's step with its JVP and second forward replaced by answers);
+    * ``fngd-solve``: ``solved_direction`` (the per-layer Grams, the batched float64 solve,
+      ``sum_l J_l^T c_l``) and the heavy-ball update; ``fngd-reuse``: the cached coefficients'
+      ``lookup``, ``sum_l J_l^T c_l`` from the recorded taps and the heavy-ball update.
+
+    The step returns the updated parameters and optimizer state, as the adapter does (the
+    recorded answers stay fixed; FNGD's phase does not advance), and no statistics: the new
+    parameters are an output, so XLA computes them, and nothing is added to the work."""
+
+    def __init__(self, method: str, phase: str | None = None) -> None:
+        self.method = method
+        self.phase = phase
+        self.name = f"algebra:{method}" + (f"-{phase}" if phase else "")
+
+    def init(self, problem: Any, hparams: Any) -> Any:
+        params, batch = problem.params0, problem.device_batch(0)
+        module = _optimizer(problem, self.method)
+        adapter = module.ADAPTER()
+        hp = self.hparams = adapter.resolve(None, None)
+        if self.method == "fngd":
+            state = fngd_state(problem, self.phase or "reuse")
+            oracle = problem.oracle(params, batch, taps=True)
+            taps = tuple(_constant(a) for a in oracle.tap_inputs())
+            cotangents = tuple(_constant(e) for e in oracle.tap_grads_for(oracle.logit_grads()))
+            return state, (taps, cotangents)
+        loss, g = (_constant(a) for a in problem.oracle(params, batch).loss_and_grad())
+        state = adapter.init(problem, hp)
+        if self.method == "sgd":
+            return (state.momentum_buffer if hasattr(state, "momentum_buffer") else state.opt_state), g
+        if self.method == "adamw":
+            return (state if hasattr(state, "mu") else state.opt_state), g
+        # AdamQLR: the curvature along the step's own d and the loss where the step lands.
+        q = _constant(problem.oracle(params, batch).ggn_quad(adapter.direction(problem, params, state, batch)))
+        new_params, _, _ = adapter.step(problem, params, state, batch)
+        new_loss = _constant(problem.oracle(_constant(new_params), batch).loss_value())
+        return state, (loss, g, q, new_loss)
+
+    def step(self, problem: Any, params: Any, state: Any, batch: Any) -> tuple[Any, Any, dict[str, Any]]:
+        module = _optimizer(problem, self.method)
+        opt_state, answers = state
+        if self.method == "adamqlr":
+            loss, g, q, new_loss = answers
+            torch_args = (problem,) if _framework(problem) == "torch" else ()  # its scalars' ops depend on the device
+            new, opt_state, _ = module.quadratic_model_step(
+                *torch_args, params, opt_state, loss, g, lambda d: q, lambda p: new_loss
+            )
+        elif self.method == "fngd":
+            new, opt_state = self._fngd(problem, module, params, opt_state, batch, answers)
+        else:
+            new, opt_state = module.update(self.hparams, params, opt_state, answers)
+        return new, (opt_state, answers), {}
+
+    def _fngd(self, problem: Any, module: Any, params: Any, state: Any, batch: Any, taps: Any) -> tuple[Any, Any]:
+        hp = state.hparams
+        jac = _backend_module(problem, "sample_space").TapJacobian(problem.layout, list(taps[0]), list(taps[1]))
+        if self.phase == "solve":
+            d = module.solved_direction(hp, jac, params)[0]
+        else:
+            d = jac.rmatvec_groups(module.lookup(state, batch))
+        u, buf = module.heavy_ball(hp, params, d, state.momentum_buffer)
+        return params - hp.lr * u, state._replace(momentum_buffer=buf)
+
+
+class NullProbe:
+    """A step that does nothing (returns its parameters and state): what calling a prepared step
+    through the timed region costs by itself (Python call and fences in torch; a jitted
+    call's dispatch and fence in JAX). A method's step pays it once, inside its passes' floor;
+    each algebra lane pays it again, so :func:`net_of_call` takes it off the lanes' medians."""
+
+    name = "algebra:null"
+
+    def init(self, problem: Any, hparams: Any) -> None:
+        return None
+
+    def step(self, problem: Any, params: Any, state: Any, batch: Any) -> tuple[Any, Any, dict[str, Any]]:
+        return params, state, {}
+
+
+def net_of_call(medians: dict[str, float]) -> dict[str, float]:
+    """The algebra lanes' medians less the null lane's (clipped at 0): the algebra without the
+    cost of a second call of a step (:class:`NullProbe`); unchanged without a null lane."""
+    null = medians.get(NullProbe.name)
+    if null is None:
+        return dict(medians)
+    return {
+        name: max(0.0, t - null) if name.startswith("algebra:") and name != NullProbe.name else t
+        for name, t in medians.items()
+    }
+
+
+def solve_steps_per_step(problem: Any, rounds: int, warmup: int) -> float:
+    """The fraction of timed steps (``warmup .. warmup + rounds - 1``) in which FNGD at its
+    defaults solves for coefficients (its first ``solve_epochs`` epochs)."""
+    hp = fngd.CARD.Hyperparams()
+    solving = hp.solve_epochs * (problem.n_train // problem.batch_size)
+    return sum(t < solving for t in range(warmup, warmup + rounds)) / rounds
+
+
 # --------------------------------------------------------------------------- lanes and figures
 
 
 def _probes(method: str) -> list[Any]:
     if method == "kfac":
         return [KFACProbe("precondition"), KFACProbe("inverses"), KFACStatsProbe()]
+    if method == "fngd":
+        return [UpdateProbe("fngd", "solve"), UpdateProbe("fngd", "reuse")]
+    if method in UPDATE_METHODS:
+        return [UpdateProbe(method)]
     return [MethodProbe(method)]
 
 
@@ -252,16 +392,25 @@ def probes_for(adapters: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in adapters:
         method = name.partition(":")[0]
-        if method in CARDS:
+        if method in CARDS or method in UPDATE_METHODS:
             out.update({p.name: p for p in _probes(method)})
-    return out
+    return {**out, NullProbe.name: NullProbe()} if out else out
 
 
-def algebra_per_step(adapter: str, medians: dict[str, float], rounds: int, warmup: int) -> float:
+def algebra_per_step(
+    adapter: str, medians: dict[str, float], rounds: int, warmup: int, solve_fraction: float | None = None
+) -> float:
     """Seconds of linear algebra one step of ``adapter`` needs, from the probe lanes' medians
-    (NaN without a probe: the method's algebra is not measured)."""
+    (NaN without a probe: the method's algebra is not measured). FNGD:
+    ``solve x solve_fraction + reuse x (1 - solve_fraction)``, the fraction of timed steps that
+    solve (:func:`solve_steps_per_step`; NaN when not given)."""
     method, _, preset = adapter.partition(":")
     nan = float("nan")
+    if method == "fngd" and not preset:
+        f = nan if solve_fraction is None else solve_fraction
+        return medians.get("algebra:fngd-solve", nan) * f + medians.get("algebra:fngd-reuse", nan) * (1 - f)
+    if method in UPDATE_METHODS and not preset:
+        return medians.get(f"algebra:{method}", nan)
     if method == "kfac":
         inverses = medians.get("algebra:kfac-inverses", nan) * refreshes_per_step(preset or None, rounds, warmup)
         stats = medians.get("algebra:kfac-stats", nan) * stats_per_step(preset or None, rounds, warmup)

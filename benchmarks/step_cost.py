@@ -82,7 +82,9 @@ class Measurement(NamedTuple):
 
     costs: list[Cost]
     pass_costs: dict[str, float]
-    #: Median step of each extra lane (``measure(extra=...)``), by name.
+    #: Median step of each extra lane (``measure(extra=...)``), by name, as measured (each
+    #: adapter's ``algebra_s`` takes the null lane's median off its lanes:
+    #: ``benchmarks.method_algebra.net_of_call``).
     extra: dict[str, float]
 
 
@@ -186,6 +188,7 @@ def measure(
     out = []
     sgd_median = float(np.median(lanes["sgd"].times))
     extra_medians = {n: float(np.median(lanes[n].times)) for n in extra if lanes[n].times and lanes[n].error is None}
+    algebra_medians = method_algebra.net_of_call(extra_medians)  # less a second step call's own cost
     for name in names:
         lane = lanes[name]
         prob = lane.problem
@@ -196,7 +199,8 @@ def measure(
         med = float(np.median(times))
         passes = _passes(lane)
         floor_s = pass_costs.floor(passes, costs)
-        algebra_s = method_algebra.algebra_per_step(name, extra_medians, rounds, warmup)
+        solving = method_algebra.solve_steps_per_step(prob, rounds, warmup)
+        algebra_s = method_algebra.algebra_per_step(name, algebra_medians, rounds, warmup, solving)
         out.append(
             Cost(
                 backend,

@@ -10,6 +10,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
+from backends.torch.optimizers import fngd as torch_fngd
 from benchmarks import method_algebra, step_cost
 from harness import registry
 from suites import get_suite
@@ -86,9 +87,9 @@ def test_probe_systems_have_the_methods_sizes() -> None:
 
 
 def test_probes_for_and_algebra_per_step_arithmetic() -> None:
-    lanes = method_algebra.probes_for(["sgd", "ef", "sf", "kfac", "kfac:amortised", "adamw"])
+    lanes = method_algebra.probes_for(["ef", "sf", "kfac", "kfac:amortised"])
     kfac_lanes = ["algebra:kfac-inverses", "algebra:kfac-precondition", "algebra:kfac-stats"]
-    assert sorted(lanes) == ["algebra:ef", *kfac_lanes, "algebra:sf"]
+    assert sorted(lanes) == ["algebra:ef", *kfac_lanes, "algebra:null", "algebra:sf"]
     medians = {
         "algebra:ef": 0.002,
         "algebra:kfac-precondition": 0.001,
@@ -102,7 +103,7 @@ def test_probes_for_and_algebra_per_step_arithmetic() -> None:
     assert method_algebra.algebra_per_step("kfac", medians, 100, 10) == pytest.approx(0.0019)
     assert method_algebra.algebra_per_step("kfac:amortised", medians, 100, 10) == pytest.approx(0.00154)
     assert method_algebra.stats_per_step("amortised", 100, 10) == pytest.approx(0.1)
-    assert math.isnan(method_algebra.algebra_per_step("sgd", medians, 100, 10))  # no probe
+    assert math.isnan(method_algebra.algebra_per_step("egn", medians, 100, 10))  # no lane measured
     assert math.isnan(method_algebra.algebra_per_step("sf", medians, 100, 10))  # lane missing
     assert math.isnan(method_algebra.algebra_per_step("ef:exact", medians, 100, 10))  # presets not probed
     assert method_algebra.efficiency_with_algebra(0.006, 0.002, 0.001) == pytest.approx(2.0)
@@ -118,3 +119,86 @@ def test_stored_rows_carry_the_algebra_in_the_passes_field() -> None:
         asdict(step_cost.Cost("torch", "digits-mlp", "sgd", 10, *[0.004] * 5, {"forward": 1.0}))
     )
     assert plain["passes"] == {"forward": 1.0}
+
+
+UPDATE_LANES = ("sgd", "adamw", "adamqlr", "fngd-solve", "fngd-reuse")
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("jax", marks=pytest.mark.slow)])  # jax: 10 compiles
+@pytest.mark.parametrize("lane", UPDATE_LANES)
+def test_update_probe_takes_no_pass_and_computes_the_steps_update(backend: str, lane: str) -> None:
+    module = registry.backend_module(backend)
+    problem = module.build_problem(get_suite("tiny-ce"), seed=0, dtype="float64", device="cpu")
+    method, _, phase = lane.partition("-")
+    probe = method_algebra.UpdateProbe(method, phase or None)
+    assert probe.name == f"algebra:{lane}"
+    inputs = probe.init(problem, None)  # the passes happen here, outside the timed step
+    step = problem.make_step(probe)
+    batch = problem.device_batch(0)
+    before = problem.counters.snapshot()
+    params, _, stats = step(problem.params0, inputs, batch)
+    assert problem.counters.snapshot() == before  # the update only: no oracle pass
+    assert stats == {}  # nothing computed beyond the update
+    # The adapter's own step from the same state on the batch the answers were recorded on.
+    adapter = registry.adapters(backend)[method]()
+    state = (
+        method_algebra.fngd_state(problem, phase)
+        if method == "fngd"
+        else adapter.init(problem, adapter.resolve(None, None))
+    )
+    want = problem.to_numpy(adapter.step(problem, problem.params0, state, batch)[0])
+    got = problem.to_numpy(params)
+    assert not np.array_equal(want, problem.to_numpy(problem.params0))  # the step moves the parameters
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_fngd_probe_states_are_in_their_phase_with_the_first_batch_cached() -> None:
+    module = registry.backend_module("torch")
+    problem = module.build_problem(get_suite("tiny-ce"), seed=0, dtype="float64", device="cpu")
+    solve, reuse = (method_algebra.fngd_state(problem, phase) for phase in ("solve", "reuse"))
+    assert torch_fngd._solving(solve) and not torch_fngd._solving(reuse)
+    assert reuse.filled and not np.isnan(reuse.table.numpy()).any()  # cached: no solve, no fill
+    index = problem.device_batch(0).index
+    np.testing.assert_array_equal(reuse.table[index].numpy(), solve.table[index].numpy())  # batch 0 was solved
+
+
+def test_update_lanes_and_their_per_step_figures() -> None:
+    lanes = method_algebra.probes_for(["sgd", "adamw", "adamqlr", "fngd", "fngd:shared"])
+    assert sorted(lanes) == [
+        "algebra:adamqlr",
+        "algebra:adamw",
+        "algebra:fngd-reuse",
+        "algebra:fngd-solve",
+        "algebra:null",
+        "algebra:sgd",
+    ]
+    assert method_algebra.probes_for(["fngd:shared"]) != {} and method_algebra.probes_for(["other"]) == {}
+    medians = {"algebra:sgd": 1e-5, "algebra:adamqlr": 3e-5, "algebra:fngd-solve": 4e-4, "algebra:fngd-reuse": 1e-4}
+    assert method_algebra.algebra_per_step("sgd", medians, 100, 10) == 1e-5
+    assert method_algebra.algebra_per_step("adamqlr", medians, 100, 10) == 3e-5
+    assert math.isnan(method_algebra.algebra_per_step("adamw", medians, 100, 10))  # lane missing
+    # FNGD: the solve lane for the timed steps that solve, the reuse lane for the others.
+    assert method_algebra.algebra_per_step("fngd", medians, 100, 10, 0.25) == pytest.approx(0.25 * 4e-4 + 0.75 * 1e-4)
+    assert math.isnan(method_algebra.algebra_per_step("fngd", medians, 100, 10))  # fraction unknown
+    assert math.isnan(method_algebra.algebra_per_step("fngd:shared", medians, 100, 10, 0.0))  # presets not probed
+    problem = registry.backend_module("torch").build_problem(get_suite("digits-mlp"), seed=0, device="cpu")
+    per_epoch = problem.n_train // problem.batch_size  # FNGD solves in its first epoch (the default)
+    assert method_algebra.solve_steps_per_step(problem, 60, 10) == pytest.approx((per_epoch - 10) / 60)
+    assert method_algebra.solve_steps_per_step(problem, 60, per_epoch) == 0.0
+
+
+def test_lanes_are_net_of_a_step_calls_own_cost() -> None:
+    medians = {"algebra:null": 5e-5, "algebra:sgd": 8e-5, "algebra:ef": 4e-5, "probe:other": 1e-3}
+    net = method_algebra.net_of_call(medians)
+    assert net["algebra:sgd"] == pytest.approx(3e-5)
+    assert net["algebra:ef"] == 0.0  # noise below the null lane is clipped, never negative
+    assert net["algebra:null"] == 5e-5 and net["probe:other"] == 1e-3  # other lanes as measured
+    assert method_algebra.net_of_call({"algebra:sgd": 8e-5}) == {"algebra:sgd": 8e-5}  # no null lane
+    module = registry.backend_module("torch")
+    problem = module.build_problem(get_suite("tiny-ce"), seed=0, dtype="float64", device="cpu")
+    null = method_algebra.NullProbe()
+    before = problem.counters.snapshot()
+    params, state, stats = problem.make_step(null)(problem.params0, null.init(problem, None), problem.device_batch(0))
+    np.testing.assert_array_equal(problem.to_numpy(params), problem.to_numpy(problem.params0))
+    assert state is None and stats == {}
+    assert problem.counters.snapshot() == before

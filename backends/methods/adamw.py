@@ -9,6 +9,12 @@ Same semantics as ``torch.optim.AdamW`` and ``optax.adamw``::
 Direction: ``m^_t / (sqrt(v^_t) + eps)`` with this batch's gradient folded into the moments
 (the state is not advanced).
 
+Implementations: JAX runs ``optax.adamw``; PyTorch runs ``torch.optim.AdamW``'s own fused
+kernel (its functional form with ``fused=True``, a library option) on copies of the
+parameters and moments in eager mode, and the formula above under ``torch.compile``. The two
+libraries order the bias corrections differently (``sqrt(v_t) / sqrt(1 - b2^t)`` against
+``sqrt(v_t / (1 - b2^t))``), so their updates agree to rounding, not bit for bit.
+
 References: Kingma & Ba (2015), ICLR, Algorithm 1; Loshchilov & Hutter (2019), ICLR.
 """
 

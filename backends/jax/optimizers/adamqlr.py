@@ -12,6 +12,8 @@ problem's dtype (float32 runs round lambda between steps; the torch twin keeps f
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -72,29 +74,49 @@ class AdamQLR(adapter_class(adamqlr.CARD, "jax")):  # type: ignore[misc]
         self, problem: JaxProblem, params: Array, state: AdamQLRState, batch: Batch[Array]
     ) -> tuple[Array, AdamQLRState, dict[str, Any]]:
         hp = state.hparams
-        dtype = params.dtype
         oracle = problem.oracle(params, batch)
         loss, g = oracle.loss_and_grad()
-        d, adam_state = adam(hp).update(g, state.adam)
+        if hp.curvature == "fisher":
+            curvature: Callable[[Array], Array] = oracle.ggn_quad
+        else:
+            curvature = functools.partial(hessian_quadratic, problem, params, batch)
+        return quadratic_model_step(params, state, loss, g, curvature, lambda new: problem.oracle(new, batch).loss())
 
-        q = oracle.ggn_quad(d) if hp.curvature == "fisher" else hessian_quadratic(problem, params, batch, d)
-        lam = state.damping.astype(F64)
-        model = adamqlr_maths.quadratic_step(JAX_OPS, hp, q, g, d, lam)
-        new_params = adamqlr_maths.update(JAX_OPS, params, model, d)
 
-        stats: dict[str, Any] = {
-            "loss": loss,
-            "lr": (-model.s).astype(dtype),
-            "damping": state.damping,
-            "curvature": model.curvature.astype(dtype),
-            "grad_dot_direction": model.grad_dot_direction.astype(dtype),
-        }
-        new_lam = lam
-        if hp.adaptive_damping:
-            new_loss = problem.oracle(new_params, batch).loss()
-            rho, new_lam, model_change = adamqlr_maths.adapt_damping(JAX_OPS, hp, lam, model, loss, new_loss)
-            stats.update(rho=rho.astype(dtype), model_change=model_change.astype(dtype))
-        return new_params, AdamQLRState(hp, adam_state, jnp.asarray(new_lam, F64).astype(dtype)), stats
+def quadratic_model_step(
+    params: Array,
+    state: AdamQLRState,
+    loss: Array,
+    g: Array,
+    curvature: Callable[[Array], Array],
+    loss_at: Callable[[Array], Array],
+) -> tuple[Array, AdamQLRState, dict[str, Any]]:
+    """The step from the batch's loss and gradient: optax's Adam update and direction ``d``,
+    the step size from ``q = curvature(d)``, the update, and (adaptive damping) the LM update
+    of lambda from ``loss_at(theta + s d)``. The two callables are the step's only passes
+    besides the gradient (``benchmarks/method_algebra.py`` times this function on recorded
+    answers)."""
+    hp = state.hparams
+    dtype = params.dtype
+    d, adam_state = adam(hp).update(g, state.adam)
+    q = curvature(d)
+    lam = state.damping.astype(F64)
+    model = adamqlr_maths.quadratic_step(JAX_OPS, hp, q, g, d, lam)
+    new_params = adamqlr_maths.update(JAX_OPS, params, model, d)
+
+    stats: dict[str, Any] = {
+        "loss": loss,
+        "lr": (-model.s).astype(dtype),
+        "damping": state.damping,
+        "curvature": model.curvature.astype(dtype),
+        "grad_dot_direction": model.grad_dot_direction.astype(dtype),
+    }
+    new_lam = lam
+    if hp.adaptive_damping:
+        new_loss = loss_at(new_params)
+        rho, new_lam, model_change = adamqlr_maths.adapt_damping(JAX_OPS, hp, lam, model, loss, new_loss)
+        stats.update(rho=rho.astype(dtype), model_change=model_change.astype(dtype))
+    return new_params, AdamQLRState(hp, adam_state, jnp.asarray(new_lam, F64).astype(dtype)), stats
 
 
 ADAPTER = AdamQLR

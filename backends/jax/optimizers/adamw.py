@@ -32,6 +32,15 @@ def _adam(hp: adamw.AdamWHyperparams) -> optax.GradientTransformation:
     return optax.scale_by_adam(b1=hp.b1, b2=hp.b2, eps=hp.eps)
 
 
+def update(
+    hp: adamw.AdamWHyperparams, params: jax.Array, opt_state: optax.OptState, g: jax.Array
+) -> tuple[jax.Array, optax.OptState]:
+    """``(theta_{t+1}, opt_state_{t+1})`` from the gradient ``g``: optax's ``update`` and
+    ``apply_updates`` of :func:`transformation`, without passes."""
+    updates, opt_state = transformation(hp).update(g, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 class AdamW(adapter_class(adamw.CARD, "jax")):  # type: ignore[misc]
     def init(self, problem: Problem, hparams: adamw.AdamWHyperparams) -> AdamWState:
         return AdamWState(hparams, transformation(hparams).init(problem.params0))
@@ -46,8 +55,8 @@ class AdamW(adapter_class(adamw.CARD, "jax")):  # type: ignore[misc]
     ) -> tuple[jax.Array, AdamWState, dict[str, Any]]:
         hp = state.hparams
         loss, g = problem.oracle(params, batch).loss_and_grad()
-        updates, opt_state = transformation(hp).update(g, state.opt_state, params)
-        return optax.apply_updates(params, updates), AdamWState(hp, opt_state), {"loss": loss, "lr": hp.lr}
+        new, opt_state = update(hp, params, state.opt_state, g)
+        return new, AdamWState(hp, opt_state), {"loss": loss, "lr": hp.lr}
 
 
 ADAPTER = AdamW

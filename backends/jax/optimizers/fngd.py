@@ -78,7 +78,7 @@ def _solving(state: FNGDState) -> Array:
     return state.step < state.hparams.solve_epochs * int(state.steps_per_epoch)
 
 
-def _lookup(state: FNGDState, batch: Batch[Array]) -> Array:
+def lookup(state: FNGDState, batch: Batch[Array]) -> Array:
     """Stored coefficients of the batch, ``(G, B)``; never-stored entries get their block's mean
     stored coefficient."""
     fill = state.coef_sum / jnp.maximum(state.coef_count, 1).astype(state.coef_sum.dtype)
@@ -93,18 +93,32 @@ def _lookup(state: FNGDState, batch: Batch[Array]) -> Array:
 def _solve_direction(problem: Problem, params: Array, batch: Batch[Array], hp: fngd.FNGDHyperparams) -> _Direction:
     """Solve steps: ``c_l = (K_l + B lambda I)^{-1} 1`` and ``d = sum_l J_l^T c_l``."""
     oracle = problem.oracle(params, batch, taps=sample_space.uses_taps(problem.layout))
-    jac = sample_space.true_jacobian(oracle)
+    d, sol = solved_direction(hp, sample_space.true_jacobian(oracle), params)
+    return _Direction(oracle.loss(), d, sol.x, sol.residual)
+
+
+def solved_direction(hp: fngd.FNGDHyperparams, jac: Any, params: Array) -> tuple[Array, Any]:
+    """Solve steps, after the passes: ``c_l = (K_l + B lambda I)^{-1} 1`` (one batched float64
+    solve) and ``d = sum_l J_l^T c_l``."""
     shared = hp.coefficients == "shared"
     grams = jac.gram()[None] if shared else jac.group_grams()
     ones = jnp.ones(grams.shape[:2], dtype=params.dtype)
     sol = sample_space.damped_solve(grams, ones, jac.rows * hp.damping)
-    d = jac.rmatvec(sol.x[0]) if shared else jac.rmatvec_groups(sol.x)
-    return _Direction(oracle.loss(), d, sol.x, sol.residual)
+    return (jac.rmatvec(sol.x[0]) if shared else jac.rmatvec_groups(sol.x)), sol
+
+
+def heavy_ball(hp: fngd.FNGDHyperparams, params: Array, d: Array, buf: Array) -> tuple[Array, Array]:
+    """``(u_t, b_t)``: the SGD base's update ``u = d + wd theta`` through the heavy-ball buffer."""
+    u = d + hp.weight_decay * params if hp.weight_decay else d
+    if hp.momentum:
+        buf = hp.momentum * buf + u
+        u = buf
+    return u, buf
 
 
 def _reuse_direction(problem: Problem, params: Array, state: FNGDState, batch: Batch[Array]) -> _Direction:
     """Later steps: ``d = sum_l J_l^T c_l`` with the stored ``c_l``; no Gram, no solve."""
-    c = _lookup(state, batch)
+    c = lookup(state, batch)
     nan = jnp.full((), jnp.nan, dtype=jnp.float64)
     if state.hparams.coefficients == "shared":
         oracle = problem.oracle(params, batch)
@@ -191,11 +205,7 @@ class FNGD(adapter_class(fngd.CARD, "jax")):  # type: ignore[misc]
         hp = state.hparams
         res, solving = _direction(problem, params, state, batch)
         new_state = _store(state, batch, res.coefficients, solving)
-        u = res.direction + hp.weight_decay * params if hp.weight_decay else res.direction
-        buf = state.momentum_buffer
-        if hp.momentum:
-            buf = hp.momentum * buf + u
-            u = buf
+        u, buf = heavy_ball(hp, params, res.direction, state.momentum_buffer)
         stats: dict[str, Any] = {
             "loss": res.loss,
             "lr": hp.lr,

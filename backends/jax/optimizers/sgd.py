@@ -31,6 +31,15 @@ def transformation(hp: sgd.SGDHyperparams) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
+def update(
+    hp: sgd.SGDHyperparams, params: jax.Array, opt_state: optax.OptState, g: jax.Array
+) -> tuple[jax.Array, optax.OptState]:
+    """``(theta_{t+1}, opt_state_{t+1})`` from the gradient ``g``: optax's ``update`` and
+    ``apply_updates`` of :func:`transformation`, without passes."""
+    updates, opt_state = transformation(hp).update(g, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 class SGD(adapter_class(sgd.CARD, "jax")):  # type: ignore[misc]
     def init(self, problem: Problem, hparams: sgd.SGDHyperparams) -> SGDState:
         return SGDState(hparams, transformation(hparams).init(problem.params0))
@@ -43,8 +52,8 @@ class SGD(adapter_class(sgd.CARD, "jax")):  # type: ignore[misc]
     ) -> tuple[jax.Array, SGDState, dict[str, Any]]:
         hp = state.hparams
         loss, g = problem.oracle(params, batch).loss_and_grad()
-        updates, opt_state = transformation(hp).update(g, state.opt_state, params)
-        return optax.apply_updates(params, updates), SGDState(hp, opt_state), {"loss": loss, "lr": hp.lr}
+        new, opt_state = update(hp, params, state.opt_state, g)
+        return new, SGDState(hp, opt_state), {"loss": loss, "lr": hp.lr}
 
 
 ADAPTER = SGD

@@ -12,6 +12,8 @@ dispatch per scalar operation, docs/profiling.md), and lambda goes back into the
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -91,32 +93,53 @@ class AdamQLR(adapter_class(adamqlr.CARD, "torch")):  # type: ignore[misc]
         hp = state.hparams
         oracle = problem.oracle(params, batch)
         loss, g = oracle.loss_and_grad()
-        mu, nu, d = adam_direction(hp, state, g)
+        if hp.curvature == "fisher":
+            curvature: Callable[[Tensor], Tensor] = oracle.ggn_quad
+        else:
+            curvature = functools.partial(hessian_quadratic, problem, params, batch)
+        return quadratic_model_step(
+            problem, params, state, loss, g, curvature, lambda new: problem.oracle(new, batch).loss_value()
+        )
 
-        fisher = hp.curvature == "fisher"
-        q = oracle.ggn_quad(d) if fisher else hessian_quadratic(problem, params, batch, d)
-        ops = _scalar_ops(problem)
-        lam = state.damping if ops is TORCH_OPS else ops.astype(state.damping, ops.float64)
+
+def quadratic_model_step(
+    problem: TorchProblem,
+    params: Tensor,
+    state: AdamQLRState,
+    loss: Tensor,
+    g: Tensor,
+    curvature: Callable[[Tensor], Tensor],
+    loss_at: Callable[[Tensor], Tensor],
+) -> tuple[Tensor, AdamQLRState, dict[str, Any]]:
+    """The step from the batch's loss and gradient: Adam's moments and direction ``d``, the
+    step size from ``q = curvature(d)``, the update, and (adaptive damping) the LM update of
+    lambda from ``loss_at(theta + s d)``. The two callables are the step's only passes besides
+    the gradient (``benchmarks/method_algebra.py`` times this function on recorded answers)."""
+    hp = state.hparams
+    mu, nu, d = adam_direction(hp, state, g)
+    q = curvature(d)
+    ops = _scalar_ops(problem)
+    lam = state.damping if ops is TORCH_OPS else ops.astype(state.damping, ops.float64)
+    with _ieee(ops):
+        model = adamqlr_maths.quadratic_step(ops, hp, q, g, d, lam)
+    new_params = adamqlr_maths.update(ops, params, model, d)
+
+    stats: dict[str, Any] = {
+        "loss": loss,
+        "lr": torch.as_tensor(-model.s),  # a 0-d tensor on both paths (the update scales d by it)
+        "damping": lam,
+        "curvature": model.curvature,
+        "grad_dot_direction": model.grad_dot_direction,
+    }
+    new_lam = lam
+    if hp.adaptive_damping:
+        new_loss = loss_at(new_params)
         with _ieee(ops):
-            model = adamqlr_maths.quadratic_step(ops, hp, q, g, d, lam)
-        new_params = adamqlr_maths.update(ops, params, model, d)
-
-        stats: dict[str, Any] = {
-            "loss": loss,
-            "lr": torch.as_tensor(-model.s),  # a 0-d tensor on both paths (the update scales d by it)
-            "damping": lam,
-            "curvature": model.curvature,
-            "grad_dot_direction": model.grad_dot_direction,
-        }
-        new_lam = lam
-        if hp.adaptive_damping:
-            new_loss = problem.oracle(new_params, batch).loss_value()
-            with _ieee(ops):
-                rho, new_lam, model_change = adamqlr_maths.adapt_damping(ops, hp, lam, model, loss, new_loss)
-            stats.update(rho=rho, model_change=model_change)
-        if ops is not TORCH_OPS:
-            new_lam = torch.tensor(new_lam, dtype=torch.float64)  # the state keeps a 0-d tensor
-        return new_params, AdamQLRState(hp, state.steps + 1, mu, nu, new_lam), stats
+            rho, new_lam, model_change = adamqlr_maths.adapt_damping(ops, hp, lam, model, loss, new_loss)
+        stats.update(rho=rho, model_change=model_change)
+    if ops is not TORCH_OPS:
+        new_lam = torch.tensor(new_lam, dtype=torch.float64)  # the state keeps a 0-d tensor
+    return new_params, AdamQLRState(hp, state.steps + 1, mu, nu, new_lam), stats
 
 
 ADAPTER = AdamQLR

@@ -59,7 +59,7 @@ def _filled_table(state: FNGDState) -> Tensor:
     return torch.where(torch.isnan(state.table), fill, state.table)
 
 
-def _lookup(state: FNGDState, batch: Batch[Tensor]) -> Tensor:
+def lookup(state: FNGDState, batch: Batch[Tensor]) -> Tensor:
     """Stored coefficients of the batch, ``(G, B)``."""
     table = state.table if state.filled else _filled_table(state)
     if state.hparams.indexing == "iteration":
@@ -71,7 +71,7 @@ def _direction(problem: Problem, params: Tensor, state: FNGDState, batch: Batch[
     hp = state.hparams
     shared = hp.coefficients == "shared"
     if not _solving(state):
-        c = _lookup(state, batch)
+        c = lookup(state, batch)
         if shared:
             oracle = problem.oracle(params, batch)
             return _Direction(oracle.loss(), oracle.weighted_grad(c[0]), c, None)
@@ -79,12 +79,27 @@ def _direction(problem: Problem, params: Tensor, state: FNGDState, batch: Batch[
         jac = sample_space.true_jacobian(oracle)
         return _Direction(oracle.loss(), jac.rmatvec_groups(c), c, None)
     oracle = problem.oracle(params, batch, taps=sample_space.uses_taps(problem.layout))
-    jac = sample_space.true_jacobian(oracle)
+    d, sol = solved_direction(hp, sample_space.true_jacobian(oracle), params)
+    return _Direction(oracle.loss(), d, sol.x, sol)
+
+
+def solved_direction(hp: fngd.FNGDHyperparams, jac: Any, params: Tensor) -> tuple[Tensor, sample_space.DampedSolve]:
+    """Solve steps, after the passes: ``c_l = (K_l + B lambda I)^{-1} 1`` (one batched float64
+    solve) and ``d = sum_l J_l^T c_l``."""
+    shared = hp.coefficients == "shared"
     grams = jac.gram().unsqueeze(0) if shared else jac.group_grams()
     ones = torch.ones(grams.shape[:2], dtype=params.dtype, device=params.device)
     sol = sample_space.damped_solve(grams, ones, jac.rows * hp.damping)
-    d = jac.rmatvec(sol.x[0]) if shared else jac.rmatvec_groups(sol.x)
-    return _Direction(oracle.loss(), d, sol.x, sol)
+    return (jac.rmatvec(sol.x[0]) if shared else jac.rmatvec_groups(sol.x)), sol
+
+
+def heavy_ball(hp: fngd.FNGDHyperparams, params: Tensor, d: Tensor, buf: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """``(u_t, b_t)``: the SGD base's update ``u = d + wd theta`` through the heavy-ball buffer."""
+    u = d + hp.weight_decay * params if hp.weight_decay else d
+    if hp.momentum:
+        buf = u.clone() if buf is None else buf.mul(hp.momentum).add_(u)
+        u = buf
+    return u, buf
 
 
 def _store(state: FNGDState, batch: Batch[Tensor], c: Tensor) -> FNGDState:
@@ -131,11 +146,7 @@ class FNGD(adapter_class(fngd.CARD, "torch")):  # type: ignore[misc]
             stats["solve_residual"] = res.solve.residual
         stats["solves"] = new_state.solve_count - state.solve_count
         stats["solve_count"] = new_state.solve_count
-        u = res.direction + hp.weight_decay * params if hp.weight_decay else res.direction
-        buf = state.momentum_buffer
-        if hp.momentum:
-            buf = u.clone() if buf is None else buf.mul(hp.momentum).add_(u)
-            u = buf
+        u, buf = heavy_ball(hp, params, res.direction, state.momentum_buffer)
         stats["direction_norm"] = torch.linalg.vector_norm(res.direction)
         stats["update_norm"] = hp.lr * torch.linalg.vector_norm(u)
         new_state = new_state._replace(step=state.step + 1, momentum_buffer=buf)

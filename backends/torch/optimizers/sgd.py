@@ -15,6 +15,16 @@ class SGDState(NamedTuple):
     momentum_buffer: Tensor | None
 
 
+def update(hp: sgd.SGDHyperparams, params: Tensor, buf: Tensor | None, g: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(theta_{t+1}, b_t)`` from the gradient ``g`` and the buffer ``b_{t-1}`` (``None`` before
+    the first step): the parameter update of ``backends.methods.sgd``, without passes."""
+    d = g + hp.weight_decay * params if hp.weight_decay else g
+    if hp.momentum:
+        buf = d.clone() if buf is None else buf.mul(hp.momentum).add_(d)
+        d = d.add(buf, alpha=hp.momentum) if hp.nesterov else buf
+    return params - hp.lr * d, buf
+
+
 class SGD(adapter_class(sgd.CARD, "torch")):  # type: ignore[misc]
     def init(self, problem: Problem, hparams: sgd.SGDHyperparams) -> SGDState:
         return SGDState(hparams, None)
@@ -28,12 +38,8 @@ class SGD(adapter_class(sgd.CARD, "torch")):  # type: ignore[misc]
         hp = state.hparams
         oracle = problem.oracle(params, batch)
         loss, g = oracle.loss_and_grad()
-        d = g + hp.weight_decay * params if hp.weight_decay else g
-        buf = state.momentum_buffer
-        if hp.momentum:
-            buf = d.clone() if buf is None else buf.mul(hp.momentum).add_(d)
-            d = d.add(buf, alpha=hp.momentum) if hp.nesterov else buf
-        return params - hp.lr * d, SGDState(hp, buf), {"loss": loss, "lr": hp.lr}
+        new, buf = update(hp, params, state.momentum_buffer, g)
+        return new, SGDState(hp, buf), {"loss": loss, "lr": hp.lr}
 
 
 ADAPTER = SGD
