@@ -109,6 +109,10 @@ class SampleJacobian(Protocol):
         """``J`` itself, ``(rows, P)`` (tests and small problems only)."""
         ...
 
+    def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
+        """The backend's :func:`near_duplicate_keep` of the Gram ``k`` (``(rows,)`` bool mask)."""
+        ...
+
 
 # --------------------------------------------------------------------------- taps
 
@@ -167,6 +171,9 @@ class TapJacobian:
         a = self.factors[0].a
         return self.ops.map_rows(self.rmatvec, self.ops.eye(self.rows, a.dtype, a))
 
+    def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
+        return near_duplicate_keep(self.ops, k, threshold)
+
 
 # --------------------------------------------------------------------------- dense fallback
 
@@ -205,6 +212,9 @@ class DenseJacobian:
     def dense(self) -> Array:
         return self.jacobian
 
+    def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
+        return near_duplicate_keep(self.ops, k, threshold)
+
 
 # --------------------------------------------------------------------------- from the oracle
 
@@ -219,15 +229,25 @@ class SampleSpace:
     dense) is this module's :func:`uses_taps`, looked up at call time.
     """
 
-    def __init__(self, ops: ArrayOps, cotangent_rows: Callable[[Any, Array], Array], module: str):
+    def __init__(
+        self,
+        ops: ArrayOps,
+        cotangent_rows: Callable[[Any, Array], Array],
+        module: str,
+        keep_filter: Callable[[Array, float], Array] | None = None,
+    ):
         self.ops = ops
         self.cotangent_rows = cotangent_rows
+        #: The near-duplicate filter ``(k, threshold) -> keep``: :func:`near_duplicate_keep` on
+        #: ``ops`` unless the backend gives one that returns the same mask another way.
+        self.keep_filter = keep_filter or (lambda k, threshold: near_duplicate_keep(ops, k, threshold))
+        bound = {"ops": ops, "__module__": module, "near_duplicate_keep": staticmethod(self.keep_filter)}
         #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``).
         self.tap_jacobian: type[TapJacobian] = type(
-            "TapJacobian", (TapJacobian,), {"ops": ops, "__module__": module, "__doc__": TapJacobian.__doc__}
+            "TapJacobian", (TapJacobian,), {**bound, "__doc__": TapJacobian.__doc__}
         )
         self.dense_jacobian: type[DenseJacobian] = type(
-            "DenseJacobian", (DenseJacobian,), {"ops": ops, "__module__": module, "__doc__": DenseJacobian.__doc__}
+            "DenseJacobian", (DenseJacobian,), {**bound, "__doc__": DenseJacobian.__doc__}
         )
 
     def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
@@ -235,8 +255,8 @@ class SampleSpace:
         return damped_solve(self.ops, k, rhs, shift, keep)
 
     def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
-        """The iEF code's near-duplicate filter (:func:`near_duplicate_keep`)."""
-        return near_duplicate_keep(self.ops, k, threshold)
+        """The iEF code's near-duplicate filter (:func:`near_duplicate_keep`, by :attr:`keep_filter`)."""
+        return self.keep_filter(k, threshold)
 
     def true_jacobian(self, oracle: Oracle, *, with_grad: bool = False) -> TapJacobian | DenseJacobian:
         """``J`` for the true labels.
@@ -389,7 +409,7 @@ def gram_direction(jac: SampleJacobian, rhs: Array, damping: float, dedup_thresh
     if dedup_threshold is None:
         keep, target, kept = None, rhs, jac.rows
     else:
-        keep = near_duplicate_keep(ops, k, dedup_threshold)
+        keep = jac.near_duplicate_keep(k, dedup_threshold)
         target, kept = ops.where(keep, rhs, ops.zeros_like(rhs)), ops.sum(keep)
     sol = damped_solve(ops, k, rhs, shift, keep)
     t_res = shift * ops.norm(sol.x) / ops.maximum(ops.norm(target), float(ops.finfo(target.dtype).tiny))

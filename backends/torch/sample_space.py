@@ -4,12 +4,20 @@ Everything but one pass is shared and re-exported here: :func:`per_sample_cotang
 (``torch.func.vmap`` of ``grad``) is the dense fallback's ``J`` for sampled cotangents. The
 shared :func:`damped_solve` reads ``cholesky_ex``'s status on the host here (one
 synchronisation per solve) and its ``fallback`` flag is a Python ``bool``.
+
+On a CPU device in an eager step, the near-duplicate filter (:func:`near_duplicate_keep`,
+EF's and iEF's default) runs the shared formula on NumPy views of the ``B x B`` Gram
+(:func:`host_near_duplicate_keep`): about 25 operations on a ``32 x 32`` matrix, each a torch
+dispatch of 2-4 µs against well under one in NumPy, with the same IEEE operations in the same
+order, so the same mask (docs/profiling.md, "EF and iEF (torch)").
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
 from torch import Tensor
 from torch.func import grad as func_grad
 from torch.func import vmap
@@ -36,7 +44,65 @@ def per_sample_cotangent_grads(oracle: TorchOracle, cotangent: Tensor) -> Tensor
     )
 
 
-_BOUND = shared.SampleSpace(TORCH_OPS, per_sample_cotangent_grads, __name__)
+class HostFilterOps:
+    """The operations :func:`backends.sample_space.near_duplicate_keep` uses, on NumPy arrays
+    (IEEE double, as torch's CPU kernels: elementwise ops are correctly rounded, the sort is
+    stable)."""
+
+    float64 = np.float64
+
+    @staticmethod
+    def astype(x: np.ndarray, dtype: Any) -> np.ndarray:
+        return x.astype(dtype)
+
+    @staticmethod
+    def sqrt(x: np.ndarray) -> np.ndarray:
+        return np.sqrt(x)
+
+    @staticmethod
+    def maximum(x: np.ndarray, floor: float) -> np.ndarray:
+        return np.maximum(x, floor)
+
+    @staticmethod
+    def diagonal(x: np.ndarray) -> np.ndarray:
+        return np.diagonal(x, axis1=-2, axis2=-1)
+
+    @staticmethod
+    def where(cond: np.ndarray, x: Any, y: Any) -> np.ndarray:
+        return np.where(cond, x, y)
+
+    @staticmethod
+    def abs(x: np.ndarray) -> np.ndarray:
+        return np.abs(x)
+
+    @staticmethod
+    def argsort(x: np.ndarray) -> np.ndarray:
+        return np.argsort(x, axis=-1, kind="stable")
+
+    @staticmethod
+    def any(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+        return np.any(x, axis=axis)
+
+
+HOST_FILTER_OPS = HostFilterOps()
+
+
+def host_near_duplicate_keep(k: Tensor, threshold: float) -> Tensor:
+    """:func:`backends.sample_space.near_duplicate_keep` of ``k``: on its NumPy view for a float32
+    or float64 CPU tensor in an eager step (the same mask, computed without a torch dispatch per
+    operation), else on torch (CUDA, ``torch.compile``, ``torch.func`` transforms)."""
+    host = (
+        k.device.type == "cpu"
+        and k.dtype in (torch.float32, torch.float64)
+        and not torch.compiler.is_compiling()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(k)
+    )
+    if not host:
+        return shared.near_duplicate_keep(TORCH_OPS, k, threshold)
+    return torch.from_numpy(shared.near_duplicate_keep(HOST_FILTER_OPS, k.detach().numpy(), threshold))
+
+
+_BOUND = shared.SampleSpace(TORCH_OPS, per_sample_cotangent_grads, __name__, host_near_duplicate_keep)
 TapJacobian, DenseJacobian = _BOUND.tap_jacobian, _BOUND.dense_jacobian
 damped_solve, near_duplicate_keep = _BOUND.damped_solve, _BOUND.near_duplicate_keep
 true_jacobian, cotangent_jacobian = _BOUND.true_jacobian, _BOUND.cotangent_jacobian
