@@ -109,8 +109,9 @@ class SampleJacobian(Protocol):
         """``J`` itself, ``(rows, P)`` (tests and small problems only)."""
         ...
 
-    def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
-        """The backend's :func:`near_duplicate_keep` of the Gram ``k`` (``(rows,)`` bool mask)."""
+    def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
+        """:func:`near_duplicate_keep` of the Gram ``k`` (``(rows,)`` bool mask), or None when
+        the backend computed it on the host and it keeps every sample."""
         ...
 
 
@@ -171,7 +172,7 @@ class TapJacobian:
         a = self.factors[0].a
         return self.ops.map_rows(self.rmatvec, self.ops.eye(self.rows, a.dtype, a))
 
-    def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
+    def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
         return near_duplicate_keep(self.ops, k, threshold)
 
 
@@ -212,7 +213,7 @@ class DenseJacobian:
     def dense(self) -> Array:
         return self.jacobian
 
-    def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
+    def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
         return near_duplicate_keep(self.ops, k, threshold)
 
 
@@ -234,14 +235,13 @@ class SampleSpace:
         ops: ArrayOps,
         cotangent_rows: Callable[[Any, Array], Array],
         module: str,
-        keep_filter: Callable[[Array, float], Array] | None = None,
+        duplicate_mask: Callable[[Array, float], Array | None] | None = None,
     ):
         self.ops = ops
         self.cotangent_rows = cotangent_rows
-        #: The near-duplicate filter ``(k, threshold) -> keep``: :func:`near_duplicate_keep` on
-        #: ``ops`` unless the backend gives one that returns the same mask another way.
-        self.keep_filter = keep_filter or (lambda k, threshold: near_duplicate_keep(ops, k, threshold))
-        bound = {"ops": ops, "__module__": module, "near_duplicate_keep": staticmethod(self.keep_filter)}
+        bound: dict[str, Any] = {"ops": ops, "__module__": module}
+        if duplicate_mask is not None:  # the Jacobians' ``near_duplicate_mask``, computed another way
+            bound["near_duplicate_mask"] = staticmethod(duplicate_mask)
         #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``).
         self.tap_jacobian: type[TapJacobian] = type(
             "TapJacobian", (TapJacobian,), {**bound, "__doc__": TapJacobian.__doc__}
@@ -255,8 +255,8 @@ class SampleSpace:
         return damped_solve(self.ops, k, rhs, shift, keep)
 
     def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
-        """The iEF code's near-duplicate filter (:func:`near_duplicate_keep`, by :attr:`keep_filter`)."""
-        return self.keep_filter(k, threshold)
+        """The iEF code's near-duplicate filter (:func:`near_duplicate_keep`)."""
+        return near_duplicate_keep(self.ops, k, threshold)
 
     def true_jacobian(self, oracle: Oracle, *, with_grad: bool = False) -> TapJacobian | DenseJacobian:
         """``J`` for the true labels.
@@ -406,10 +406,12 @@ def gram_direction(jac: SampleJacobian, rhs: Array, damping: float, dedup_thresh
     k = jac.gram()
     shift = jac.rows * damping
     kept: Array | int
-    if dedup_threshold is None:
-        keep, target, kept = None, rhs, jac.rows
+    # None: no filter, or one the backend ran on the host that keeps every sample (then the
+    # masks below would change nothing, so they are skipped).
+    keep = None if dedup_threshold is None else jac.near_duplicate_mask(k, dedup_threshold)
+    if keep is None:
+        target, kept = rhs, jac.rows
     else:
-        keep = jac.near_duplicate_keep(k, dedup_threshold)
         target, kept = ops.where(keep, rhs, ops.zeros_like(rhs)), ops.sum(keep)
     sol = damped_solve(ops, k, rhs, shift, keep)
     t_res = shift * ops.norm(sol.x) / ops.maximum(ops.norm(target), float(ops.finfo(target.dtype).tiny))

@@ -278,7 +278,8 @@ def test_near_duplicate_filter_matches_the_iEF_code_rule(rng: np.random.Generato
 def test_host_near_duplicate_filter_gives_the_torch_mask(rng: np.random.Generator) -> None:
     """On a CPU device the filter runs on NumPy (``host_near_duplicate_keep``): the same mask as
     the shared formula on torch, for float32 and float64 Grams with near-duplicates at the
-    threshold's edge, equal norms, zero rows and a batch of Grams; the step's gram_direction uses it."""
+    threshold's edge, equal norms, zero rows and a batch of Grams; gram_direction's mask is None
+    exactly when it keeps every sample."""
     checked = 0
     for trial in range(40):
         base = rng.normal(size=(32, 50))
@@ -299,7 +300,11 @@ def test_host_near_duplicate_filter_gives_the_torch_mask(rng: np.random.Generato
     grams = batch @ batch.transpose(-1, -2)
     expected = shared_sample_space.near_duplicate_keep(ss.TORCH_OPS, grams, 0.5)
     assert torch.equal(ss.host_near_duplicate_keep(grams, 0.5), expected)
-    assert ss.TapJacobian.near_duplicate_keep is ss.host_near_duplicate_keep
+    # What gram_direction calls: None when every sample is kept, else the same mask.
+    assert ss.TapJacobian.near_duplicate_mask is ss.near_duplicate_mask
+    no_duplicates = _spd(rng, 10, 40)
+    assert ss.near_duplicate_mask(no_duplicates, 0.99) is None
+    assert torch.equal(ss.near_duplicate_mask(k, 0.0), ss.near_duplicate_keep(k, 0.0))
 
 
 def test_gram_direction_and_woodbury_apply_match_dense_formulas(tiny_suite: str) -> None:

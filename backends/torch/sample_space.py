@@ -5,11 +5,12 @@ Everything but one pass is shared and re-exported here: :func:`per_sample_cotang
 shared :func:`damped_solve` reads ``cholesky_ex``'s status on the host here (one
 synchronisation per solve) and its ``fallback`` flag is a Python ``bool``.
 
-On a CPU device in an eager step, the near-duplicate filter (:func:`near_duplicate_keep`,
-EF's and iEF's default) runs the shared formula on NumPy views of the ``B x B`` Gram
-(:func:`host_near_duplicate_keep`): about 25 operations on a ``32 x 32`` matrix, each a torch
+On a CPU device in an eager step, the near-duplicate filter of ``gram_direction`` (EF's and
+iEF's default) runs the shared formula on a NumPy view of the ``B x B`` Gram
+(:func:`near_duplicate_mask`): about 25 operations on a ``32 x 32`` matrix, each a torch
 dispatch of 2-4 µs against well under one in NumPy, with the same IEEE operations in the same
-order, so the same mask (docs/profiling.md, "EF and iEF (torch)").
+order, so the same mask; when it keeps every sample the solve skips its masks, which would
+change nothing (docs/profiling.md, "EF and iEF (torch)").
 """
 
 from __future__ import annotations
@@ -87,22 +88,36 @@ class HostFilterOps:
 HOST_FILTER_OPS = HostFilterOps()
 
 
-def host_near_duplicate_keep(k: Tensor, threshold: float) -> Tensor:
-    """:func:`backends.sample_space.near_duplicate_keep` of ``k``: on its NumPy view for a float32
-    or float64 CPU tensor in an eager step (the same mask, computed without a torch dispatch per
-    operation), else on torch (CUDA, ``torch.compile``, ``torch.func`` transforms)."""
-    host = (
+def _on_host(k: Tensor) -> bool:
+    """A float32/float64 CPU tensor in an eager step (not CUDA, ``torch.compile`` or a
+    ``torch.func`` transform): NumPy can read it in place."""
+    return (
         k.device.type == "cpu"
         and k.dtype in (torch.float32, torch.float64)
         and not torch.compiler.is_compiling()
         and not torch._C._functorch.is_functorch_wrapped_tensor(k)
     )
-    if not host:
+
+
+def host_near_duplicate_keep(k: Tensor, threshold: float) -> Tensor:
+    """:func:`backends.sample_space.near_duplicate_keep` of ``k``: on its NumPy view on the host
+    (the same mask, without a torch dispatch per operation), else on torch."""
+    if not _on_host(k):
         return shared.near_duplicate_keep(TORCH_OPS, k, threshold)
     return torch.from_numpy(shared.near_duplicate_keep(HOST_FILTER_OPS, k.detach().numpy(), threshold))
 
 
-_BOUND = shared.SampleSpace(TORCH_OPS, per_sample_cotangent_grads, __name__, host_near_duplicate_keep)
+def near_duplicate_mask(k: Tensor, threshold: float) -> Tensor | None:
+    """The Jacobians' filter in ``gram_direction``: :func:`host_near_duplicate_keep`, or None when
+    it ran on the host and keeps every sample (the usual case: the solve then skips its masks,
+    which would change nothing)."""
+    if not _on_host(k):
+        return shared.near_duplicate_keep(TORCH_OPS, k, threshold)
+    keep = shared.near_duplicate_keep(HOST_FILTER_OPS, k.detach().numpy(), threshold)
+    return None if keep.all() else torch.from_numpy(keep)
+
+
+_BOUND = shared.SampleSpace(TORCH_OPS, per_sample_cotangent_grads, __name__, near_duplicate_mask)
 TapJacobian, DenseJacobian = _BOUND.tap_jacobian, _BOUND.dense_jacobian
 damped_solve, near_duplicate_keep = _BOUND.damped_solve, _BOUND.near_duplicate_keep
 true_jacobian, cotangent_jacobian = _BOUND.true_jacobian, _BOUND.cotangent_jacobian
