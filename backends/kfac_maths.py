@@ -208,48 +208,28 @@ class ModelTerms(NamedTuple):
     b2: Array
 
 
-def model_products(
-    ops: ArrayOps, oracle: Any, tangents: Sequence[Array], p: Array, velocity: Array | None, grad_h: Array
-) -> Array:
-    """The model's inner products as one flat array, from ``k = 1`` (``v_1 = p``) or ``k = 2``
-    (``v_2 = delta_prev``) directions and their output tangents ``u_i = Jz v_i``::
-
-        C = (1/B) U Q U^T     (k x k: U the stacked tangents, flattened over (n, c))
-        D = [V; grad h] V^T   ((k + 1) x k: V the stacked directions)
-
-    returned as ``concat(C.ravel(), D.ravel())`` (:func:`terms_from_products` names them):
-    ``c_ij = (1/B) sum_n u_i,n^T Q_n u_j,n``, ``d_ij = v_i^T v_j``, ``b_i = grad h^T v_i``.
-    Two matrix products instead of three per-sample contractions and five dot products
-    (docs/profiling.md, "K-FAC (torch)")."""
-    directions = [p] if velocity is None else [p, velocity]
-    k = len(directions)
-    stacked = ops.stack(list(tangents[:k]))  # (k, B, C)
-    q_stacked = ops.stack([oracle.output_hessian_apply(u) for u in tangents[:k]])
-    ggn = (stacked.reshape(k, -1) @ q_stacked.reshape(k, -1).T) / stacked.shape[1]
-    vectors = ops.stack([*directions, grad_h])  # (k + 1, P)
-    dots = vectors @ vectors[:k].T
-    return ops.concat([ggn.reshape(-1), dots.reshape(-1)])
-
-
-def terms_from_products(products: Any, zero: Any) -> ModelTerms:
-    """:class:`ModelTerms` named from :func:`model_products` (an array or its values as a
-    list); with one direction the ``delta_prev`` terms are ``zero``."""
-    if len(products) == 3:  # k = 1: [c11, d11, b1]
-        c11, d11, b1 = products[0], products[1], products[2]
-        return ModelTerms(c11, zero, zero, d11, zero, zero, b1, zero)
-    # k = 2: [c11, c12, c21, c22, d11, d12, d21, d22, b1, b2]
-    p = products
-    return ModelTerms(p[0], p[1], p[3], p[4], p[5], p[7], p[8], p[9])
+def output_inner(ops: ArrayOps, oracle: Any, u: Array, w: Array, q_w: Array | None = None) -> Array:
+    """``(1/B) sum_n u_n^T Q_n w_n`` for output tangents ``u``, ``w`` (``(B, C)``) and the
+    output Hessians ``Q_n`` of the oracle's batch (the tangents' dtype); ``q_w``: ``Q w`` if
+    already applied."""
+    q_w = oracle.output_hessian_apply(w) if q_w is None else q_w
+    return ops.mean(ops.sum(u * q_w, axis=-1))
 
 
 def model_terms(
     ops: ArrayOps, oracle: Any, tangents: Sequence[Array], p: Array, velocity: Array | None, grad_h: Array
 ) -> ModelTerms:
-    """:class:`ModelTerms` from the output tangents ``[J p]`` or ``[J p, J delta_prev]``
-    (:func:`model_products`); the ``delta_prev`` terms are zero when ``velocity`` is None (the
-    first step)."""
-    products = model_products(ops, oracle, tangents, p, velocity, grad_h)
-    return terms_from_products(products, ops.zeros_like(products[0]))
+    """:class:`ModelTerms` from the output tangents ``[J p]`` or ``[J p, J delta_prev]``; the
+    ``delta_prev`` terms are zero when ``velocity`` is None (the first step)."""
+    u_p = tangents[0]
+    c11, d11, b1 = output_inner(ops, oracle, u_p, u_p), p @ p, grad_h @ p
+    if velocity is None:
+        zero = ops.zeros_like(c11)
+        return ModelTerms(c11, zero, zero, d11, zero, zero, b1, zero)
+    u_v = tangents[1]
+    q_v = oracle.output_hessian_apply(u_v)  # applied once for c12 and c22 (the same numbers)
+    c12, c22 = output_inner(ops, oracle, u_p, u_v, q_v), output_inner(ops, oracle, u_v, u_v, q_v)
+    return ModelTerms(c11, c12, c22, d11, p @ velocity, velocity @ velocity, b1, grad_h @ velocity)
 
 
 def solve_model(ops: ArrayOps, hp: KFACHyperparams, terms: ModelTerms, lam: Any) -> tuple[Any, Any, Any]:

@@ -77,17 +77,10 @@ def fold(
     )
 
 
-def host_terms(products: Tensor) -> kfac_maths.ModelTerms:
-    """The model's inner products (``kfac_maths.model_products``) read to the host as NumPy
-    ``float64`` in one transfer (the exact float64 values of the float32 results, as
-    ``.to(float64)`` gives them)."""
-    return kfac_maths.terms_from_products(list(map(np.float64, products.tolist())), np.float64(0.0))
-
-
-def device_terms(products: Tensor) -> kfac_maths.ModelTerms:
-    """The model's inner products as 0-d float64 tensors (CUDA, ``torch.compile``)."""
-    products = products.double()
-    return kfac_maths.terms_from_products(products, torch.zeros_like(products[0]))
+def host_terms(terms: kfac_maths.ModelTerms) -> kfac_maths.ModelTerms:
+    """The model's inner products read to the host as NumPy ``float64`` in one transfer (the
+    exact float64 values of the float32 results, as ``.to(float64)`` gives them)."""
+    return kfac_maths.ModelTerms(*map(np.float64, torch.stack(list(terms)).tolist()))
 
 
 def _ieee(ops: Any) -> contextlib.AbstractContextManager[Any]:
@@ -146,8 +139,8 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
             if model:
                 # The exact quadratic model over span{p, vel} (Sec. 7): GGN terms by JVPs.
                 tangents = output_tangents(problem, oracle, [p] if vel is None else [p, vel])
-                products = kfac_maths.model_products(TORCH_OPS, oracle, tangents, p, vel, grad_h)
-                terms = host_terms(products) if host else device_terms(products)
+                terms = kfac_maths.model_terms(TORCH_OPS, oracle, tangents, p, vel, grad_h)
+                terms = host_terms(terms) if host else kfac_maths.ModelTerms(*(t.double() for t in terms))
                 w1, w2, model_change = kfac_maths.solve_model(ops, hp, terms, lam)
             else:
                 w1, w2, model_change = kfac_maths.fixed_step(ops, hp, lam)
