@@ -88,7 +88,7 @@ class HostFilterOps:
 HOST_FILTER_OPS = HostFilterOps()
 
 
-def _on_host(k: Tensor) -> bool:
+def host_readable(k: Tensor) -> bool:
     """A float32/float64 CPU tensor in an eager step (not CUDA, ``torch.compile`` or a
     ``torch.func`` transform): NumPy can read it in place."""
     return (
@@ -102,7 +102,7 @@ def _on_host(k: Tensor) -> bool:
 def host_near_duplicate_keep(k: Tensor, threshold: float) -> Tensor:
     """:func:`backends.sample_space.near_duplicate_keep` of ``k``: on its NumPy view on the host
     (the same mask, without a torch dispatch per operation), else on torch."""
-    if not _on_host(k):
+    if not host_readable(k):
         return shared.near_duplicate_keep(TORCH_OPS, k, threshold)
     return torch.from_numpy(shared.near_duplicate_keep(HOST_FILTER_OPS, k.detach().numpy(), threshold))
 
@@ -111,7 +111,7 @@ def near_duplicate_mask(k: Tensor, threshold: float) -> Tensor | None:
     """The Jacobians' filter in ``gram_direction``: :func:`host_near_duplicate_keep`, or None when
     it ran on the host and keeps every sample (the usual case: the solve then skips its masks,
     which would change nothing)."""
-    if not _on_host(k):
+    if not host_readable(k):
         return shared.near_duplicate_keep(TORCH_OPS, k, threshold)
     keep = shared.near_duplicate_keep(HOST_FILTER_OPS, k.detach().numpy(), threshold)
     return None if keep.all() else torch.from_numpy(keep)
