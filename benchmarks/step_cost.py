@@ -131,7 +131,7 @@ def _turns(total: int, block: int) -> list[range]:
 def _shuffled(order: list[Any], turn: int) -> list[Any]:
     """The lanes of turn ``turn`` in an order drawn for that turn (seeded by it, so a table is
     repeatable): a fixed order gives each lane the same predecessor every turn, and a copy of
-    the gradient probe measured up to a tenth more or less depending on the lane before it
+    the gradient probe measured up to 15 % more or less depending on the lane before it
     (docs/profiling.md, "A torch step's fixed cost"); turn 0 keeps the given order."""
     if turn == 0:
         return list(order)
