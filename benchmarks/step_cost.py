@@ -128,6 +128,16 @@ def _turns(total: int, block: int) -> list[range]:
     return [range(start, min(start + block, total)) for start in range(0, total, max(1, block))]
 
 
+def _shuffled(order: list[Any], turn: int) -> list[Any]:
+    """The lanes of turn ``turn`` in an order drawn for that turn (seeded by it, so a table is
+    repeatable): a fixed order gives each lane the same predecessor every turn, and a copy of
+    the gradient probe measured up to 15 % more or less depending on the lane before it
+    (docs/profiling.md, "A torch step's fixed cost"); turn 0 keeps the given order."""
+    if turn == 0:
+        return list(order)
+    return [order[i] for i in np.random.default_rng(turn).permutation(len(order))]
+
+
 def measure(
     backend: str,
     problem: str,
@@ -137,6 +147,7 @@ def measure(
     extra: dict[str, Any] | None = None,
     block: int = BLOCK,
     algebra: bool = True,
+    shuffle: bool = True,
 ) -> Measurement:
     """Round-robin step timing of ``adapters`` (default: all in ``backend``) on ``problem``, with
     the pass-kind probes of ``benchmarks.pass_costs`` in the same rounds (floor and efficiency).
@@ -167,8 +178,9 @@ def measure(
     for name, stepper in extra.items():
         lanes[name] = _lane(module, suite, stepper, None)
     batches = {name: [lane.problem.device_batch(i) for i in range(rounds + warmup)] for name, lane in lanes.items()}
-    for turn in _turns(rounds + warmup, block):
-        for name, lane in lanes.items():
+    order = list(lanes.items())
+    for index, turn in enumerate(_turns(rounds + warmup, block)):
+        for name, lane in _shuffled(order, index) if shuffle else order:
             for i in turn:
                 if lane.error is not None:
                     break
@@ -415,6 +427,11 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--block", type=int, default=BLOCK, help="consecutive steps per adapter per turn")
     parser.add_argument(
+        "--fixed-order",
+        action="store_true",
+        help="run the lanes in the same order every turn (default: drawn per turn)",
+    )
+    parser.add_argument(
         "--store",
         nargs="?",
         const="",
@@ -466,7 +483,9 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
     tables: dict[tuple[str, str], dict[str, float]] = {}
     for backend in backends:
         for problem in args.problem:
-            measured = measure(backend, problem, args.adapter, args.rounds, args.warmup, block=args.block)
+            measured = measure(
+                backend, problem, args.adapter, args.rounds, args.warmup, block=args.block, shuffle=not args.fixed_order
+            )
             costs.extend(measured.costs)
             tables[(backend, problem)] = measured.pass_costs
     print(format_table(costs))
@@ -481,6 +500,7 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
             "warmup": args.warmup,
             "threads": args.threads,
             "block": args.block,
+            "lane_order": "fixed" if args.fixed_order else "shuffled",
         }
         write_json(args.json, table_json(costs, tables, settings))
     if store is not None:

@@ -112,3 +112,13 @@ def test_the_run_loop_times_a_step_through_the_shared_timed_region(monkeypatch: 
     assert result.status in ("budget_exhausted", "done", "target_reached")
     assert len(calls) == 6
     assert result.step_time_median_s == 0.25
+
+
+def test_lanes_run_in_a_seeded_order_drawn_per_turn() -> None:
+    lanes = [f"lane{i}" for i in range(12)]
+    turns = [step_cost._shuffled(lanes, t) for t in range(11)]
+    assert turns[0] == lanes and turns == [step_cost._shuffled(lanes, t) for t in range(11)]  # repeatable
+    assert all(sorted(turn) == sorted(lanes) for turn in turns)  # every lane steps once a turn
+    before = {lane: {turn[turn.index(lane) - 1] for turn in turns if turn.index(lane) > 0} for lane in lanes}
+    assert min(len(others) for others in before.values()) >= 4  # no lane keeps one predecessor
+    assert step_cost._shuffled([], 3) == []

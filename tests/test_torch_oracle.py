@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from backends.torch import build_problem, likelihoods
+from backends.torch import build_problem, likelihoods, models
 from suites import get_suite
 
 RTOL = 1e-10
@@ -217,3 +217,24 @@ def test_accuracy_is_the_exact_fraction_in_float32_and_equals_jax() -> None:
     sums = jax_likelihoods.metric_sums("softmax_ce", z.numpy(), y.numpy())
     jax_metrics = jax_likelihoods.finish_metrics("softmax_ce", {k: float(v) for k, v in sums.items()}, 1000, 2)
     assert jax_metrics["accuracy"] == 0.784
+
+
+def test_reverse_pass_is_torch_autograd_grad_bit_for_bit_and_refuses_a_misshapen_cotangent(
+    rng: np.random.Generator,
+) -> None:
+    """The oracle's reverse pass calls the autograd engine directly (docs/profiling.md, "A torch
+    step's fixed cost"): the same numbers as ``torch.autograd.grad``, and a cotangent of the wrong
+    shape is an error, as there, not summed into shape by the engine."""
+    p = build_problem(get_suite("digits-mlp"), seed=0, dtype="float32")
+    b = p.device_batch(0)
+    oracle = p.oracle(p.params0, b, taps=True)
+    u = torch.as_tensor(rng.standard_normal(tuple(oracle.logits.shape)), dtype=torch.float32)
+    rev = oracle.reverse(u)
+    leaf = p.params0.requires_grad_(True)
+    taps = models.Taps()
+    z = p.fmodel(leaf, b.x, taps)
+    expected = torch.autograd.grad(z, [leaf, *taps.outputs], grad_outputs=u)
+    assert torch.equal(rev.param_grad, expected[0])
+    assert all(torch.equal(e, x) for e, x in zip(rev.tap_grads, expected[1:], strict=True))
+    with pytest.raises(RuntimeError, match="Mismatch in shape"):
+        oracle.reverse(u.expand(2, *u.shape))

@@ -111,3 +111,27 @@ def test_step_cost_turns_cover_every_step_once_in_blocks() -> None:
     turns = step_cost._turns(25, 10)
     assert [list(t) for t in turns] == [list(range(0, 10)), list(range(10, 20)), list(range(20, 25))]
     assert [list(t) for t in step_cost._turns(3, 1)] == [[0], [1], [2]]
+
+
+def test_logit_gradients_and_quadratic_form_equal_the_forms_they_replaced_bitwise() -> None:
+    """``r = p - onehot(y)`` by the scalar scatter and ``u^T Q u`` with ``p * u`` computed once
+    (docs/profiling.md, "A torch step's fixed cost"): the former expressions' bits, for one set
+    of labels and for stacked draws broadcast over the batch."""
+    gen = torch.Generator().manual_seed(3)
+    z, u = torch.randn(32, 10, generator=gen), torch.randn(32, 10, generator=gen)
+    p = likelihoods.probabilities(z)
+    for y in (torch.randint(0, 10, (32,), generator=gen), torch.randint(0, 10, (3, 32), generator=gen)):
+        r = p.expand(*y.shape, 10)
+        former = r.scatter_add(-1, y.unsqueeze(-1), -torch.ones_like(r[..., :1]))
+        assert torch.equal(likelihoods.logit_grads("softmax_ce", z, y, p), former)
+    pu = (p * u).sum(dim=-1)
+    assert torch.equal(likelihoods.output_quadratic("softmax_ce", z, u, p), (p * u * u).sum(dim=-1) - pu * pu)
+
+
+def test_adamqlr_host_update_scales_by_a_python_float_as_by_a_float32_tensor() -> None:
+    """AdamQLR's host step scales ``d`` by ``float(s)``; the kernel rounds it to float32 as the
+    0-d tensor of ``adamqlr_maths.update`` was, so the parameters are the same bits."""
+    gen = torch.Generator().manual_seed(4)
+    params, d = torch.randn(4096, generator=gen), torch.randn(4096, generator=gen)
+    for s in (0.0123456789012345, -3.3e-7, 1.7e2, 2.0**-30 / 3):
+        assert torch.equal(params + float(s) * d, params + torch.tensor(s, dtype=torch.float32) * d)

@@ -49,6 +49,15 @@ from backends.spec import Adapter, Batch, MethodCard, adapter_class
 TxFactory = Callable[[Any, Mapping[str, Label]], optax.GradientTransformation]
 
 
+def optax_update(
+    tx: optax.GradientTransformation, params: Any, opt_state: optax.OptState, g: Any
+) -> tuple[Any, optax.OptState]:
+    """``(theta_{t+1}, opt_state_{t+1})``: ``updates, opt_state = tx.update(g, opt_state, theta)``,
+    then ``optax.apply_updates(theta, updates)``."""
+    updates, opt_state = tx.update(g, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 class OptaxState(NamedTuple):
     hparams: Any
     opt_state: Any

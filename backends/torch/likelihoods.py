@@ -35,7 +35,9 @@ def logit_grads(likelihood: str, z: Tensor, y: Tensor, p: Tensor | None = None) 
         r = probabilities(z) if p is None else p
         if y.ndim + 1 > r.ndim:
             r = r.expand(*y.shape, r.shape[-1])
-        return r.scatter_add(-1, y.unsqueeze(-1), -torch.ones_like(r[..., :1]))
+        # ``p + (-1)`` at the label by the scalar form of scatter: the same sums as a
+        # ``scatter_add`` of a ``-1`` tensor, without building that tensor (three operators).
+        return r.scatter(-1, y.unsqueeze(-1), -1.0, reduce="add")
     return z - y
 
 
@@ -51,8 +53,9 @@ def output_quadratic(likelihood: str, z: Tensor, u: Tensor, p: Tensor | None = N
     """``u_n^T Q_n u_n`` for every sample, shape ``(B,)``."""
     if likelihood == "softmax_ce":
         p = probabilities(z) if p is None else p
-        pu = (p * u).sum(dim=-1)
-        return (p * u * u).sum(dim=-1) - pu * pu
+        weighted = p * u  # shared by both terms: ``(p * u) * u`` is what ``p * u * u`` computes
+        pu = weighted.sum(dim=-1)
+        return (weighted * u).sum(dim=-1) - pu * pu
     return (u * u).sum(dim=-1)
 
 

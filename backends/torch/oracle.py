@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 from torch.autograd import forward_ad
+from torch.autograd import graph as autograd_graph
 from torch.func import grad as func_grad
 from torch.func import jvp as func_jvp
 from torch.func import vmap
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
     from backends.torch.problem import TorchProblem
 
 PASS_KINDS: tuple[str, ...] = ("forward", "backward", "jvp", "vjp", "per_sample")
+
+#: The autograd engine entry ``torch.autograd.grad`` calls after checking its arguments
+#: (private to torch; ``None`` where a torch version lacks it, then ``torch.autograd.grad``).
+_ENGINE_RUN_BACKWARD = getattr(autograd_graph, "_engine_run_backward", None)
 
 
 @dataclass
@@ -81,6 +86,22 @@ class Reverse:
 
     param_grad: Tensor
     tap_grads: list[Tensor]
+
+
+def _reverse_pass(z: Tensor, inputs: tuple[Tensor, ...], cotangent: Tensor) -> tuple[Tensor, ...]:
+    """``torch.autograd.grad(z, inputs, cotangent, retain_graph=True)``.
+
+    Eager, it calls the autograd engine as ``torch.autograd.grad`` does after its argument
+    checks (``torch.autograd.graph._engine_run_backward``): the same engine call and numbers,
+    without about 10 µs of Python validation per reverse pass (the cotangent is built here with
+    ``z``'s shape and dtype; docs/profiling.md, "A torch step's fixed cost"). Inside a
+    ``torch.func`` transform or under ``torch.compile``, or on a torch without that function,
+    ``torch.autograd.grad`` itself."""
+    if _ENGINE_RUN_BACKWARD is None or _traced():
+        return tuple(torch.autograd.grad(z, inputs, grad_outputs=cotangent, retain_graph=True))
+    if cotangent.shape != z.shape:  # the one check of torch.autograd.grad's that can fail here
+        raise RuntimeError(f"Mismatch in shape: cotangent {tuple(cotangent.shape)}, logits {tuple(z.shape)}")
+    return tuple(_ENGINE_RUN_BACKWARD((z,), (cotangent,), True, False, inputs, False, accumulate_grad=False))
 
 
 def _traced() -> bool:
@@ -130,10 +151,10 @@ class TorchOracle:
                     z, tangent = forward_ad.unpack_dual(self.problem.fmodel(dual, self.batch.x, taps))
                 self._carried_jvp = tangent.detach()
         # The reverse passes start at z with closed-form cotangents, never at the losses: their
-        # values need no graph (same numbers, no autograd nodes recorded for them).
+        # values need no graph (same numbers, no autograd nodes recorded for them; computed from
+        # the detached logits, they record none without a ``no_grad`` block either).
         self._z_value = z.detach()
-        with torch.no_grad():
-            losses = likelihoods.per_sample_loss(self.likelihood, self._z_value, self.batch.y)
+        losses = likelihoods.per_sample_loss(self.likelihood, self._z_value, self.batch.y)
         self._counters.add("forward")
         self._leaf, self._z, self._losses, self._taps = leaf, z, losses, taps
 
@@ -193,7 +214,7 @@ class TorchOracle:
                 raise RuntimeError("param_grad=False needs an oracle created with taps=True")
             return Reverse(self._leaf.new_zeros(0), [])  # a model without tapped layers: no pass
         inputs = ([self._leaf] if param_grad else []) + list(taps)
-        grads = torch.autograd.grad(self._z, inputs, grad_outputs=cotangent.to(self._z.dtype), retain_graph=True)
+        grads = _reverse_pass(self._z, tuple(inputs), cotangent.to(self._z.dtype))
         self._counters.add(kind)
         if not param_grad:
             return Reverse(self._leaf.new_zeros(0), list(grads))

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
+from backends.jax.wrap import optax_update
 from backends.methods import adamw
 from backends.spec import Batch, Problem, adapter_class
 
@@ -35,10 +36,9 @@ def _adam(hp: adamw.AdamWHyperparams) -> optax.GradientTransformation:
 def update(
     hp: adamw.AdamWHyperparams, params: jax.Array, opt_state: optax.OptState, g: jax.Array
 ) -> tuple[jax.Array, optax.OptState]:
-    """``(theta_{t+1}, opt_state_{t+1})`` from the gradient ``g``: optax's ``update`` and
-    ``apply_updates`` of :func:`transformation`, without passes."""
-    updates, opt_state = transformation(hp).update(g, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    """``(theta_{t+1}, opt_state_{t+1})`` from the gradient ``g`` by :func:`transformation`
+    (:func:`backends.jax.wrap.optax_update`), without passes."""
+    return optax_update(transformation(hp), params, opt_state, g)
 
 
 class AdamW(adapter_class(adamw.CARD, "jax")):  # type: ignore[misc]

@@ -44,7 +44,7 @@ def adam_direction(hp: adamqlr.AdamQLRHyperparams, state: AdamQLRState, g: Tenso
     t = state.steps + 1
     mu = torch.lerp(state.mu, g, 1.0 - hp.b1)
     nu = state.nu.mul(hp.b2).addcmul_(g, g, value=1.0 - hp.b2)
-    d = (mu / (1.0 - hp.b1**t)) / (nu.div(1.0 - hp.b2**t).sqrt_().add_(hp.eps))
+    d = (mu / (1.0 - hp.b1**t)).div_(nu.div(1.0 - hp.b2**t).sqrt_().add_(hp.eps))  # in place: one buffer fewer
     return mu, nu, d
 
 
@@ -122,7 +122,9 @@ def quadratic_model_step(
     lam = state.damping if ops is TORCH_OPS else ops.astype(state.damping, ops.float64)
     with _ieee(ops):
         model = adamqlr_maths.quadratic_step(ops, hp, q, g, d, lam)
-    new_params = adamqlr_maths.update(ops, params, model, d)
+    # theta + s d; on the host s is a Python float, which the kernel rounds to the parameters'
+    # dtype as the 0-d tensor of adamqlr_maths.update would be (no tensor built for it).
+    new_params = adamqlr_maths.update(ops, params, model, d) if ops is TORCH_OPS else params + float(model.s) * d
 
     stats: dict[str, Any] = {
         "loss": loss,
