@@ -109,6 +109,11 @@ class SampleJacobian(Protocol):
         """``J`` itself, ``(rows, P)`` (tests and small problems only)."""
         ...
 
+    def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
+        """:func:`near_duplicate_keep` of the Gram ``k`` (``(rows,)`` bool mask), or None when
+        the backend computed it on the host and it keeps every sample."""
+        ...
+
 
 # --------------------------------------------------------------------------- taps
 
@@ -167,6 +172,9 @@ class TapJacobian:
         a = self.factors[0].a
         return self.ops.map_rows(self.rmatvec, self.ops.eye(self.rows, a.dtype, a))
 
+    def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
+        return near_duplicate_keep(self.ops, k, threshold)
+
 
 # --------------------------------------------------------------------------- dense fallback
 
@@ -205,6 +213,9 @@ class DenseJacobian:
     def dense(self) -> Array:
         return self.jacobian
 
+    def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
+        return near_duplicate_keep(self.ops, k, threshold)
+
 
 # --------------------------------------------------------------------------- from the oracle
 
@@ -219,15 +230,24 @@ class SampleSpace:
     dense) is this module's :func:`uses_taps`, looked up at call time.
     """
 
-    def __init__(self, ops: ArrayOps, cotangent_rows: Callable[[Any, Array], Array], module: str):
+    def __init__(
+        self,
+        ops: ArrayOps,
+        cotangent_rows: Callable[[Any, Array], Array],
+        module: str,
+        duplicate_mask: Callable[[Array, float], Array | None] | None = None,
+    ):
         self.ops = ops
         self.cotangent_rows = cotangent_rows
+        bound: dict[str, Any] = {"ops": ops, "__module__": module}
+        if duplicate_mask is not None:  # the Jacobians' ``near_duplicate_mask``, computed another way
+            bound["near_duplicate_mask"] = staticmethod(duplicate_mask)
         #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``).
         self.tap_jacobian: type[TapJacobian] = type(
-            "TapJacobian", (TapJacobian,), {"ops": ops, "__module__": module, "__doc__": TapJacobian.__doc__}
+            "TapJacobian", (TapJacobian,), {**bound, "__doc__": TapJacobian.__doc__}
         )
         self.dense_jacobian: type[DenseJacobian] = type(
-            "DenseJacobian", (DenseJacobian,), {"ops": ops, "__module__": module, "__doc__": DenseJacobian.__doc__}
+            "DenseJacobian", (DenseJacobian,), {**bound, "__doc__": DenseJacobian.__doc__}
         )
 
     def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
@@ -386,10 +406,12 @@ def gram_direction(jac: SampleJacobian, rhs: Array, damping: float, dedup_thresh
     k = jac.gram()
     shift = jac.rows * damping
     kept: Array | int
-    if dedup_threshold is None:
-        keep, target, kept = None, rhs, jac.rows
+    # None: no filter, or one the backend ran on the host that keeps every sample (then the
+    # masks below would change nothing, so they are skipped).
+    keep = None if dedup_threshold is None else jac.near_duplicate_mask(k, dedup_threshold)
+    if keep is None:
+        target, kept = rhs, jac.rows
     else:
-        keep = near_duplicate_keep(ops, k, dedup_threshold)
         target, kept = ops.where(keep, rhs, ops.zeros_like(rhs)), ops.sum(keep)
     sol = damped_solve(ops, k, rhs, shift, keep)
     t_res = shift * ops.norm(sol.x) / ops.maximum(ops.norm(target), float(ops.finfo(target.dtype).tiny))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ import torch
 from backends import schedules
 from backends.spec import Batch, HyperparameterError
 from backends.torch import build_problem, likelihoods
+from backends.torch.ops import TORCH_OPS
 from backends.torch.optimizers import builtin_adapters
+from backends.torch.optimizers._gram_step import host_scheduled_update
 from harness import api
 from suites import get_suite
 from tests.fixtures_torch_sample_space import CONV, dense_ggn, dense_jacobian, dense_per_sample_grads_for
@@ -320,3 +323,26 @@ def test_defaults_train(name: str, suite: str, factor: float) -> None:
     assert r.final_train_loss is not None and r.initial_train_loss is not None
     assert r.final_train_loss < factor * r.initial_train_loss, (r.initial_train_loss, r.final_train_loss)
     assert r.passes_per_step["per_sample"] == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_host_scheduled_update_is_the_shared_update_bit_for_bit(dtype: torch.dtype) -> None:
+    """EF, iEF and SF on a CPU device take their update's scalars on the host
+    (``_gram_step.host_scheduled_update``): the same parameters and statistics, bit for bit, as
+    ``schedules.scheduled_update`` on 0-d tensors, normalised or not, constant or decayed."""
+    gen = torch.Generator().manual_seed(0)
+    compared = 0
+    for normalise in (True, False):
+        for decay in ("constant", "linear"):
+            hp = SimpleNamespace(lr=0.0123, lr_decay=decay, normalise_update=normalise)
+            for step in (0, 7, 99):
+                params = torch.randn(1000, generator=gen, dtype=dtype)
+                direction = torch.randn(1000, generator=gen, dtype=dtype) * 10.0 ** (step % 5 - 2)
+                want, want_stats = schedules.scheduled_update(TORCH_OPS, hp, params, direction, step, 100)
+                got, got_stats = host_scheduled_update(hp, params, direction, step, 100)
+                assert torch.equal(got, want)
+                assert got_stats.keys() == want_stats.keys()
+                for key, value in want_stats.items():
+                    assert float(got_stats[key]) == float(value), key
+                compared += 1
+    assert compared == 12

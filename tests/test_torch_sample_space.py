@@ -275,6 +275,38 @@ def test_near_duplicate_filter_matches_the_iEF_code_rule(rng: np.random.Generato
     assert sorted(ss.near_duplicate_keep(k_rand, 0.0).nonzero().squeeze(-1).tolist()) == _code_filter(k_rand, 0.0)
 
 
+def test_host_near_duplicate_filter_gives_the_torch_mask(rng: np.random.Generator) -> None:
+    """On a CPU device the filter runs on NumPy (``host_near_duplicate_keep``): the same mask as
+    the shared formula on torch, for float32 and float64 Grams with near-duplicates at the
+    threshold's edge, equal norms, zero rows and a batch of Grams; gram_direction's mask is None
+    exactly when it keeps every sample."""
+    checked = 0
+    for trial in range(40):
+        base = rng.normal(size=(32, 50))
+        base[1] = base[0] * (1 + 1e-3 * trial)  # exact and near duplicates, scaled
+        base[2] = base[0] + (0.02 + 0.002 * trial) * rng.normal(size=50)  # |cos| around 0.99
+        base[3] = base[4]  # equal norms: ranked by index
+        base[5] = 0.0  # no direction
+        for dtype in (torch.float32, torch.float64):
+            J = torch.as_tensor(base, dtype=dtype)
+            k = J @ J.T
+            for threshold in (0.99, 0.999, 0.0):
+                expected = shared_sample_space.near_duplicate_keep(ss.TORCH_OPS, k, threshold)
+                got = ss.host_near_duplicate_keep(k, threshold)
+                assert got.dtype == torch.bool and torch.equal(got, expected)
+                checked += int((~expected).sum())
+    assert checked > 0  # the masks compared dropped samples
+    batch = torch.as_tensor(rng.normal(size=(3, 8, 20)))
+    grams = batch @ batch.transpose(-1, -2)
+    expected = shared_sample_space.near_duplicate_keep(ss.TORCH_OPS, grams, 0.5)
+    assert torch.equal(ss.host_near_duplicate_keep(grams, 0.5), expected)
+    # What gram_direction calls: None when every sample is kept, else the same mask.
+    assert ss.TapJacobian.near_duplicate_mask is ss.near_duplicate_mask
+    no_duplicates = _spd(rng, 10, 40)
+    assert ss.near_duplicate_mask(no_duplicates, 0.99) is None
+    assert torch.equal(ss.near_duplicate_mask(k, 0.0), ss.near_duplicate_keep(k, 0.0))
+
+
 def test_gram_direction_and_woodbury_apply_match_dense_formulas(tiny_suite: str) -> None:
     p, b, o = problem_oracle(tiny_suite)
     J = dense_jacobian(p, b)

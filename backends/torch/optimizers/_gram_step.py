@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,8 +39,29 @@ def scheduled_update(
     ``step_along_direction`` holds), ``lr_schedule`` (``lr_t``), ``direction_norm`` and
     ``update_norm``.
     """
-    new, stats = schedules.scheduled_update(TORCH_OPS, state.hparams, params, direction, state.step, state.total_steps)
+    if sample_space.host_readable(direction):
+        new, stats = host_scheduled_update(state.hparams, params, direction, state.step, state.total_steps)
+    else:
+        new, stats = schedules.scheduled_update(
+            TORCH_OPS, state.hparams, params, direction, state.step, state.total_steps
+        )
     return new, state._replace(step=state.step + 1), stats
+
+
+def host_scheduled_update(
+    hp: Any, params: Tensor, direction: Tensor, step: int, total_steps: int
+) -> tuple[Tensor, dict[str, Any]]:
+    """``schedules.scheduled_update`` with its scalar arithmetic on the host (an eager step on a
+    CPU device): the same IEEE operations in the direction's dtype and in the order torch runs
+    them on 0-d tensors (``lr / t`` is ``reciprocal(t) * lr`` there), so the same bits, without
+    four 0-d dispatches. The statistics are NumPy scalars instead of 0-d tensors."""
+    dtype = np.float32 if direction.dtype == torch.float32 else np.float64
+    lr_t = schedules.scheduled_lr(hp.lr, hp.lr_decay, step, total_steps)
+    norm = dtype(torch.linalg.vector_norm(direction).item())
+    # Normalised: s = lr_t / (||d|| + eps), rounded as torch rounds it; else s = lr_t.
+    size = (dtype(1.0) / (norm + dtype(schedules.NORMALISE_EPS))) * dtype(lr_t) if hp.normalise_update else lr_t
+    stats = {"lr": size, "lr_schedule": lr_t, "direction_norm": norm, "update_norm": dtype(size) * norm}
+    return params - direction * float(size), stats
 
 
 def gram_method_direction(
