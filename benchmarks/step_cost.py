@@ -18,7 +18,7 @@ Run directly for the table (both backends if installed)::
 
     python -m benchmarks.step_cost [--backend torch jax] [--problem digits-mlp digits-wide]
                                    [--rounds 100] [--warmup 10] [--threads 2] [--store [DB]]
-                                   [--block 10] [--json PATH]
+                                   [--block 10] [--json PATH] [--clock wall|thread]
 
 ``--store`` appends the table to the database (``db.step_costs``; the optimizer pages show it).
 ``--json PATH`` writes the table as JSON (:func:`table_json`), as ``ngbench nightly`` reads it
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -121,6 +122,9 @@ def _passes(lane: Lane) -> dict[str, float]:
 
 #: Consecutive steps an adapter takes per turn of the round-robin (see :func:`measure`).
 BLOCK = 10
+#: The step clocks: ``wall`` as a run times its steps; ``thread`` the calling thread's CPU time (a
+#: diagnostic for a busy machine: it leaves out the time the process waits for a core).
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 def _turns(total: int, block: int) -> list[range]:
@@ -148,11 +152,13 @@ def measure(
     block: int = BLOCK,
     algebra: bool = True,
     shuffle: bool = True,
+    clock: str = "wall",
 ) -> Measurement:
     """Round-robin step timing of ``adapters`` (default: all in ``backend``) on ``problem``, with
     the pass-kind probes of ``benchmarks.pass_costs`` in the same rounds (floor and efficiency).
     ``extra``: more probe-like steppers (``init``, ``step``) timed in the same rounds, reported
     by name in :attr:`Measurement.extra` (e.g. a method's linear algebra on its own).
+    ``clock``: ``wall`` (a run's clock) or ``thread`` (:data:`CLOCKS`).
     ``algebra``: also time the linear-algebra probes of the measured methods
     (``benchmarks.method_algebra.probes_for``) and report each adapter's ``algebra_s`` and
     ``efficiency_algebra`` (``step / (floor + algebra)``).
@@ -177,6 +183,7 @@ def measure(
     extra = {**(method_algebra.probes_for(names) if algebra else {}), **(extra or {})}
     for name, stepper in extra.items():
         lanes[name] = _lane(module, suite, stepper, None)
+    timer = CLOCKS[clock]
     batches = {name: [lane.problem.device_batch(i) for i in range(rounds + warmup)] for name, lane in lanes.items()}
     order = list(lanes.items())
     for index, turn in enumerate(_turns(rounds + warmup, block)):
@@ -188,7 +195,7 @@ def measure(
                     lane.counts0 = lane.problem.counters.snapshot()
                 try:
                     lane.params, lane.state, _, dt = timed_step(
-                        lane.problem, lane.step, lane.params, lane.state, batches[name][i]
+                        lane.problem, lane.step, lane.params, lane.state, batches[name][i], clock=timer
                     )
                 except Exception as exc:  # a failing adapter is reported, not fatal to the table
                     lane.error = f"{type(exc).__name__}: {exc}"
@@ -432,6 +439,13 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
         help="run the lanes in the same order every turn (default: drawn per turn)",
     )
     parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall: time.perf_counter, as runs are timed (default); thread: the calling thread's CPU "
+        "time, which leaves out waiting for a core on a busy machine (torch with --threads 1 only)",
+    )
+    parser.add_argument(
         "--store",
         nargs="?",
         const="",
@@ -465,6 +479,13 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
         for problem in args.problem:
             if problem not in PROBLEMS:
                 raise ValueError(f"unknown problem {problem!r} (known: {', '.join(PROBLEMS)})")
+        if args.clock == "thread" and (args.store is not None or args.json is not None):
+            raise ValueError("--clock thread is a diagnostic: stored tables are wall-clock, as runs are timed")
+        if args.clock == "thread" and (backends != ["torch"] or args.threads != 1):
+            raise ValueError(
+                "--clock thread counts the calling thread only: use it with --backend torch --threads 1 "
+                "(JAX runs its programs on threads of its own)"
+            )
         if args.json is not None and not Path(args.json).parent.is_dir():
             raise ValueError(f"--json {args.json}: no directory {Path(args.json).parent}")
     except (ValueError, *USER_ERRORS) as exc:
@@ -484,7 +505,14 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
     for backend in backends:
         for problem in args.problem:
             measured = measure(
-                backend, problem, args.adapter, args.rounds, args.warmup, block=args.block, shuffle=not args.fixed_order
+                backend,
+                problem,
+                args.adapter,
+                args.rounds,
+                args.warmup,
+                block=args.block,
+                shuffle=not args.fixed_order,
+                clock=args.clock,
             )
             costs.extend(measured.costs)
             tables[(backend, problem)] = measured.pass_costs

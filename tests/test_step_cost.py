@@ -8,11 +8,14 @@ and that the run loop and the benchmark time a step through one function.
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 import numpy as np
 import pytest
 
 import harness.runner
+import harness.timing
 from benchmarks import method_algebra, pass_costs, step_cost
 from harness import registry
 from harness.runner import RunSpec, execute
@@ -122,3 +125,34 @@ def test_lanes_run_in_a_seeded_order_drawn_per_turn() -> None:
     before = {lane: {turn[turn.index(lane) - 1] for turn in turns if turn.index(lane) > 0} for lane in lanes}
     assert min(len(others) for others in before.values()) >= 4  # no lane keeps one predecessor
     assert step_cost._shuffled([], 3) == []
+
+
+def test_the_timed_region_reads_the_clock_it_is_given() -> None:
+    class Problem:
+        def block(self, *arrays: object) -> None:
+            pass
+
+    ticks = iter([10.0, 10.5])
+    out = harness.timing.timed_step(Problem(), lambda p, s, b: (p, s, {}), 1, 2, 3, clock=lambda: next(ticks))
+    assert (out.params, out.state, out.seconds) == (1, 2, 0.5)
+    assert {"wall": time.perf_counter, "thread": time.thread_time} == step_cost.CLOCKS
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--backend", "jax", "--threads", "1"], "use it with --backend torch --threads 1"),
+        (["--backend", "torch", "--threads", "2"], "use it with --backend torch --threads 1"),
+        (["--backend", "torch", "--threads", "1", "--store"], "stored tables are wall-clock"),
+    ],
+)
+def test_the_thread_clock_is_refused_where_it_would_miscount(
+    args: list[str], reason: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["step_cost", "--clock", "thread", "--adapter", "sgd", *args])
+    monkeypatch.setattr(step_cost, "measure", lambda *a, **k: pytest.fail("measured"))
+    with pytest.raises(SystemExit) as exc:
+        step_cost.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ngbench: error: --clock thread") and reason in err and err.count("\n") == 1
