@@ -111,10 +111,8 @@ def near_duplicate_mask(k: Tensor, threshold: float) -> Tensor | None:
     """The Jacobians' filter in ``gram_direction``: :func:`host_near_duplicate_keep`, or None when
     it ran on the host and keeps every sample (the usual case: the solve then skips its masks,
     which would change nothing)."""
-    if not host_readable(k):
-        return shared.near_duplicate_keep(TORCH_OPS, k, threshold)
-    keep = shared.near_duplicate_keep(HOST_FILTER_OPS, k.detach().numpy(), threshold)
-    return None if keep.all() else torch.from_numpy(keep)
+    keep = host_near_duplicate_keep(k, threshold)
+    return None if host_readable(k) and keep.numpy().all() else keep
 
 
 _BOUND = shared.SampleSpace(TORCH_OPS, per_sample_cotangent_grads, __name__, near_duplicate_mask)
