@@ -20,6 +20,9 @@ Run directly for the table (both backends if installed)::
                                    [--rounds 100] [--warmup 10] [--threads 2] [--store [DB]]
                                    [--block 10] [--json PATH] [--clock wall|thread]
 
+With both backends, a third table sets each torch step against JAX's for the same method and
+says whether an eager torch step could come within 1.2x of it (``benchmarks.backend_gap``).
+
 ``--store`` appends the table to the database (``db.step_costs``; the optimizer pages show it).
 ``--json PATH`` writes the table as JSON (:func:`table_json`), as ``ngbench nightly`` reads it
 from a child process that holds no database URL (``harness.nightly_step_cost``).
@@ -39,7 +42,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from benchmarks import method_algebra, pass_costs
+from benchmarks import backend_gap, method_algebra, pass_costs
 from harness.timing import timed_step
 from suites import get_suite
 from suites.layers import Linear, ModelSpec, Tanh
@@ -519,6 +522,10 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
     print(format_table(costs))
     print()
     print(format_pass_costs(tables))
+    compared = backend_gap.gaps(costs)
+    if compared:
+        print()
+        print(backend_gap.format_gaps(compared))
     if args.json is not None:
         settings = {
             "backends": backends,
