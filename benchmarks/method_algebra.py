@@ -366,6 +366,51 @@ def net_of_call(medians: dict[str, float]) -> dict[str, float]:
     }
 
 
+class AfterPass:
+    """An algebra lane run where a step runs its algebra: after a pass. Each step asks the
+    oracle for the gradient at the lane's parameters and batch (one forward and one backward),
+    then runs the wrapped lane's step, and returns the gradient's sum among its statistics (so
+    XLA keeps it). Timed alone, in a loop of its own, a small update runs with the caches and
+    branch predictors full of itself; after a backward pass the same operators cost 1.0-4x more
+    on the small torch models here (docs/measurement.md, "What a floor of probes leaves out").
+    The lane's algebra after a pass is its median less the wrapped null lane's (a gradient and
+    nothing else): :func:`net_of_pass`."""
+
+    PREFIX = "after-pass:"
+
+    def __init__(self, lane: Any) -> None:
+        self.lane = lane
+        self.name = self.PREFIX + lane.name
+
+    def init(self, problem: Any, hparams: Any) -> Any:
+        return self.lane.init(problem, hparams)
+
+    def step(self, problem: Any, params: Any, state: Any, batch: Any) -> tuple[Any, Any, dict[str, Any]]:
+        g = problem.oracle(params, batch).grad()
+        params, state, stats = self.lane.step(problem, params, state, batch)
+        return params, state, {**stats, "gradient": g.sum()}
+
+
+def after_pass(lanes: dict[str, Any]) -> dict[str, Any]:
+    """:class:`AfterPass` of every lane in ``lanes`` (the null lane included), by name."""
+    return {AfterPass.PREFIX + name: AfterPass(lane) for name, lane in lanes.items()}
+
+
+def net_of_pass(medians: dict[str, float]) -> dict[str, float]:
+    """Each algebra lane's cost after a pass, keyed by the lane's own name: its
+    :class:`AfterPass` lane's median less the null lane's after a pass (clipped at 0); empty
+    without that null lane."""
+    prefix = AfterPass.PREFIX
+    null = medians.get(prefix + NullProbe.name)
+    if null is None:
+        return {}
+    return {
+        name[len(prefix) :]: max(0.0, t - null)
+        for name, t in medians.items()
+        if name.startswith(prefix + "algebra:") and name != prefix + NullProbe.name
+    }
+
+
 def solve_steps_per_step(problem: Any, rounds: int, warmup: int) -> float:
     """The fraction of timed steps (``warmup .. warmup + rounds - 1``) in which FNGD at its
     defaults solves for coefficients (its first ``solve_epochs`` epochs)."""

@@ -79,6 +79,10 @@ class Cost:
     #: method without a probe) and ``median_s / (floor_s + algebra_s)``.
     algebra_s: float = float("nan")
     efficiency_algebra: float = float("nan")
+    #: The same algebra timed after a pass, as a step runs it (``method_algebra.AfterPass``),
+    #: and ``median_s / (floor_s + algebra_after_pass_s)``.
+    algebra_after_pass_s: float = float("nan")
+    efficiency_after_pass: float = float("nan")
 
 
 class Measurement(NamedTuple):
@@ -183,7 +187,8 @@ def measure(
     for query in pass_costs.QUERIES:
         probe = pass_costs.Probe(query)
         lanes[probe.name] = _lane(module, suite, probe, None)
-    extra = {**(method_algebra.probes_for(names) if algebra else {}), **(extra or {})}
+    probes = method_algebra.probes_for(names) if algebra else {}
+    extra = {**probes, **method_algebra.after_pass(probes), **(extra or {})}
     for name, stepper in extra.items():
         lanes[name] = _lane(module, suite, stepper, None)
     timer = CLOCKS[clock]
@@ -211,6 +216,7 @@ def measure(
     sgd_median = float(np.median(lanes["sgd"].times))
     extra_medians = {n: float(np.median(lanes[n].times)) for n in extra if lanes[n].times and lanes[n].error is None}
     algebra_medians = method_algebra.net_of_call(extra_medians)  # less a second step call's own cost
+    after_pass_medians = method_algebra.net_of_pass(extra_medians)  # less a gradient's lane
     for name in names:
         lane = lanes[name]
         prob = lane.problem
@@ -223,6 +229,7 @@ def measure(
         floor_s = pass_costs.floor(passes, costs)
         solving = method_algebra.solve_steps_per_step(prob, rounds, warmup)
         algebra_s = method_algebra.algebra_per_step(name, algebra_medians, rounds, warmup, solving)
+        after_s = method_algebra.algebra_per_step(name, after_pass_medians, rounds, warmup, solving)
         out.append(
             Cost(
                 backend,
@@ -239,6 +246,8 @@ def measure(
                 efficiency=med / floor_s if floor_s > 0 else float("nan"),
                 algebra_s=algebra_s,
                 efficiency_algebra=method_algebra.efficiency_with_algebra(med, floor_s, algebra_s),
+                algebra_after_pass_s=after_s,
+                efficiency_after_pass=method_algebra.efficiency_with_algebra(med, floor_s, after_s),
             )
         )
     return Measurement(out, costs, extra_medians)
@@ -247,7 +256,8 @@ def measure(
 def format_table(costs: list[Cost]) -> str:
     lines = [
         "| backend | problem | adapter | params | median step | p10–p90 | ratio to SGD | floor | efficiency "
-        "| algebra | step / (floor + algebra) | compile | passes (f/b/jvp/vjp/ps) |",
+        "| algebra: alone / after a pass | step / (floor + algebra): alone / after a pass | compile "
+        "| passes (f/b/jvp/vjp/ps) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in costs:
@@ -261,18 +271,19 @@ def format_table(costs: list[Cost]) -> str:
         lines.append(
             f"| {c.backend} | {c.problem} | {c.adapter} | {c.params} | {c.median_s * 1e3:.3f} ms | "
             f"{c.p10_s * 1e3:.2f}–{c.p90_s * 1e3:.2f} ms | {c.ratio_to_sgd:.2f} | {c.floor_s * 1e3:.3f} ms | "
-            f"{c.efficiency:.2f} | {_ms(c.algebra_s)} | {_ratio(c.efficiency_algebra)} | "
+            f"{c.efficiency:.2f} | {_pair(c.algebra_s * 1e3, c.algebra_after_pass_s * 1e3, ' ms')} | "
+            f"{_pair(c.efficiency_algebra, c.efficiency_after_pass, '')} | "
             f"{c.compile_s:.2f} s | {passes} |"
         )
     return "\n".join(lines)
 
 
-def _ms(seconds: float) -> str:
-    return "" if np.isnan(seconds) else f"{seconds * 1e3:.3f} ms"
-
-
-def _ratio(value: float) -> str:
-    return "" if np.isnan(value) else f"{value:.2f}"
+def _pair(alone: float, after: float, unit: str) -> str:
+    """``alone / after`` (3 decimals with a unit, 2 for a ratio); empty where not measured."""
+    if np.isnan(alone):
+        return ""
+    digits = 3 if unit else 2
+    return f"{alone:.{digits}f}{unit}" if np.isnan(after) else f"{alone:.{digits}f} / {after:.{digits}f}{unit}"
 
 
 def format_pass_costs(tables: dict[tuple[str, str], dict[str, float]]) -> str:
@@ -379,6 +390,11 @@ class StepCost:
 
     track_efficiency_with_algebra.unit = "ratio"  # type: ignore[attr-defined]
 
+    def track_efficiency_after_pass(self, backend: str, problem: str, adapter: str) -> float:
+        return self.cost.efficiency_after_pass
+
+    track_efficiency_after_pass.unit = "ratio"  # type: ignore[attr-defined]
+
 
 def machine_description(backends: list[str], threads: int | None) -> str:
     """Where a table was measured, in words: host, CPU, cores, threads and framework versions."""
@@ -392,10 +408,14 @@ def machine_description(backends: list[str], threads: int | None) -> str:
     )
 
 
+#: The figures of a :class:`Cost` stored inside its ``passes`` JSON.
+ALGEBRA_FIELDS = ("algebra_s", "efficiency_algebra", "algebra_after_pass_s", "efficiency_after_pass")
+
+
 def _stored_row(row: dict[str, Any]) -> dict[str, Any]:
     """A :class:`Cost` as ``db.step_costs`` stores it: the algebra figures ride in the JSON
-    ``passes`` field (``algebra_s``, ``efficiency_algebra``) where the method has a probe."""
-    extra = {k: row[k] for k in ("algebra_s", "efficiency_algebra") if not np.isnan(row.get(k, float("nan")))}
+    ``passes`` field (:data:`ALGEBRA_FIELDS`) where the method has a probe."""
+    extra = {k: row[k] for k in ALGEBRA_FIELDS if not np.isnan(row.get(k, float("nan")))}
     return {**row, "passes": {**row["passes"], **extra}}
 
 

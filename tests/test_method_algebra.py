@@ -113,8 +113,15 @@ def test_probes_for_and_algebra_per_step_arithmetic() -> None:
 def test_stored_rows_carry_the_algebra_in_the_passes_field() -> None:
     cost = step_cost.Cost("torch", "digits-mlp", "ef", 10, *[0.004] * 5, {"forward": 1.0})
     cost.algebra_s, cost.efficiency_algebra = 0.001, 1.6
+    cost.algebra_after_pass_s, cost.efficiency_after_pass = 0.002, 1.3
     row = step_cost._stored_row(asdict(cost))
-    assert row["passes"] == {"forward": 1.0, "algebra_s": 0.001, "efficiency_algebra": 1.6}
+    assert row["passes"] == {
+        "forward": 1.0,
+        "algebra_s": 0.001,
+        "efficiency_algebra": 1.6,
+        "algebra_after_pass_s": 0.002,
+        "efficiency_after_pass": 1.3,
+    }
     plain = step_cost._stored_row(
         asdict(step_cost.Cost("torch", "digits-mlp", "sgd", 10, *[0.004] * 5, {"forward": 1.0}))
     )
@@ -202,3 +209,37 @@ def test_lanes_are_net_of_a_step_calls_own_cost() -> None:
     np.testing.assert_array_equal(problem.to_numpy(params), problem.to_numpy(problem.params0))
     assert state is None and stats == {}
     assert problem.counters.snapshot() == before
+
+
+def test_lanes_after_a_pass_take_one_gradient_and_are_net_of_the_null_lane_after_it() -> None:
+    medians = {
+        "after-pass:algebra:null": 4e-4,
+        "after-pass:algebra:sgd": 5e-4,
+        "after-pass:algebra:ef": 3.9e-4,
+        "algebra:sgd": 1e-5,
+        "probe:gradient": 3.5e-4,
+    }
+    assert method_algebra.net_of_pass(medians) == pytest.approx({"algebra:sgd": 1e-4, "algebra:ef": 0.0})
+    assert method_algebra.net_of_pass({"after-pass:algebra:sgd": 5e-4}) == {}  # no null lane after a pass
+    lanes = method_algebra.after_pass(method_algebra.probes_for(["sgd"]))
+    assert set(lanes) == {"after-pass:algebra:sgd", "after-pass:algebra:null"}
+    module = registry.backend_module("torch")
+    problem = module.build_problem(get_suite("tiny-ce"), seed=0, dtype="float64", device="cpu")
+    lane = lanes["after-pass:algebra:sgd"]
+    state = lane.init(problem, None)
+    before = problem.counters.snapshot()
+    batch = problem.device_batch(0)
+    params, _, stats = problem.make_step(lane)(problem.params0, state, batch)
+    after = problem.counters.snapshot()
+    assert {k: after[k] - before[k] for k in after} == {
+        "forward": 1,
+        "backward": 1,
+        "jvp": 0,
+        "vjp": 0,
+        "per_sample": 0,
+    }
+    # The wrapped lane's update ran as it does alone, and the gradient's sum is among the stats.
+    alone, _, _ = problem.make_step(lane.lane)(problem.params0, lane.lane.init(problem, None), batch)
+    np.testing.assert_array_equal(problem.to_numpy(params), problem.to_numpy(alone))
+    gradient = problem.oracle(problem.params0, batch).grad()
+    assert float(stats["gradient"]) == pytest.approx(float(gradient.sum()), rel=1e-12)

@@ -96,9 +96,15 @@ def test_benchmark_reports_floor_and_efficiency_from_its_own_rounds() -> None:
     assert by_name["sf"].efficiency_algebra == pytest.approx(
         by_name["sf"].median_s / (by_name["sf"].floor_s + by_name["sf"].algebra_s)
     )
+    # The same lanes after a pass (method_algebra.AfterPass): less the null lane after a pass.
+    after = measured.extra["after-pass:algebra:sf"] - measured.extra["after-pass:algebra:null"]
+    assert by_name["sf"].algebra_after_pass_s == pytest.approx(max(0.0, after), abs=1e-15)
+    assert by_name["sf"].efficiency_after_pass == pytest.approx(
+        by_name["sf"].median_s / (by_name["sf"].floor_s + by_name["sf"].algebra_after_pass_s)
+    )
     # SGD's parameter update is its lane (benchmarks.method_algebra.UpdateProbe).
     assert by_name["sgd"].algebra_s == net["algebra:sgd"]
-    assert "| step / (floor + algebra) |" in step_cost.format_table(measured.costs)
+    assert "| step / (floor + algebra): alone / after a pass |" in step_cost.format_table(measured.costs)
 
 
 def test_the_run_loop_times_a_step_through_the_shared_timed_region(monkeypatch: pytest.MonkeyPatch) -> None:

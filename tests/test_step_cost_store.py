@@ -100,7 +100,13 @@ def test_optimizer_pages_show_the_newest_step_cost_escaped_or_not_measured(tmp_d
         store.save_run(result("tiny-ce", optimizer, 0, ttt=0.05))
     when = datetime(2026, 12, 3, 13, 5, tzinfo=UTC)
     rows = [cost("sgd", 0.624e-3), cost("kfac", 2.661e-3, floor_s=1.822e-3), cost("kfac:amortised", 0.9e-3)]
-    rows[1]["passes"] = {**rows[1]["passes"], "algebra_s": 0.55e-3, "efficiency_algebra": 2.661 / (1.822 + 0.55)}
+    rows[1]["passes"] = {
+        **rows[1]["passes"],
+        "algebra_s": 0.55e-3,
+        "efficiency_algebra": 2.661 / (1.822 + 0.55),
+        "algebra_after_pass_s": 0.7e-3,
+        "efficiency_after_pass": 2.661 / (1.822 + 0.7),
+    }
     rows.append(cost("kfac", math.nan, backend="jax", status="RuntimeError: <b>x</b>"))
     save_step_costs(
         store, rows, machine=f"host {SCRIPT_TAG}", threads=1, git_commit="0123456789abcdef", measured_at=when
@@ -112,7 +118,9 @@ def test_optimizer_pages_show_the_newest_step_cost_escaped_or_not_measured(tmp_d
     assert "2.66 ms" in section and "1.82 ms" in section and "1.46×" in section  # step, floor, efficiency
     assert "4.26×" in section  # ratio to SGD
     assert "550 µs" in section and "1.12×" in section  # the linear algebra, step / (floor + algebra)
-    assert "algebra_s" not in section and "efficiency_algebra" not in section  # not shown as pass counts
+    assert "700 µs" in section and "1.06×" in section  # the same after a pass
+    for key in ("algebra_s", "efficiency_algebra", "algebra_after_pass_s", "efficiency_after_pass"):
+        assert key not in section  # not shown as pass counts
     assert "amortised" in section and "defaults" in section
     assert "2026-12-03 13:05 UTC" in section and "0123456789" in section
     assert SCRIPT_TAG not in page and "host &lt;script&gt;alert(1)&lt;/script&gt;" in section

@@ -14,7 +14,7 @@ from leaderboard.pages.context import BuildContext
 from leaderboard.views import optimizer_results
 
 #: Keys of a stored step cost's ``passes`` field that are not pass counts.
-ALGEBRA_KEYS = frozenset({"algebra_s", "efficiency_algebra"})
+ALGEBRA_KEYS = frozenset({"algebra_s", "efficiency_algebra", "algebra_after_pass_s", "efficiency_after_pass"})
 
 
 def step_cost_rows(step_costs: pd.DataFrame, optimizer: str) -> list[dict[str, Any]]:
@@ -34,8 +34,7 @@ def step_cost_rows(step_costs: pd.DataFrame, optimizer: str) -> list[dict[str, A
                 **r,
                 # the passes field also carries the method's linear algebra (benchmarks.method_algebra)
                 "passes": {k: v for k, v in stored.items() if k not in ALGEBRA_KEYS},
-                "algebra_s": stored.get("algebra_s"),
-                "efficiency_algebra": stored.get("efficiency_algebra"),
+                **{k: stored.get(k) for k in sorted(ALGEBRA_KEYS)},
                 "configuration": name.partition(":")[2] or "defaults",
                 "threads": None if threads is None else int(threads),
                 "git_dirty": bool(dirty) if isinstance(dirty, (bool, int)) and not pd.isna(dirty) else None,
