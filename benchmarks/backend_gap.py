@@ -10,7 +10,9 @@ puts them side by side::
     bound  = (torch floor + torch algebra) / JAX step
 
 ``bound`` is what the torch step would be, relative to JAX's, if it cost exactly its passes and
-its linear algebra and nothing else (efficiency 1.0 against floor + algebra). Where ``bound``
+its linear algebra and nothing else (efficiency 1.0 against floor + algebra). The algebra is the
+lanes' figure timed alone, the smaller of the two the table gives, so the bound errs low and a
+``framework`` verdict is never the result of a generous estimate. Where ``bound``
 exceeds the goal (``GOAL``, 1.2) no eager torch adapter can reach it: the passes themselves,
 each autograd or forward-mode pass dispatching its operators one by one, cost more than JAX's
 whole jitted step, and the difference is the framework's, not the adapter's. There compiled
