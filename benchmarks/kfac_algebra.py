@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.method_algebra import KFACProbe, _ops, net_of_call, probes_for, refreshes_per_step
-from benchmarks.step_cost import PROBLEMS, measure
+from benchmarks.step_cost import measure, measurement_arguments, set_threads
 
 __all__ = ["CONFIGS", "KFACProbe", "_AlgebraProbe", "_ops", "refreshes_per_step", "report"]
 
@@ -47,22 +47,15 @@ def report(backend: str, problem: str, rounds: int, warmup: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="K-FAC's linear algebra against its step and floor.")
-    parser.add_argument("--backend", nargs="+", default=["torch", "jax"])
-    parser.add_argument("--problem", nargs="+", default=list(PROBLEMS))
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    measurement_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     print(
         "| backend | problem | adapter | median step | ratio to SGD | floor | efficiency | precondition "
         "| inverses (one refresh) | statistics (one update) | algebra / step | step / (floor + algebra) |"
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for backend in args.backend:
+    for backend in args.backend or ["torch", "jax"]:
         for problem in args.problem:
             print("\n".join(report(backend, problem, args.rounds, args.warmup)), flush=True)
 

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from benchmarks import pass_costs
-from benchmarks.step_cost import BLOCK, PROBLEMS, _shuffled, _turns
+from benchmarks.step_cost import BLOCK, PROBLEMS, _shuffled, _turns, measurement_arguments, set_threads
 from harness.timing import timed_step
 
 #: The questions mixed. Per-sample gradients are left out: their ``B x P`` array (3.3 MB on
@@ -145,18 +145,11 @@ def format_rows(backend: str, problem: str, context: Context) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="A pass's cost repeated against after a different pass.")
-    parser.add_argument("--backend", nargs="+", default=None)
-    parser.add_argument("--problem", nargs="+", default=list(PROBLEMS))
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    measurement_arguments(parser)
     args = parser.parse_args()
     from harness import registry
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     backends = args.backend or [b for b in ("torch", "jax") if registry.backend_available(b)]
     print("| backend | problem | what | repeated | after a different pass | ratio |")
     print("|---|---|---|---:|---:|---:|")

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from benchmarks.step_cost import PROBLEMS, measure
+from benchmarks.step_cost import measure, measurement_arguments, set_threads
 
 
 def entry_points() -> list[tuple[Any, str]]:
@@ -226,18 +226,12 @@ def format_rows(rows: list[Row]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Time inside the oracle's passes, timed in the torch step itself.")
-    parser.add_argument("--problem", nargs="+", default=list(PROBLEMS))
+    measurement_arguments(parser, backend=False)
     parser.add_argument(
         "--adapter", nargs="+", default=["sgd", "adamw", "ef", "ief", "sf", "kfac", "kfac:amortised", "fngd", "adamqlr"]
     )
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     rows: list[Row] = []
     for problem in args.problem:
         rows += measure_in_step(problem, args.adapter, args.rounds, args.warmup)

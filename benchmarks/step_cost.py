@@ -447,14 +447,29 @@ def store_table(
             target.dispose()
 
 
-def main(description: str = "Per-step cost of every adapter (ratio to SGD).", default_adapters: Any = None) -> None:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--backend", nargs="+", default=None)
+def measurement_arguments(parser: argparse.ArgumentParser, backend: bool = True) -> None:
+    """The options every step-cost entry point takes: ``--backend`` (unless ``backend`` is
+    false), ``--problem``, ``--rounds``, ``--warmup`` and ``--threads``."""
+    if backend:
+        parser.add_argument("--backend", nargs="+", default=None)
     parser.add_argument("--problem", nargs="+", default=list(PROBLEMS))
-    parser.add_argument("--adapter", nargs="+", default=default_adapters, help="adapters, or adapter:preset")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when asked (``--threads``)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def main(description: str = "Per-step cost of every adapter (ratio to SGD).", default_adapters: Any = None) -> None:
+    parser = argparse.ArgumentParser(description=description)
+    measurement_arguments(parser)
+    parser.add_argument("--adapter", nargs="+", default=default_adapters, help="adapters, or adapter:preset")
     parser.add_argument("--block", type=int, default=BLOCK, help="consecutive steps per adapter per turn")
     parser.add_argument(
         "--fixed-order",
@@ -486,10 +501,7 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
     from harness import registry
     from harness.errors import USER_ERRORS
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     backends = args.backend or [b for b in ("torch", "jax") if registry.backend_available(b)]
     try:  # bad names are one line and exit status 2, before anything is measured
         for backend in backends:
