@@ -89,7 +89,7 @@ def host_update(w1: Any, w2: Any, p: Tensor, velocity: Tensor | None) -> Tensor:
     (one rounding of the same double, then the same products), without building those tensors."""
     delta = float(w1) * p
     if velocity is not None:
-        delta = delta + float(w2) * velocity
+        delta += float(w2) * velocity  # in place on the fresh product: the same sum, one buffer fewer
     return delta
 
 
