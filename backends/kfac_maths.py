@@ -185,9 +185,14 @@ def proposal(
     ``p = Ft^{-1} grad h`` (ascent-signed); untapped entries get ``1 / (lam + eta)``
     (``untapped="damped_identity"``) or 1."""
     grad_h = g + hp.l2_reg * params if hp.l2_reg else g
-    damped = hp.untapped == "damped_identity" and len(layout.untapped) > 0  # the scale is read only then
-    untapped = ops.astype(1.0 / identity_weight, g.dtype) if damped else 1.0
+    untapped = ops.astype(1.0 / identity_weight, g.dtype) if damps_untapped(hp, layout) else 1.0
     return grad_h, precondition(ops, layout, inverses, grad_h, untapped)
+
+
+def damps_untapped(hp: KFACHyperparams, layout: ParamLayout) -> bool:
+    """Whether :func:`proposal` reads ``identity_weight``: the untapped entries' damped scale,
+    only when the layout has untapped parameters (none of the benchmark's MLPs has any)."""
+    return hp.untapped == "damped_identity" and len(layout.untapped) > 0
 
 
 # --------------------------------------------------------------------------- the quadratic model

@@ -151,6 +151,21 @@ def test_carried_tangent_is_the_jvp_and_leaves_the_graph_forward_unchanged(
     assert torch.equal(late.jvp(v), want_u) and late._carried is None
 
 
+def test_one_draw_sampled_logit_grad_is_the_k_draw_form_bit_for_bit(tiny_suite: str) -> None:
+    """``sampled_logit_grad()`` (K-FAC's statistics) equals ``sampled_logit_grads(1)[0]`` bit for
+    bit on both likelihoods, also for noise at the ends of ``[0, 1)`` (first and last label)."""
+    p, b = problem_and_batch(tiny_suite)
+    o = p.oracle(p.params0, b)
+    assert torch.equal(o.sampled_logit_grad(), o.sampled_logit_grads(1)[0])
+    z = o.logits
+    for likelihood in ("softmax_ce", "mse"):
+        for u in (0.0, 1.0 - 1e-12, 0.37):
+            noise = torch.rand(2, *z.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+            noise[0, ::2, 0] = u
+            want = likelihoods.logit_grads(likelihood, z, likelihoods.sample_targets(likelihood, z, noise[:1]))[0]
+            assert torch.equal(likelihoods.sampled_logit_grad(likelihood, z, noise[0]), want)
+
+
 def test_pass_counters_count_each_primitive(tiny_suite: str) -> None:
     p, b = problem_and_batch(tiny_suite)
     before = p.counters.snapshot()

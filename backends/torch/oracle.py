@@ -353,6 +353,12 @@ class TorchOracle:
         """``r^_n = dl(y^_n, z_n)/dz_n`` for ``k`` sampled targets, shape ``(k, B, C)``."""
         return likelihoods.logit_grads(self.likelihood, self.logits, self.sample_targets(k), self.probabilities())
 
+    def sampled_logit_grad(self) -> Tensor:
+        """``r^`` for one target per sample drawn with the batch noise's first row, ``(B, C)``:
+        :meth:`sampled_logit_grads` ``(1)[0]`` bit for bit, in about half the operators
+        (``likelihoods.sampled_logit_grad``; K-FAC's factor statistics)."""
+        return likelihoods.sampled_logit_grad(self.likelihood, self.logits, self.batch.noise[0], self.probabilities())
+
     def logit_grads_with_samples(self, k: int = 1) -> Tensor:
         """``[r; r^]``, shape ``(1 + k, B, C)``: the true labels' logit gradients (row 0, as
         :meth:`logit_grads`) then ``k`` sampled draws' (as :meth:`sampled_logit_grads`), by one

@@ -52,7 +52,7 @@ def batch_factors(problem: Problem, oracle: Oracle, batch: Batch[Tensor], estima
     """This batch's ``A_i``, ``G_i`` for every tapped layer (see ``backends.torch.kfac_factors``)."""
     inputs = oracle.tap_inputs()
     if estimator == "fisher_gradients":
-        cotangents = [oracle.sampled_logit_grads(1)[0]]
+        cotangents = [oracle.sampled_logit_grad()]  # sampled_logit_grads(1)[0] in fewer operators
     elif estimator == "fisher_exact":
         # One (vectorised) backward pass per column of the output-Hessian factor.
         per_layer = tap_grads_many(problem, oracle, torch.stack(factor_columns(problem.likelihood, oracle.logits)))
@@ -83,6 +83,16 @@ def host_terms(terms: kfac_maths.ModelTerms) -> kfac_maths.ModelTerms:
     return kfac_maths.ModelTerms(*map(np.float64, torch.stack(list(terms)).tolist()))
 
 
+def host_update(w1: Any, w2: Any, p: Tensor, velocity: Tensor | None) -> Tensor:
+    """``kfac_maths.update`` with host coefficients passed as Python floats: the multiply rounds
+    them to ``p``'s dtype as the 0-d tensors ``HOST_SCALAR_OPS.astype`` builds would hold them
+    (one rounding of the same double, then the same products), without building those tensors."""
+    delta = float(w1) * p
+    if velocity is not None:
+        delta += float(w2) * velocity  # in place on the fresh product: the same sum, one buffer fewer
+    return delta
+
+
 def _ieee(ops: Any) -> contextlib.AbstractContextManager[Any]:
     """0/0 is NaN without a warning on host scalars, as in torch (nothing to do for tensors)."""
     return np.errstate(divide="ignore", invalid="ignore") if ops is HOST_SCALAR_OPS else contextlib.nullcontext()
@@ -109,8 +119,11 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
             factors = fold(state.factors, new, kfac.ema_weight(kfac.estimate_count(state.steps, hp), hp))
         else:
             factors = state.factors  # an amortised step: no sampled-label backward, no factor products
-        identity_weight = state.damping + hp.l2_reg
-        if state.inverses is None or kfac.refresh_inverses(state.steps, hp):
+        refresh = state.inverses is None or kfac.refresh_inverses(state.steps, hp)
+        # lam + eta as a 0-d tensor only where it is read: a refresh, or untapped entries' scale
+        reads_weight = refresh or kfac_maths.damps_untapped(hp, problem.layout)
+        identity_weight = state.damping + hp.l2_reg if reads_weight else None
+        if refresh:
             inverses = tuple(kf.layer_inverse(st, identity_weight, hp.damping_form) for st in factors)
         else:
             inverses = state.inverses
@@ -144,7 +157,7 @@ class KFAC(adapter_class(kfac.CARD, "torch")):  # type: ignore[misc]
                 w1, w2, model_change = kfac_maths.solve_model(ops, hp, terms, lam)
             else:
                 w1, w2, model_change = kfac_maths.fixed_step(ops, hp, lam)
-        delta = kfac_maths.update(ops, w1, w2, p, vel)
+        delta = host_update(w1, w2, p, vel) if host else kfac_maths.update(ops, w1, w2, p, vel)
         new_params = params + delta
 
         stats: dict[str, Any] = {
