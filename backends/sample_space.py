@@ -89,6 +89,11 @@ class SampleJacobian(Protocol):
         """``K = J J^T`` (``rows x rows``), working dtype."""
         ...
 
+    def gram_rows(self, start: int) -> Array:
+        """Rows ``start:`` of :meth:`gram` against every row, ``(rows - start) x rows``, working
+        dtype (SF's sampled rows: only those are formed where the Jacobian can)."""
+        ...
+
     def group_grams(self) -> Array:
         """``K_l = J_l J_l^T`` per group, shape ``(groups, rows, rows)``; ``sum_l K_l = K``."""
         ...
@@ -151,6 +156,16 @@ class TapJacobian:
             k = g if k is None else k + g
         return k
 
+    def gram_rows(self, start: int) -> Array:
+        batch = self.rows // self.draws
+        if start % batch:  # not a whole draw: slice the Gram
+            return self.gram()[start:]
+        k = None
+        for kind, f in self.layers:
+            g = kind.gram_rows(self.ops, f, start // batch)
+            k = g if k is None else k + g
+        return k
+
     def group_grams(self) -> Array:
         return self.ops.stack([kind.gram(self.ops, f) for kind, f in self.layers])
 
@@ -195,6 +210,9 @@ class DenseJacobian:
 
     def gram(self) -> Array:
         return self.jacobian @ self.jacobian.T
+
+    def gram_rows(self, start: int) -> Array:
+        return self.gram()[start:]
 
     def group_grams(self) -> Array:
         fallback, J = layer_kinds.UNTAPPED, self.jacobian
@@ -457,7 +475,7 @@ def sampled_fisher_from_stack(jac: SampleJacobian, batch: int, damping: float) -
     if not damping > 0:
         raise ValueError("the Woodbury form needs a positive damping")
     ops = jac.ops
-    sampled = jac.gram()[batch:]  # (R, B + R): the sampled rows against all
+    sampled = jac.gram_rows(batch)  # (R, B + R): the sampled rows against all, the only ones formed
     cross = sampled[:, :batch]
     sol = damped_solve(ops, sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
     weights = ops.concat([ops.ones_like(cross[0]), -sol.x]) / (batch * damping)  # scaled here: (B + R,), not (P,)
