@@ -146,8 +146,12 @@ class TapJacobian:
         #: Each tapped layer's kind (``backends.layer_kinds``) with its factors.
         self.layers = list(zip(kinds, self.factors, strict=True))
         self.rows = draws * int(inputs[0].shape[0])
-        # All parameters are tapped, so the spans are the tapped layers in spec (= flat) order.
-        self.groups = block_spans(layout)
+
+    @property
+    def groups(self) -> tuple[tuple[int, int], ...]:
+        # All parameters are tapped, so the spans are the tapped layers in spec (= flat) order
+        # (looked up when asked: the Jacobian of every step is built without them).
+        return block_spans(self.layout)
 
     def gram(self) -> Array:
         k = None
@@ -254,15 +258,17 @@ class SampleSpace:
         cotangent_rows: Callable[[Any, Array], Array],
         module: str,
         duplicate_mask: Callable[[Array, float], Array | None] | None = None,
+        tap_methods: dict[str, Callable[..., Any]] | None = None,
     ):
         self.ops = ops
         self.cotangent_rows = cotangent_rows
         bound: dict[str, Any] = {"ops": ops, "__module__": module}
         if duplicate_mask is not None:  # the Jacobians' ``near_duplicate_mask``, computed another way
             bound["near_duplicate_mask"] = staticmethod(duplicate_mask)
-        #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``).
+        #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``);
+        #: ``tap_methods`` replace :class:`TapJacobian` methods by the backend's (the same numbers).
         self.tap_jacobian: type[TapJacobian] = type(
-            "TapJacobian", (TapJacobian,), {**bound, "__doc__": TapJacobian.__doc__}
+            "TapJacobian", (TapJacobian,), {**bound, **(tap_methods or {}), "__doc__": TapJacobian.__doc__}
         )
         self.dense_jacobian: type[DenseJacobian] = type(
             "DenseJacobian", (DenseJacobian,), {**bound, "__doc__": DenseJacobian.__doc__}

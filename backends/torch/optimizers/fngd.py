@@ -64,7 +64,7 @@ def lookup(state: FNGDState, batch: Batch[Tensor]) -> Tensor:
     table = state.table if state.filled else _filled_table(state)
     if state.hparams.indexing == "iteration":
         return table[state.step % state.steps_per_epoch].T
-    return table[batch.index].T
+    return table.index_select(0, batch.index).T
 
 
 def _direction(problem: Problem, params: Tensor, state: FNGDState, batch: Batch[Tensor]) -> _Direction:
