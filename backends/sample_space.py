@@ -119,6 +119,10 @@ class SampleJacobian(Protocol):
         the backend computed it on the host and it keeps every sample."""
         ...
 
+    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
+        """:func:`damped_solve` on ``ops`` (or the backend's own, with the same numbers)."""
+        ...
+
 
 # --------------------------------------------------------------------------- taps
 
@@ -145,6 +149,8 @@ class TapJacobian:
         ]
         #: Each tapped layer's kind (``backends.layer_kinds``) with its factors.
         self.layers = list(zip(kinds, self.factors, strict=True))
+        #: The raw cotangents, as given (a backend's faster path may read them).
+        self.cotangents = cotangents
         self.rows = draws * int(inputs[0].shape[0])
 
     @property
@@ -194,6 +200,9 @@ class TapJacobian:
     def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
         return near_duplicate_keep(self.ops, k, threshold)
 
+    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
+        return damped_solve(self.ops, k, rhs, shift, keep)
+
 
 # --------------------------------------------------------------------------- dense fallback
 
@@ -238,6 +247,9 @@ class DenseJacobian:
     def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
         return near_duplicate_keep(self.ops, k, threshold)
 
+    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
+        return damped_solve(self.ops, k, rhs, shift, keep)
+
 
 # --------------------------------------------------------------------------- from the oracle
 
@@ -259,12 +271,16 @@ class SampleSpace:
         module: str,
         duplicate_mask: Callable[[Array, float], Array | None] | None = None,
         tap_methods: dict[str, Callable[..., Any]] | None = None,
+        solve: Callable[..., DampedSolve] | None = None,
     ):
         self.ops = ops
         self.cotangent_rows = cotangent_rows
+        self._solve = solve
         bound: dict[str, Any] = {"ops": ops, "__module__": module}
         if duplicate_mask is not None:  # the Jacobians' ``near_duplicate_mask``, computed another way
             bound["near_duplicate_mask"] = staticmethod(duplicate_mask)
+        if solve is not None:  # the Jacobians' ``damped_solve``: the same numbers, computed another way
+            bound["damped_solve"] = staticmethod(solve)
         #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``);
         #: ``tap_methods`` replace :class:`TapJacobian` methods by the backend's (the same numbers).
         self.tap_jacobian: type[TapJacobian] = type(
@@ -275,7 +291,9 @@ class SampleSpace:
         )
 
     def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
-        """``(K + shift I) x = rhs`` in float64 (:func:`damped_solve`)."""
+        """``(K + shift I) x = rhs`` in float64 (:func:`damped_solve`, or the backend's ``solve``)."""
+        if self._solve is not None:
+            return self._solve(k, rhs, shift, keep)
         return damped_solve(self.ops, k, rhs, shift, keep)
 
     def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
@@ -437,7 +455,7 @@ def gram_direction(jac: SampleJacobian, rhs: Array, damping: float, dedup_thresh
         target, kept = rhs, jac.rows
     else:
         target, kept = ops.where(keep, rhs, ops.zeros_like(rhs)), ops.sum(keep)
-    sol = damped_solve(ops, k, rhs, shift, keep)
+    sol = jac.damped_solve(k, rhs, shift, keep)
     t_res = shift * ops.norm(sol.x) / ops.maximum(ops.norm(target), float(ops.finfo(target.dtype).tiny))
     return GramDirection(jac.rmatvec(sol.x), sol.x, sol, kept, t_res)
 
@@ -458,7 +476,7 @@ def woodbury_inverse_apply(jac: SampleJacobian, v: Array, damping: float) -> Woo
     """
     if not damping > 0:
         raise ValueError("the Woodbury form needs a positive damping")
-    sol = damped_solve(jac.ops, jac.gram(), jac.matvec(v), jac.rows * damping)
+    sol = jac.damped_solve(jac.gram(), jac.matvec(v), jac.rows * damping)
     return WoodburyApply((v - jac.rmatvec(sol.x)) / damping, sol)
 
 
@@ -483,7 +501,7 @@ def sampled_fisher_from_stack(jac: SampleJacobian, batch: int, damping: float) -
     ops = jac.ops
     sampled = jac.gram_rows(batch)  # (R, B + R): the sampled rows against all, the only ones formed
     cross = sampled[:, :batch]
-    sol = damped_solve(ops, sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
+    sol = jac.damped_solve(sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
     weights = ops.concat([ops.ones_like(cross[0]), -sol.x]) / (batch * damping)  # scaled here: (B + R,), not (P,)
     return WoodburyApply(jac.rmatvec(weights), sol)
 

@@ -122,22 +122,24 @@ def _plain_linear(jac: shared.TapJacobian) -> bool:
     plain = jac.__dict__.get("_plain_linear")
     if plain is None:
         plain = jac.__dict__["_plain_linear"] = all(
-            type(kind) is layer_kinds.LayerKind and f.a.ndim == 2 for kind, f in jac.layers
+            type(kind) is layer_kinds.LayerKind and f.a.ndim == 2 and e.ndim == 2
+            for (kind, f), e in zip(jac.layers, jac.cotangents, strict=True)
         )
     return plain
 
 
 def _linear_rmatvec(jac: shared.TapJacobian, weights: list[Tensor]) -> Tensor:
     """``[vec(E_l^T diag(w_l) A_l), E_l^T w_l]_l`` for Linear layers on vectors, ``weights[l]``
-    of shape ``(R,)``: the layer kind's ``rmatvec`` with its operators and no more (``e[0] *
-    w[:, None]`` is the kind's ``(e * w[None, :, None])[0]``; the draws' sum is the kind's), in
-    fewer Python steps: about a fifth of FNGD's reused-coefficient direction
-    (docs/profiling.md, "Optimizer updates")."""
+    of shape ``(R,)``: the layer kind's ``rmatvec`` with its operators and no more (one draw:
+    ``e * w[:, None]`` on the raw 2-D ``e``, the kind's ``(e * w[None, :, None])[0]``; the
+    draws' sum is the kind's), in fewer Python steps (docs/profiling.md, "SF (PyTorch)")."""
     draws = jac.draws
     parts: list[Tensor] = []
-    for f, w in zip(jac.factors, weights, strict=True):
-        e = f.e
-        ew = e[0] * w.unsqueeze(1) if draws == 1 else (e * w.view(draws, e.shape[1], 1)).sum(dim=0)
+    for f, raw, w in zip(jac.factors, jac.cotangents, weights, strict=True):
+        if draws == 1:  # ``raw`` is ``e`` as ``(B, d_out)``
+            ew = raw * w.unsqueeze(1)
+        else:
+            ew = (f.e * w.view(draws, f.e.shape[1], 1)).sum(dim=0)
         parts.append((ew.T @ f.a).view(-1))
         if f.layer.bias is not None:
             parts.append(ew.sum(dim=0))
@@ -158,7 +160,7 @@ def tap_gram_rows(jac: shared.TapJacobian, start: int) -> Tensor:
         aa = f.a @ f.a.T
         if f.layer.bias is not None:
             aa.add_(1.0)
-        rows = f.e[first:].reshape(kept * batch, -1)
+        rows = f.e[first] if kept == 1 else f.e[first:].reshape(kept * batch, -1)
         if draws == 1:
             g = (rows @ rows.T).mul_(aa)
         else:
@@ -183,14 +185,40 @@ def tap_rmatvec_groups(jac: shared.TapJacobian, w: Tensor) -> Tensor:
     return _linear_rmatvec(jac, list(w.unbind(0)))
 
 
+_TINY64 = float(torch.finfo(torch.float64).tiny)
+
+
+def damped_solve(k: Tensor, rhs: Tensor, shift: float | Tensor, keep: Tensor | None = None) -> shared.DampedSolve:
+    """:func:`backends.sample_space.damped_solve` where Cholesky succeeds, with its operators
+    in its order (the same bits) and fewer of them: the diagonal shift added in place to the
+    float64 copy of ``k`` (no second copy where ``k`` is float32), the factor's solution kept as
+    a column for the residual's product (no re-expansion). With a mask, a per-system shift, or
+    a failed factorisation (then solved again there, down its fallback), the shared function."""
+    if keep is not None or not isinstance(shift, (int, float)):
+        return shared.damped_solve(TORCH_OPS, k, rhs, shift, keep)
+    k64 = k.to(torch.float64)
+    damped = k64.clone() if k64 is k else k64  # ``k`` itself (float64) stays as it is
+    damped.diagonal(dim1=-2, dim2=-1).add_(float(shift))
+    chol, info = torch.linalg.cholesky_ex(damped)
+    if info.any() if info.ndim else info:
+        return shared.damped_solve(TORCH_OPS, k, rhs, shift, keep)
+    b64 = rhs.to(torch.float64)
+    x = torch.cholesky_solve(b64.unsqueeze(-1), chol)
+    resid = torch.linalg.vector_norm((damped @ x).squeeze(-1) - b64, dim=-1)
+    ratio = resid / torch.linalg.vector_norm(b64, dim=-1).clamp_min(_TINY64)
+    worst = ratio if ratio.ndim == 0 else ratio.reshape(-1).amax(dim=0)
+    return shared.DampedSolve(x.squeeze(-1).to(k.dtype), worst, False)
+
+
 _BOUND = shared.SampleSpace(
     TORCH_OPS,
     per_sample_cotangent_grads,
     __name__,
     near_duplicate_mask,
     {"gram_rows": tap_gram_rows, "rmatvec": tap_rmatvec, "rmatvec_groups": tap_rmatvec_groups},
+    damped_solve,
 )
 TapJacobian, DenseJacobian = _BOUND.tap_jacobian, _BOUND.dense_jacobian
-damped_solve, near_duplicate_keep = _BOUND.damped_solve, _BOUND.near_duplicate_keep
+near_duplicate_keep = _BOUND.near_duplicate_keep
 true_jacobian, cotangent_jacobian = _BOUND.true_jacobian, _BOUND.cotangent_jacobian
 sampled_fisher_apply = _BOUND.sampled_fisher_apply
