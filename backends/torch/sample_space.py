@@ -15,6 +15,7 @@ change nothing (docs/profiling.md, "EF and iEF (torch)").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -128,18 +129,16 @@ def _plain_linear(jac: shared.TapJacobian) -> bool:
     return plain
 
 
-def _linear_rmatvec(jac: shared.TapJacobian, weights: list[Tensor]) -> Tensor:
+def _linear_rmatvec(jac: shared.TapJacobian, weights: Sequence[Tensor]) -> Tensor:
     """``[vec(E_l^T diag(w_l) A_l), E_l^T w_l]_l`` for Linear layers on vectors, ``weights[l]``
-    of shape ``(R,)``: the layer kind's ``rmatvec`` with its operators and no more (one draw:
-    ``e * w[:, None]`` on the raw 2-D ``e``, the kind's ``(e * w[None, :, None])[0]``; the
-    draws' sum is the kind's), in fewer Python steps (docs/profiling.md, "SF (PyTorch)")."""
-    draws = jac.draws
+    already shaped to broadcast (``(B, 1)`` against the raw 2-D ``e`` for one draw,
+    ``(D, B, 1)`` against the factor ``e`` for ``D``): the layer kind's ``rmatvec`` with its
+    operators (one draw: ``e * w[:, None]``, the kind's ``(e * w[None, :, None])[0]``; the
+    draws' sum is the kind's), without its per-layer reshapes (docs/profiling.md, "SF (PyTorch)")."""
+    one = jac.draws == 1
     parts: list[Tensor] = []
     for f, raw, w in zip(jac.factors, jac.cotangents, weights, strict=True):
-        if draws == 1:  # ``raw`` is ``e`` as ``(B, d_out)``
-            ew = raw * w.unsqueeze(1)
-        else:
-            ew = (f.e * w.view(draws, f.e.shape[1], 1)).sum(dim=0)
+        ew = raw * w if one else (f.e * w).sum(dim=0)
         parts.append((ew.T @ f.a).view(-1))
         if f.layer.bias is not None:
             parts.append(ew.sum(dim=0))
@@ -175,14 +174,16 @@ def tap_rmatvec(jac: shared.TapJacobian, w: Tensor) -> Tensor:
     """``J^T w`` (:meth:`backends.sample_space.TapJacobian.rmatvec`)."""
     if not _plain_linear(jac):
         return shared.TapJacobian.rmatvec(jac, w)
-    return _linear_rmatvec(jac, [w] * len(jac.factors))
+    shaped = w.unsqueeze(1) if jac.draws == 1 else w.view(jac.draws, -1, 1)  # once for every layer
+    return _linear_rmatvec(jac, [shaped] * len(jac.factors))
 
 
 def tap_rmatvec_groups(jac: shared.TapJacobian, w: Tensor) -> Tensor:
     """``[J_l^T w_l]_l`` (:meth:`backends.sample_space.TapJacobian.rmatvec_groups`)."""
     if not _plain_linear(jac):
         return shared.TapJacobian.rmatvec_groups(jac, w)
-    return _linear_rmatvec(jac, list(w.unbind(0)))
+    shaped = w.unsqueeze(-1) if jac.draws == 1 else w.view(w.shape[0], jac.draws, -1, 1)
+    return _linear_rmatvec(jac, shaped.unbind(0))
 
 
 _TINY64 = float(torch.finfo(torch.float64).tiny)
