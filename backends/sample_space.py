@@ -43,6 +43,7 @@ binds them and keeps only the oracle plumbing (which passes give the taps or the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from backends import layer_kinds
@@ -142,16 +143,24 @@ class TapJacobian:
             raise ValueError("TapJacobian needs every trainable parameter in a tapped layer (backends.layer_kinds)")
         self.layout = layout
         self.draws = draws
-        kinds = [layer_kinds.rule(layer) for layer in layout.tapped]
-        self.factors = [
-            kind.factors(self.ops, layer, a, e, draws)
-            for kind, layer, a, e in zip(kinds, layout.tapped, inputs, cotangents, strict=True)
-        ]
-        #: Each tapped layer's kind (``backends.layer_kinds``) with its factors.
-        self.layers = list(zip(kinds, self.factors, strict=True))
-        #: The raw cotangents, as given (a backend's faster path may read them).
-        self.cotangents = cotangents
+        #: Each tapped layer's kind (``backends.layer_kinds``).
+        self.kinds = [layer_kinds.rule(layer) for layer in layout.tapped]
+        #: The raw taps, as given (a backend's faster path may read them instead of the factors).
+        self.inputs, self.cotangents = inputs, cotangents
         self.rows = draws * int(inputs[0].shape[0])
+
+    @cached_property
+    def factors(self) -> list[layer_kinds.LayerFactors]:
+        """Each tapped layer's taps in factor form (formed when first asked for)."""
+        return [
+            kind.factors(self.ops, layer, a, e, self.draws)
+            for kind, layer, a, e in zip(self.kinds, self.layout.tapped, self.inputs, self.cotangents, strict=True)
+        ]
+
+    @cached_property
+    def layers(self) -> list[tuple[layer_kinds.LayerKind, layer_kinds.LayerFactors]]:
+        """Each tapped layer's kind with its factors."""
+        return list(zip(self.kinds, self.factors, strict=True))
 
     @property
     def groups(self) -> tuple[tuple[int, int], ...]:

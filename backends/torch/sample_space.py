@@ -118,29 +118,30 @@ def near_duplicate_mask(k: Tensor, threshold: float) -> Tensor | None:
 
 
 def _plain_linear(jac: shared.TapJacobian) -> bool:
-    """Every tapped layer is a Linear on vectors (the base kind, no positions): where the
-    ``J^T w`` below applies. Decided once per Jacobian."""
+    """Every tapped layer is a Linear on vectors (the base kind; 2-D inputs and cotangents, no
+    positions): where the paths below apply, on the raw taps (their factors are the same
+    arrays, with the draws split off). Decided once per Jacobian."""
     plain = jac.__dict__.get("_plain_linear")
     if plain is None:
         plain = jac.__dict__["_plain_linear"] = all(
-            type(kind) is layer_kinds.LayerKind and f.a.ndim == 2 and e.ndim == 2
-            for (kind, f), e in zip(jac.layers, jac.cotangents, strict=True)
+            type(kind) is layer_kinds.LayerKind and a.ndim == 2 and e.ndim == 2
+            for kind, a, e in zip(jac.kinds, jac.inputs, jac.cotangents, strict=True)
         )
     return plain
 
 
 def _linear_rmatvec(jac: shared.TapJacobian, weights: Sequence[Tensor]) -> Tensor:
     """``[vec(E_l^T diag(w_l) A_l), E_l^T w_l]_l`` for Linear layers on vectors, ``weights[l]``
-    already shaped to broadcast (``(B, 1)`` against the raw 2-D ``e`` for one draw,
-    ``(D, B, 1)`` against the factor ``e`` for ``D``): the layer kind's ``rmatvec`` with its
+    already shaped to broadcast (``(B, 1)`` against the raw ``e`` for one draw, ``(D, B, 1)``
+    against ``e`` as ``(D, B, d_out)`` for ``D``): the layer kind's ``rmatvec`` with its
     operators (one draw: ``e * w[:, None]``, the kind's ``(e * w[None, :, None])[0]``; the
     draws' sum is the kind's), without its per-layer reshapes (docs/profiling.md, "SF (PyTorch)")."""
-    one = jac.draws == 1
+    draws = jac.draws
     parts: list[Tensor] = []
-    for f, raw, w in zip(jac.factors, jac.cotangents, weights, strict=True):
-        ew = raw * w if one else (f.e * w).sum(dim=0)
-        parts.append((ew.T @ f.a).view(-1))
-        if f.layer.bias is not None:
+    for layer, a, e, w in zip(jac.layout.tapped, jac.inputs, jac.cotangents, weights, strict=True):
+        ew = e * w if draws == 1 else (e.view(draws, -1, e.shape[-1]) * w).sum(dim=0)
+        parts.append((ew.T @ a).view(-1))
+        if layer.bias is not None:
             parts.append(ew.sum(dim=0))
     return torch.cat(parts)
 
@@ -148,26 +149,26 @@ def _linear_rmatvec(jac: shared.TapJacobian, weights: Sequence[Tensor]) -> Tenso
 def tap_gram_rows(jac: shared.TapJacobian, start: int) -> Tensor:
     """Rows ``start:`` of ``K`` (:meth:`backends.sample_space.TapJacobian.gram_rows`): for
     Linear layers on vectors the kind's ``gram_rows`` with its operators (``A A^T + 1`` added
-    in place, the layers' sum accumulated in place: the same roundings), in fewer Python steps."""
+    in place, the layers' sum accumulated in place: the same roundings) on the raw taps, in
+    fewer steps."""
     batch = jac.rows // jac.draws
     if start % batch or not _plain_linear(jac):
         return shared.TapJacobian.gram_rows(jac, start)
-    draws, first = jac.draws, start // batch
-    kept = draws - first
+    draws = jac.draws
+    kept = draws - start // batch
     k: Tensor | None = None
-    for f in jac.factors:
-        aa = f.a @ f.a.T
-        if f.layer.bias is not None:
+    for layer, a, e in zip(jac.layout.tapped, jac.inputs, jac.cotangents, strict=True):
+        aa = a @ a.T
+        if layer.bias is not None:
             aa.add_(1.0)
-        rows = f.e[first] if kept == 1 else f.e[first:].reshape(kept * batch, -1)
+        rows = e[start:] if start else e
         if draws == 1:
             g = (rows @ rows.T).mul_(aa)
         else:
-            ee = (rows @ f.e.view(draws * batch, -1).T).view(kept, batch, draws, batch)
-            g = ee.mul_(aa.unsqueeze(1)).view(kept * batch, draws * batch)
+            g = (rows @ e.T).view(kept, batch, draws, batch).mul_(aa.unsqueeze(1))
         k = g if k is None else k.add_(g)
     assert k is not None
-    return k
+    return k.view(kept * batch, draws * batch)
 
 
 def tap_rmatvec(jac: shared.TapJacobian, w: Tensor) -> Tensor:
