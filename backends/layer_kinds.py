@@ -179,6 +179,24 @@ class LayerKind:
             k = k + gb @ gb.T
         return k
 
+    def gram_rows(self, ops: ArrayOps, f: LayerFactors, first_draw: int) -> Array:
+        """Rows ``first_draw * B:`` of :meth:`gram` (those draws against every row,
+        ``(D - first_draw) B x D B``): SF needs only its sampled rows of ``K_all``. Without
+        positions only those rows' products ``E_rows E^T`` are formed (the same entries as the
+        full Gram's, which is what any other case slices)."""
+        if f.has_positions or type(self).gram is not LayerKind.gram:
+            return self.gram(ops, f)[first_draw * f.e.shape[1] :]
+        draws, batch = f.e.shape[0], f.e.shape[1]
+        kept = draws - first_draw
+        rows = f.e[first_draw:].reshape(kept * batch, -1)
+        aa = f.a @ f.a.T
+        if f.bias:
+            aa = aa + 1.0
+        if draws == 1:
+            return (rows @ rows.T) * aa
+        ee = (rows @ f.e.reshape(draws * batch, -1).T).reshape(kept, batch, draws, batch)
+        return (ee * aa[:, None, :]).reshape(kept * batch, draws * batch)
+
     def _weighted_cotangents(self, ops: ArrayOps, f: LayerFactors, w: Array) -> Array:
         """``sum_draws w * e`` as rows ``(B [T], d_out)`` (draws share the inputs)."""
         draws, batch = f.e.shape[0], f.e.shape[1]

@@ -43,6 +43,7 @@ binds them and keeps only the oracle plumbing (which passes give the taps or the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from backends import layer_kinds
@@ -89,6 +90,11 @@ class SampleJacobian(Protocol):
         """``K = J J^T`` (``rows x rows``), working dtype."""
         ...
 
+    def gram_rows(self, start: int) -> Array:
+        """Rows ``start:`` of :meth:`gram` against every row, ``(rows - start) x rows``, working
+        dtype (SF's sampled rows: only those are formed where the Jacobian can)."""
+        ...
+
     def group_grams(self) -> Array:
         """``K_l = J_l J_l^T`` per group, shape ``(groups, rows, rows)``; ``sum_l K_l = K``."""
         ...
@@ -114,6 +120,10 @@ class SampleJacobian(Protocol):
         the backend computed it on the host and it keeps every sample."""
         ...
 
+    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
+        """:func:`damped_solve` on ``ops`` (or the backend's own, with the same numbers)."""
+        ...
+
 
 # --------------------------------------------------------------------------- taps
 
@@ -133,21 +143,45 @@ class TapJacobian:
             raise ValueError("TapJacobian needs every trainable parameter in a tapped layer (backends.layer_kinds)")
         self.layout = layout
         self.draws = draws
-        kinds = [layer_kinds.rule(layer) for layer in layout.tapped]
-        self.factors = [
-            kind.factors(self.ops, layer, a, e, draws)
-            for kind, layer, a, e in zip(kinds, layout.tapped, inputs, cotangents, strict=True)
-        ]
-        #: Each tapped layer's kind (``backends.layer_kinds``) with its factors.
-        self.layers = list(zip(kinds, self.factors, strict=True))
+        #: Each tapped layer's kind (``backends.layer_kinds``).
+        self.kinds = [layer_kinds.rule(layer) for layer in layout.tapped]
+        #: The raw taps, as given (a backend's faster path may read them instead of the factors).
+        self.inputs, self.cotangents = inputs, cotangents
         self.rows = draws * int(inputs[0].shape[0])
-        # All parameters are tapped, so the spans are the tapped layers in spec (= flat) order.
-        self.groups = block_spans(layout)
+
+    @cached_property
+    def factors(self) -> list[layer_kinds.LayerFactors]:
+        """Each tapped layer's taps in factor form (formed when first asked for)."""
+        return [
+            kind.factors(self.ops, layer, a, e, self.draws)
+            for kind, layer, a, e in zip(self.kinds, self.layout.tapped, self.inputs, self.cotangents, strict=True)
+        ]
+
+    @cached_property
+    def layers(self) -> list[tuple[layer_kinds.LayerKind, layer_kinds.LayerFactors]]:
+        """Each tapped layer's kind with its factors."""
+        return list(zip(self.kinds, self.factors, strict=True))
+
+    @property
+    def groups(self) -> tuple[tuple[int, int], ...]:
+        # All parameters are tapped, so the spans are the tapped layers in spec (= flat) order
+        # (looked up when asked: the Jacobian of every step is built without them).
+        return block_spans(self.layout)
 
     def gram(self) -> Array:
         k = None
         for kind, f in self.layers:
             g = kind.gram(self.ops, f)
+            k = g if k is None else k + g
+        return k
+
+    def gram_rows(self, start: int) -> Array:
+        batch = self.rows // self.draws
+        if start % batch:  # not a whole draw: slice the Gram
+            return self.gram()[start:]
+        k = None
+        for kind, f in self.layers:
+            g = kind.gram_rows(self.ops, f, start // batch)
             k = g if k is None else k + g
         return k
 
@@ -175,6 +209,9 @@ class TapJacobian:
     def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
         return near_duplicate_keep(self.ops, k, threshold)
 
+    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
+        return damped_solve(self.ops, k, rhs, shift, keep)
+
 
 # --------------------------------------------------------------------------- dense fallback
 
@@ -196,6 +233,9 @@ class DenseJacobian:
     def gram(self) -> Array:
         return self.jacobian @ self.jacobian.T
 
+    def gram_rows(self, start: int) -> Array:
+        return self.gram()[start:]
+
     def group_grams(self) -> Array:
         fallback, J = layer_kinds.UNTAPPED, self.jacobian
         return self.ops.stack([fallback.gram(self.ops, J[:, a:b]) for a, b in self.groups])
@@ -215,6 +255,9 @@ class DenseJacobian:
 
     def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
         return near_duplicate_keep(self.ops, k, threshold)
+
+    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
+        return damped_solve(self.ops, k, rhs, shift, keep)
 
 
 # --------------------------------------------------------------------------- from the oracle
@@ -236,22 +279,30 @@ class SampleSpace:
         cotangent_rows: Callable[[Any, Array], Array],
         module: str,
         duplicate_mask: Callable[[Array, float], Array | None] | None = None,
+        tap_methods: dict[str, Callable[..., Any]] | None = None,
+        solve: Callable[..., DampedSolve] | None = None,
     ):
         self.ops = ops
         self.cotangent_rows = cotangent_rows
+        self._solve = solve
         bound: dict[str, Any] = {"ops": ops, "__module__": module}
         if duplicate_mask is not None:  # the Jacobians' ``near_duplicate_mask``, computed another way
             bound["near_duplicate_mask"] = staticmethod(duplicate_mask)
-        #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``).
+        if solve is not None:  # the Jacobians' ``damped_solve``: the same numbers, computed another way
+            bound["damped_solve"] = staticmethod(solve)
+        #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``);
+        #: ``tap_methods`` replace :class:`TapJacobian` methods by the backend's (the same numbers).
         self.tap_jacobian: type[TapJacobian] = type(
-            "TapJacobian", (TapJacobian,), {**bound, "__doc__": TapJacobian.__doc__}
+            "TapJacobian", (TapJacobian,), {**bound, **(tap_methods or {}), "__doc__": TapJacobian.__doc__}
         )
         self.dense_jacobian: type[DenseJacobian] = type(
             "DenseJacobian", (DenseJacobian,), {**bound, "__doc__": DenseJacobian.__doc__}
         )
 
     def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
-        """``(K + shift I) x = rhs`` in float64 (:func:`damped_solve`)."""
+        """``(K + shift I) x = rhs`` in float64 (:func:`damped_solve`, or the backend's ``solve``)."""
+        if self._solve is not None:
+            return self._solve(k, rhs, shift, keep)
         return damped_solve(self.ops, k, rhs, shift, keep)
 
     def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
@@ -413,7 +464,7 @@ def gram_direction(jac: SampleJacobian, rhs: Array, damping: float, dedup_thresh
         target, kept = rhs, jac.rows
     else:
         target, kept = ops.where(keep, rhs, ops.zeros_like(rhs)), ops.sum(keep)
-    sol = damped_solve(ops, k, rhs, shift, keep)
+    sol = jac.damped_solve(k, rhs, shift, keep)
     t_res = shift * ops.norm(sol.x) / ops.maximum(ops.norm(target), float(ops.finfo(target.dtype).tiny))
     return GramDirection(jac.rmatvec(sol.x), sol.x, sol, kept, t_res)
 
@@ -434,7 +485,7 @@ def woodbury_inverse_apply(jac: SampleJacobian, v: Array, damping: float) -> Woo
     """
     if not damping > 0:
         raise ValueError("the Woodbury form needs a positive damping")
-    sol = damped_solve(jac.ops, jac.gram(), jac.matvec(v), jac.rows * damping)
+    sol = jac.damped_solve(jac.gram(), jac.matvec(v), jac.rows * damping)
     return WoodburyApply((v - jac.rmatvec(sol.x)) / damping, sol)
 
 
@@ -457,9 +508,9 @@ def sampled_fisher_from_stack(jac: SampleJacobian, batch: int, damping: float) -
     if not damping > 0:
         raise ValueError("the Woodbury form needs a positive damping")
     ops = jac.ops
-    sampled = jac.gram()[batch:]  # (R, B + R): the sampled rows against all
+    sampled = jac.gram_rows(batch)  # (R, B + R): the sampled rows against all, the only ones formed
     cross = sampled[:, :batch]
-    sol = damped_solve(ops, sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
+    sol = jac.damped_solve(sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
     weights = ops.concat([ops.ones_like(cross[0]), -sol.x]) / (batch * damping)  # scaled here: (B + R,), not (P,)
     return WoodburyApply(jac.rmatvec(weights), sol)
 

@@ -67,9 +67,9 @@ def sample_targets(likelihood: str, z: Tensor, noise: Tensor, p: Tensor | None =
     """
     if likelihood == "softmax_ce":
         cdf = (probabilities(z) if p is None else p).cumsum(dim=-1)
-        u = noise[..., 0].unsqueeze(-1).to(cdf.dtype)
-        labels = (cdf < u).sum(dim=-1)
-        return labels.clamp_max(z.shape[-1] - 1).to(torch.int64)
+        u = noise[..., :1].to(cdf.dtype)
+        # The count of a bool tensor is int64 already; clamped in place (a fresh tensor).
+        return (cdf < u).sum(dim=-1).clamp_max_(z.shape[-1] - 1)
     return z.detach().unsqueeze(0) + torch.special.ndtri(noise.to(z.dtype))
 
 

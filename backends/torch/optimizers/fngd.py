@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -64,7 +65,7 @@ def lookup(state: FNGDState, batch: Batch[Tensor]) -> Tensor:
     table = state.table if state.filled else _filled_table(state)
     if state.hparams.indexing == "iteration":
         return table[state.step % state.steps_per_epoch].T
-    return table[batch.index].T
+    return table.index_select(0, batch.index).T
 
 
 def _direction(problem: Problem, params: Tensor, state: FNGDState, batch: Batch[Tensor]) -> _Direction:
@@ -100,6 +101,16 @@ def heavy_ball(hp: fngd.FNGDHyperparams, params: Tensor, d: Tensor, buf: Tensor 
         buf = u.clone() if buf is None else buf.mul(hp.momentum).add_(u)
         u = buf
     return u, buf
+
+
+def _times_lr(lr: float, norm: Tensor) -> Any:
+    """``lr * norm`` (0-d). On a CPU device in an eager step, on the host: torch multiplies a
+    0-d tensor by a Python number in the tensor's dtype, as NumPy does here (the same bits),
+    without a dispatch; the statistic is then a NumPy scalar (as the scheduled update's)."""
+    if not sample_space.host_readable(norm):
+        return lr * norm
+    dtype = np.float32 if norm.dtype == torch.float32 else np.float64
+    return dtype(lr) * dtype(norm.item())
 
 
 def _store(state: FNGDState, batch: Batch[Tensor], c: Tensor) -> FNGDState:
@@ -148,7 +159,7 @@ class FNGD(adapter_class(fngd.CARD, "torch")):  # type: ignore[misc]
         stats["solve_count"] = new_state.solve_count
         u, buf = heavy_ball(hp, params, res.direction, state.momentum_buffer)
         stats["direction_norm"] = torch.linalg.vector_norm(res.direction)
-        stats["update_norm"] = hp.lr * torch.linalg.vector_norm(u)
+        stats["update_norm"] = _times_lr(hp.lr, torch.linalg.vector_norm(u))
         new_state = new_state._replace(step=state.step + 1, momentum_buffer=buf)
         return params - hp.lr * u, new_state, stats
 
