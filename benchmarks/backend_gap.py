@@ -56,7 +56,7 @@ def verdict(gap: float, passes: float, bound: float, goal: float = GOAL) -> str:
 
 def gaps(costs: list[Any], goal: float = GOAL) -> list[Gap]:
     """One :class:`Gap` per (problem, adapter) measured without failure on both backends, in
-    the order of the torch rows. ``costs``: ``benchmarks.step_cost.Cost`` rows."""
+    the order of the torch rows. ``costs``: ``benchmarks.step_cost_table.Cost`` rows."""
     ok = {(c.backend, c.problem, c.adapter): c for c in costs if c.status == "ok"}
     out = []
     for (backend, problem, adapter), torch_row in ok.items():

@@ -14,6 +14,10 @@ Problems: ``digits-mlp`` (26,122 parameters, batch 32) and ``digits-wide`` (a 64
 tanh MLP on the same data, 105,546 parameters, batch 32: the ~10^5-trainable-parameter size of
 parameter-efficient fine-tuning, where the iEF paper reports EF/iEF at AdamW's speed).
 
+With several backends (the command line's default: both, if installed) every backend's lanes
+run in the same turns (:func:`measure_together`), so a drift of the machine's speed over the
+minutes of a table moves both backends' medians alike.
+
 Run directly for the table (both backends if installed)::
 
     python -m benchmarks.step_cost [--backend torch jax] [--problem digits-mlp digits-wide]
@@ -33,8 +37,6 @@ asv: ``StepCost.track_ratio_to_sgd`` and ``track_step_time`` per (backend, probl
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,14 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from benchmarks import backend_gap, method_algebra, pass_costs
+from benchmarks.step_cost_table import (  # the table's rows and their outputs, re-exported here
+    Cost,
+    format_pass_costs,
+    format_table,
+    store_table,
+    table_json,
+    write_json,
+)
 from harness.timing import timed_step
 from suites import get_suite
 from suites.layers import Linear, ModelSpec, Tanh
@@ -56,33 +66,6 @@ def _wide_digits() -> Suite:
 
 
 PROBLEMS = {"digits-mlp": lambda: get_suite("digits-mlp"), "digits-wide": _wide_digits}
-
-
-@dataclass
-class Cost:
-    backend: str
-    problem: str
-    adapter: str
-    params: int
-    median_s: float
-    p10_s: float
-    p90_s: float
-    compile_s: float
-    ratio_to_sgd: float
-    passes: dict[str, float]
-    status: str = "ok"
-    #: What the counted passes cost on their own (``benchmarks.pass_costs.floor``), and
-    #: ``median_s / floor_s``.
-    floor_s: float = float("nan")
-    efficiency: float = float("nan")
-    #: The method's dense linear algebra per step (``benchmarks.method_algebra``; NaN for a
-    #: method without a probe) and ``median_s / (floor_s + algebra_s)``.
-    algebra_s: float = float("nan")
-    efficiency_algebra: float = float("nan")
-    #: The same algebra timed after a pass, as a step runs it (``method_algebra.AfterPass``),
-    #: and ``median_s / (floor_s + algebra_after_pass_s)``.
-    algebra_after_pass_s: float = float("nan")
-    efficiency_after_pass: float = float("nan")
 
 
 class Measurement(NamedTuple):
@@ -167,14 +150,54 @@ def measure(
     by name in :attr:`Measurement.extra` (e.g. a method's linear algebra on its own).
     ``clock``: ``wall`` (a run's clock) or ``thread`` (:data:`CLOCKS`).
     ``algebra``: also time the linear-algebra probes of the measured methods
-    (``benchmarks.method_algebra.probes_for``) and report each adapter's ``algebra_s`` and
-    ``efficiency_algebra`` (``step / (floor + algebra)``).
+    (``benchmarks.method_algebra.probes_for``), alone and after a pass, and report each
+    adapter's ``algebra_s`` and ``efficiency_algebra`` (``step / (floor + algebra)``) and their
+    after-a-pass counterparts.
 
     Each lane takes ``block`` consecutive steps per turn, as a run takes its steps back to back:
     with one step per turn every step started with the caches full of the other lanes' arrays,
     which charged a cheap step (SGD's) up to a fifth more than a run's loop measures it and so
     lowered every ratio to SGD (docs/profiling.md, "Run against benchmark"). ``block=1`` is the
     former step-by-step interleaving."""
+    return measure_together([backend], problem, adapters, rounds, warmup, extra, block, algebra, shuffle, clock)[
+        backend
+    ]
+
+
+def measure_together(
+    backends: list[str],
+    problem: str,
+    adapters: list[str] | None = None,
+    rounds: int = 100,
+    warmup: int = 10,
+    extra: dict[str, Any] | None = None,
+    block: int = BLOCK,
+    algebra: bool = True,
+    shuffle: bool = True,
+    clock: str = "wall",
+) -> dict[str, Measurement]:
+    """:func:`measure` of every backend in ``backends``, their lanes in the same round-robin
+    turns: a machine whose speed drifts over minutes (a shared host) then moves both backends'
+    medians alike, so the torch-against-JAX table (``benchmarks.backend_gap``) compares figures
+    measured side by side rather than one backend's minutes after the other's."""
+    lanes: dict[tuple[str, str], Lane] = {}
+    plans = {}
+    for backend in backends:
+        own, names, extra_names = _lanes_of(backend, problem, adapters, extra, algebra)
+        lanes.update({(backend, name): lane for name, lane in own.items()})
+        plans[backend] = (own, names, extra_names)
+    _run_turns(lanes, rounds, warmup, block, shuffle, CLOCKS[clock])
+    return {
+        b: _summary(b, problem, own, names, extra_names, rounds, warmup)
+        for b, (own, names, extra_names) in plans.items()
+    }
+
+
+def _lanes_of(
+    backend: str, problem: str, adapters: list[str] | None, extra: dict[str, Any] | None, algebra: bool
+) -> tuple[dict[str, Lane], list[str], list[str]]:
+    """The lanes of one backend (adapters, pass probes, algebra lanes alone and after a pass,
+    ``extra``), the adapters' names and the extra lanes' names."""
     from harness import registry
 
     module = registry.backend_module(backend)
@@ -188,14 +211,19 @@ def measure(
         probe = pass_costs.Probe(query)
         lanes[probe.name] = _lane(module, suite, probe, None)
     probes = method_algebra.probes_for(names) if algebra else {}
-    extra = {**probes, **method_algebra.after_pass(probes), **(extra or {})}
-    for name, stepper in extra.items():
+    steppers = {**probes, **method_algebra.after_pass(probes), **(extra or {})}
+    for name, stepper in steppers.items():
         lanes[name] = _lane(module, suite, stepper, None)
-    timer = CLOCKS[clock]
-    batches = {name: [lane.problem.device_batch(i) for i in range(rounds + warmup)] for name, lane in lanes.items()}
+    return lanes, names, list(steppers)
+
+
+def _run_turns(lanes: dict[Any, Lane], rounds: int, warmup: int, block: int, shuffle: bool, timer: Any) -> None:
+    """Every lane's ``warmup + rounds`` steps, in turns of ``block`` per lane (drawn order per
+    turn unless ``shuffle`` is false); a lane that raises keeps its error and stops."""
+    batches = {key: [lane.problem.device_batch(i) for i in range(rounds + warmup)] for key, lane in lanes.items()}
     order = list(lanes.items())
     for index, turn in enumerate(_turns(rounds + warmup, block)):
-        for name, lane in _shuffled(order, index) if shuffle else order:
+        for key, lane in _shuffled(order, index) if shuffle else order:
             for i in turn:
                 if lane.error is not None:
                     break
@@ -203,12 +231,24 @@ def measure(
                     lane.counts0 = lane.problem.counters.snapshot()
                 try:
                     lane.params, lane.state, _, dt = timed_step(
-                        lane.problem, lane.step, lane.params, lane.state, batches[name][i], clock=timer
+                        lane.problem, lane.step, lane.params, lane.state, batches[key][i], clock=timer
                     )
                 except Exception as exc:  # a failing adapter is reported, not fatal to the table
                     lane.error = f"{type(exc).__name__}: {exc}"
                     break
                 (lane.warm if i < warmup else lane.times).append(dt)
+
+
+def _summary(
+    backend: str,
+    problem: str,
+    lanes: dict[str, Lane],
+    names: list[str],
+    extra: list[str],
+    rounds: int,
+    warmup: int,
+) -> Measurement:
+    """The :class:`Measurement` of one backend's timed lanes."""
     probes = {n: lane for n, lane in lanes.items() if n.startswith("probe:") and lane.times and lane.error is None}
     probe_passes = {n: _passes(lane) for n, lane in probes.items()}
     costs = pass_costs.pass_costs(probe_passes, {n: float(np.median(lane.times)) for n, lane in probes.items()})
@@ -251,88 +291,6 @@ def measure(
             )
         )
     return Measurement(out, costs, extra_medians)
-
-
-def format_table(costs: list[Cost]) -> str:
-    lines = [
-        "| backend | problem | adapter | params | median step | p10–p90 | ratio to SGD | floor | efficiency "
-        "| algebra: alone / after a pass | step / (floor + algebra): alone / after a pass | compile "
-        "| passes (f/b/jvp/vjp/ps) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for c in costs:
-        if c.status != "ok":
-            lines.append(
-                f"| {c.backend} | {c.problem} | {c.adapter} | {c.params} | failed: {c.status} | | | | | | | | |"
-            )
-            continue
-        p = c.passes
-        passes = "/".join(f"{p.get(k, 0):.2g}" for k in pass_costs.PASS_KINDS)
-        lines.append(
-            f"| {c.backend} | {c.problem} | {c.adapter} | {c.params} | {c.median_s * 1e3:.3f} ms | "
-            f"{c.p10_s * 1e3:.2f}–{c.p90_s * 1e3:.2f} ms | {c.ratio_to_sgd:.2f} | {c.floor_s * 1e3:.3f} ms | "
-            f"{c.efficiency:.2f} | {_pair(c.algebra_s * 1e3, c.algebra_after_pass_s * 1e3, ' ms')} | "
-            f"{_pair(c.efficiency_algebra, c.efficiency_after_pass, '')} | "
-            f"{c.compile_s:.2f} s | {passes} |"
-        )
-    return "\n".join(lines)
-
-
-def _pair(alone: float, after: float, unit: str) -> str:
-    """``alone / after`` (3 decimals with a unit, 2 for a ratio); empty where not measured."""
-    if np.isnan(alone):
-        return ""
-    digits = 3 if unit else 2
-    return f"{alone:.{digits}f}{unit}" if np.isnan(after) else f"{alone:.{digits}f} / {after:.{digits}f}{unit}"
-
-
-def format_pass_costs(tables: dict[tuple[str, str], dict[str, float]]) -> str:
-    """The per-pass-kind costs behind the floors, one row per (backend, problem)."""
-    kinds = pass_costs.PASS_KINDS
-    lines = ["| backend | problem | " + " | ".join(kinds) + " |", "|---|---|" + "---:|" * len(kinds)]
-    for (backend, problem), costs in tables.items():
-        cells = " | ".join(f"{costs[k] * 1e3:.3f} ms" if k in costs else "" for k in kinds)
-        lines.append(f"| {backend} | {problem} | {cells} |")
-    return "\n".join(lines)
-
-
-#: Version of the ``--json`` document (:func:`table_json`).
-JSON_FORMAT = "ngbench-step-cost/1"
-
-
-def _json_ready(value: Any) -> Any:
-    """``value`` with NaN and infinities as ``None`` (JSON has neither)."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
-
-
-def table_json(costs: list[Cost], tables: dict[tuple[str, str], dict[str, float]], settings: dict[str, Any]) -> str:
-    """The ``--json`` document: ``format``, the measurement's ``settings`` (backends, problems,
-    adapters, rounds, warmup, threads, block), ``rows`` as ``db.step_costs.save_step_costs``
-    takes them (the algebra figures also inside ``passes``) and the per-kind ``pass_costs``;
-    missing figures are ``null``."""
-    from dataclasses import asdict
-
-    document = {
-        "format": JSON_FORMAT,
-        "settings": settings,
-        "rows": [_stored_row(asdict(c)) for c in costs],
-        "pass_costs": [{"backend": b, "problem": p, "costs": costs} for (b, p), costs in tables.items()],
-    }
-    return json.dumps(_json_ready(document), indent=1, allow_nan=False) + "\n"
-
-
-def write_json(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a reader never sees half a table)."""
-    target = Path(path)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, target)
 
 
 def _asv_params() -> tuple[list[str], list[str], list[str]]:
@@ -394,57 +352,6 @@ class StepCost:
         return self.cost.efficiency_after_pass
 
     track_efficiency_after_pass.unit = "ratio"  # type: ignore[attr-defined]
-
-
-def machine_description(backends: list[str], threads: int | None) -> str:
-    """Where a table was measured, in words: host, CPU, cores, threads and framework versions."""
-    from harness import environment
-
-    record = environment.fingerprint(backends[0], "cpu") if backends else {}
-    versions = ", ".join(f"{b} {record.get(b)}" for b in backends if record.get(b))
-    return (
-        f"{record.get('hostname')}: {record.get('cpu')} ({record.get('cpu_count')} cores), "
-        f"{threads or 'default'} thread(s); {versions}"
-    )
-
-
-#: The figures of a :class:`Cost` stored inside its ``passes`` JSON.
-ALGEBRA_FIELDS = ("algebra_s", "efficiency_algebra", "algebra_after_pass_s", "efficiency_after_pass")
-
-
-def _stored_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A :class:`Cost` as ``db.step_costs`` stores it: the algebra figures ride in the JSON
-    ``passes`` field (:data:`ALGEBRA_FIELDS`) where the method has a probe."""
-    extra = {k: row[k] for k in ALGEBRA_FIELDS if not np.isnan(row.get(k, float("nan")))}
-    return {**row, "passes": {**row["passes"], **extra}}
-
-
-def store_table(
-    db: str | None, costs: list[Cost], backends: list[str], threads: int | None, rounds: int, store: Any = None
-) -> int:
-    """Append ``costs`` to the database ``db`` (``db.step_costs``) with the machine, threads,
-    commit and time of the measurement; returns the rows written."""
-    from dataclasses import asdict
-
-    from db.step_costs import save_step_costs
-    from db.store import open_store
-    from harness import environment
-
-    commit, dirty = environment.git_state()
-    target = store or open_store(db, writable=True)
-    try:
-        return save_step_costs(
-            target,
-            [_stored_row(asdict(c)) for c in costs],
-            machine=machine_description(backends, threads),
-            threads=threads,
-            git_commit=commit,
-            git_dirty=dirty,
-            rounds=rounds,
-        )
-    finally:
-        if store is None:
-            target.dispose()
 
 
 def measurement_arguments(parser: argparse.ArgumentParser, backend: bool = True) -> None:
@@ -535,22 +442,22 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
         except USER_ERRORS as exc:
             print(f"ngbench: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    costs: list[Cost] = []
-    tables: dict[tuple[str, str], dict[str, float]] = {}
-    for backend in backends:
-        for problem in args.problem:
-            measured = measure(
-                backend,
-                problem,
-                args.adapter,
-                args.rounds,
-                args.warmup,
-                block=args.block,
-                shuffle=not args.fixed_order,
-                clock=args.clock,
-            )
-            costs.extend(measured.costs)
-            tables[(backend, problem)] = measured.pass_costs
+    measured = {}
+    for problem in args.problem:  # the backends in the same turns (measure_together)
+        together = measure_together(
+            backends,
+            problem,
+            args.adapter,
+            args.rounds,
+            args.warmup,
+            block=args.block,
+            shuffle=not args.fixed_order,
+            clock=args.clock,
+        )
+        measured.update({(backend, problem): m for backend, m in together.items()})
+    keys = [(backend, problem) for backend in backends for problem in args.problem]  # rows by backend
+    costs: list[Cost] = [c for key in keys for c in measured[key].costs]
+    tables = {key: measured[key].pass_costs for key in keys}
     print(format_table(costs))
     print()
     print(format_pass_costs(tables))

@@ -44,7 +44,7 @@ def save_step_costs(
 ) -> int:
     """Append one measured table; ``rows`` have ``backend``, ``problem``, ``adapter``, ``status``,
     ``params``, ``median_s``, ``p10_s``, ``p90_s``, ``ratio_to_sgd``, ``floor_s``,
-    ``efficiency`` and ``passes`` (``benchmarks.step_cost.Cost`` fields). Returns the rows written."""
+    ``efficiency`` and ``passes`` (``benchmarks.step_cost_table.Cost`` fields). Returns the rows written."""
     when = measured_at or datetime.now(UTC)
     values = [
         {

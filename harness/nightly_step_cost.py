@@ -66,7 +66,7 @@ from harness.worker.scrubbing import worker_environ
 
 #: The module that measures the table, run from the checkout.
 MODULE = "benchmarks.step_cost"
-#: The ``--json`` document's version (``benchmarks.step_cost.JSON_FORMAT``).
+#: The ``--json`` document's version (``benchmarks.step_cost_table.JSON_FORMAT``).
 JSON_FORMAT = "ngbench-step-cost/1"
 #: Characters of the child's stderr kept in the report.
 STDERR_TAIL = 2000

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from benchmarks import backend_gap
-from benchmarks.step_cost import Cost
+from benchmarks.step_cost_table import Cost
 
 
 def _cost(backend: str, adapter: str, median: float, floor: float, algebra: float, status: str = "ok") -> Cost:

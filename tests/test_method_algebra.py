@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backends.torch.optimizers import fngd as torch_fngd
-from benchmarks import method_algebra, step_cost
+from benchmarks import method_algebra, step_cost, step_cost_table
 from harness import registry
 from suites import get_suite
 
@@ -114,7 +114,7 @@ def test_stored_rows_carry_the_algebra_in_the_passes_field() -> None:
     cost = step_cost.Cost("torch", "digits-mlp", "ef", 10, *[0.004] * 5, {"forward": 1.0})
     cost.algebra_s, cost.efficiency_algebra = 0.001, 1.6
     cost.algebra_after_pass_s, cost.efficiency_after_pass = 0.002, 1.3
-    row = step_cost._stored_row(asdict(cost))
+    row = step_cost_table._stored_row(asdict(cost))
     assert row["passes"] == {
         "forward": 1.0,
         "algebra_s": 0.001,
@@ -122,7 +122,7 @@ def test_stored_rows_carry_the_algebra_in_the_passes_field() -> None:
         "algebra_after_pass_s": 0.002,
         "efficiency_after_pass": 1.3,
     }
-    plain = step_cost._stored_row(
+    plain = step_cost_table._stored_row(
         asdict(step_cost.Cost("torch", "digits-mlp", "sgd", 10, *[0.004] * 5, {"forward": 1.0}))
     )
     assert plain["passes"] == {"forward": 1.0}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import typer.main
 
-from benchmarks import step_cost
+from benchmarks import step_cost, step_cost_table
 from db.step_costs import latest_step_costs
 from db.store import Store, open_store
 from harness import nightly as nightly_mod
@@ -93,7 +93,7 @@ def test_the_option_has_defaults_and_matches_the_benchmark() -> None:
     assert settings.adapters is None and settings.backends is None  # the table's adapters, the sweep's backends
     assert (settings.rounds, settings.warmup, settings.threads) == (100, 10, 1)
     assert tuple(step_cost.PROBLEMS) == STEP_COST_PROBLEMS and settings.problems == STEP_COST_PROBLEMS
-    assert nsc.JSON_FORMAT == step_cost.JSON_FORMAT
+    assert nsc.JSON_FORMAT == step_cost_table.JSON_FORMAT
     table = {"adapters": ["sgd", "kfac:amortised"], "problems": ["digits-wide"], "rounds": 30, "timeout_s": 90}
     config = load_config({"name": "n", "suites": ["tiny-ce"], "optimizers": ["sgd"], "step_cost": table})
     assert config.step_cost == StepCostSettings(("sgd", "kfac:amortised"), ("digits-wide",), None, 30, 10, 1, 90.0)
