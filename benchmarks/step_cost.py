@@ -14,10 +14,6 @@ Problems: ``digits-mlp`` (26,122 parameters, batch 32) and ``digits-wide`` (a 64
 tanh MLP on the same data, 105,546 parameters, batch 32: the ~10^5-trainable-parameter size of
 parameter-efficient fine-tuning, where the iEF paper reports EF/iEF at AdamW's speed).
 
-With several backends (the command line's default: both, if installed) every backend's lanes
-run in the same turns (:func:`measure_together`), so a drift of the machine's speed over the
-minutes of a table moves both backends' medians alike.
-
 Run directly for the table (both backends if installed)::
 
     python -m benchmarks.step_cost [--backend torch jax] [--problem digits-mlp digits-wide]
@@ -159,38 +155,9 @@ def measure(
     which charged a cheap step (SGD's) up to a fifth more than a run's loop measures it and so
     lowered every ratio to SGD (docs/profiling.md, "Run against benchmark"). ``block=1`` is the
     former step-by-step interleaving."""
-    return measure_together([backend], problem, adapters, rounds, warmup, extra, block, algebra, shuffle, clock)[
-        backend
-    ]
-
-
-def measure_together(
-    backends: list[str],
-    problem: str,
-    adapters: list[str] | None = None,
-    rounds: int = 100,
-    warmup: int = 10,
-    extra: dict[str, Any] | None = None,
-    block: int = BLOCK,
-    algebra: bool = True,
-    shuffle: bool = True,
-    clock: str = "wall",
-) -> dict[str, Measurement]:
-    """:func:`measure` of every backend in ``backends``, their lanes in the same round-robin
-    turns: a machine whose speed drifts over minutes (a shared host) then moves both backends'
-    medians alike, so the torch-against-JAX table (``benchmarks.backend_gap``) compares figures
-    measured side by side rather than one backend's minutes after the other's."""
-    lanes: dict[tuple[str, str], Lane] = {}
-    plans = {}
-    for backend in backends:
-        own, names, extra_names = _lanes_of(backend, problem, adapters, extra, algebra)
-        lanes.update({(backend, name): lane for name, lane in own.items()})
-        plans[backend] = (own, names, extra_names)
+    lanes, names, extra_names = _lanes_of(backend, problem, adapters, extra, algebra)
     _run_turns(lanes, rounds, warmup, block, shuffle, CLOCKS[clock])
-    return {
-        b: _summary(b, problem, own, names, extra_names, rounds, warmup)
-        for b, (own, names, extra_names) in plans.items()
-    }
+    return _summary(backend, problem, lanes, names, extra_names, rounds, warmup)
 
 
 def _lanes_of(
@@ -442,22 +409,22 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
         except USER_ERRORS as exc:
             print(f"ngbench: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    measured = {}
-    for problem in args.problem:  # the backends in the same turns (measure_together)
-        together = measure_together(
-            backends,
-            problem,
-            args.adapter,
-            args.rounds,
-            args.warmup,
-            block=args.block,
-            shuffle=not args.fixed_order,
-            clock=args.clock,
-        )
-        measured.update({(backend, problem): m for backend, m in together.items()})
-    keys = [(backend, problem) for backend in backends for problem in args.problem]  # rows by backend
-    costs: list[Cost] = [c for key in keys for c in measured[key].costs]
-    tables = {key: measured[key].pass_costs for key in keys}
+    costs: list[Cost] = []
+    tables: dict[tuple[str, str], dict[str, float]] = {}
+    for backend in backends:  # each in rounds of its own, as a run has its process to itself
+        for problem in args.problem:
+            measured = measure(
+                backend,
+                problem,
+                args.adapter,
+                args.rounds,
+                args.warmup,
+                block=args.block,
+                shuffle=not args.fixed_order,
+                clock=args.clock,
+            )
+            costs.extend(measured.costs)
+            tables[(backend, problem)] = measured.pass_costs
     print(format_table(costs))
     print()
     print(format_pass_costs(tables))

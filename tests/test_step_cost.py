@@ -162,30 +162,3 @@ def test_the_thread_clock_is_refused_where_it_would_miscount(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("ngbench: error: --clock thread") and reason in err and err.count("\n") == 1
-
-
-@pytest.mark.slow
-def test_backends_measured_together_share_their_turns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``measure_together``: every backend's lanes run in the same round-robin turns, so the
-    torch-against-JAX table compares medians measured side by side."""
-    seen: list[str] = []
-    real = step_cost.timed_step
-
-    def recording(problem, step_fn, params, state, batch, clock):  # type: ignore[no-untyped-def]
-        seen.append(problem.backend)
-        return real(problem, step_fn, params, state, batch, clock=clock)
-
-    monkeypatch.setattr(step_cost, "timed_step", recording)
-    measured = step_cost.measure_together(
-        ["torch", "jax"], "digits-mlp", ["sgd"], rounds=4, warmup=1, block=1, algebra=False
-    )
-    assert set(measured) == {"torch", "jax"}
-    for backend, m in measured.items():
-        assert [c.adapter for c in m.costs] == ["sgd"] and m.costs[0].backend == backend
-        assert m.costs[0].status == "ok" and set(m.pass_costs) == set(pass_costs.PASS_KINDS)
-    # Six lanes per backend (SGD and five probes), five steps each, one step per turn: every turn
-    # holds both backends' lanes (the first turn in the order given, later turns drawn).
-    turns = [seen[i : i + 12] for i in range(0, len(seen), 12)]
-    assert len(turns) == 5 and all(sorted(set(t)) == ["jax", "torch"] and len(t) == 12 for t in turns)
-    assert turns[0] == ["torch"] * 6 + ["jax"] * 6
-    assert any(t != turns[0] for t in turns[1:])  # the drawn order mixes the backends
