@@ -120,10 +120,6 @@ class SampleJacobian(Protocol):
         the backend computed it on the host and it keeps every sample."""
         ...
 
-    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
-        """:func:`damped_solve` on ``ops`` (or the backend's own, with the same numbers)."""
-        ...
-
 
 # --------------------------------------------------------------------------- taps
 
@@ -145,7 +141,7 @@ class TapJacobian:
         self.draws = draws
         #: Each tapped layer's kind (``backends.layer_kinds``).
         self.kinds = [layer_kinds.rule(layer) for layer in layout.tapped]
-        #: The raw taps, as given (a backend's faster path may read them instead of the factors).
+        #: The taps, as given; their factor form is built when first asked for (:attr:`factors`).
         self.inputs, self.cotangents = inputs, cotangents
         self.rows = draws * int(inputs[0].shape[0])
 
@@ -209,9 +205,6 @@ class TapJacobian:
     def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
         return near_duplicate_keep(self.ops, k, threshold)
 
-    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
-        return damped_solve(self.ops, k, rhs, shift, keep)
-
 
 # --------------------------------------------------------------------------- dense fallback
 
@@ -256,9 +249,6 @@ class DenseJacobian:
     def near_duplicate_mask(self, k: Array, threshold: float) -> Array | None:
         return near_duplicate_keep(self.ops, k, threshold)
 
-    def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
-        return damped_solve(self.ops, k, rhs, shift, keep)
-
 
 # --------------------------------------------------------------------------- from the oracle
 
@@ -279,30 +269,22 @@ class SampleSpace:
         cotangent_rows: Callable[[Any, Array], Array],
         module: str,
         duplicate_mask: Callable[[Array, float], Array | None] | None = None,
-        tap_methods: dict[str, Callable[..., Any]] | None = None,
-        solve: Callable[..., DampedSolve] | None = None,
     ):
         self.ops = ops
         self.cotangent_rows = cotangent_rows
-        self._solve = solve
         bound: dict[str, Any] = {"ops": ops, "__module__": module}
         if duplicate_mask is not None:  # the Jacobians' ``near_duplicate_mask``, computed another way
             bound["near_duplicate_mask"] = staticmethod(duplicate_mask)
-        if solve is not None:  # the Jacobians' ``damped_solve``: the same numbers, computed another way
-            bound["damped_solve"] = staticmethod(solve)
-        #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``);
-        #: ``tap_methods`` replace :class:`TapJacobian` methods by the backend's (the same numbers).
+        #: :class:`TapJacobian` and :class:`DenseJacobian` on ``ops`` (named as in ``module``).
         self.tap_jacobian: type[TapJacobian] = type(
-            "TapJacobian", (TapJacobian,), {**bound, **(tap_methods or {}), "__doc__": TapJacobian.__doc__}
+            "TapJacobian", (TapJacobian,), {**bound, "__doc__": TapJacobian.__doc__}
         )
         self.dense_jacobian: type[DenseJacobian] = type(
             "DenseJacobian", (DenseJacobian,), {**bound, "__doc__": DenseJacobian.__doc__}
         )
 
     def damped_solve(self, k: Array, rhs: Array, shift: float | Array, keep: Array | None = None) -> DampedSolve:
-        """``(K + shift I) x = rhs`` in float64 (:func:`damped_solve`, or the backend's ``solve``)."""
-        if self._solve is not None:
-            return self._solve(k, rhs, shift, keep)
+        """``(K + shift I) x = rhs`` in float64 (:func:`damped_solve`)."""
         return damped_solve(self.ops, k, rhs, shift, keep)
 
     def near_duplicate_keep(self, k: Array, threshold: float) -> Array:
@@ -464,7 +446,7 @@ def gram_direction(jac: SampleJacobian, rhs: Array, damping: float, dedup_thresh
         target, kept = rhs, jac.rows
     else:
         target, kept = ops.where(keep, rhs, ops.zeros_like(rhs)), ops.sum(keep)
-    sol = jac.damped_solve(k, rhs, shift, keep)
+    sol = damped_solve(ops, k, rhs, shift, keep)
     t_res = shift * ops.norm(sol.x) / ops.maximum(ops.norm(target), float(ops.finfo(target.dtype).tiny))
     return GramDirection(jac.rmatvec(sol.x), sol.x, sol, kept, t_res)
 
@@ -485,7 +467,7 @@ def woodbury_inverse_apply(jac: SampleJacobian, v: Array, damping: float) -> Woo
     """
     if not damping > 0:
         raise ValueError("the Woodbury form needs a positive damping")
-    sol = jac.damped_solve(jac.gram(), jac.matvec(v), jac.rows * damping)
+    sol = damped_solve(jac.ops, jac.gram(), jac.matvec(v), jac.rows * damping)
     return WoodburyApply((v - jac.rmatvec(sol.x)) / damping, sol)
 
 
@@ -510,7 +492,7 @@ def sampled_fisher_from_stack(jac: SampleJacobian, batch: int, damping: float) -
     ops = jac.ops
     sampled = jac.gram_rows(batch)  # (R, B + R): the sampled rows against all, the only ones formed
     cross = sampled[:, :batch]
-    sol = jac.damped_solve(sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
+    sol = damped_solve(ops, sampled[:, batch:], ops.sum(cross, axis=1), (jac.rows - batch) * damping)
     weights = ops.concat([ops.ones_like(cross[0]), -sol.x]) / (batch * damping)  # scaled here: (B + R,), not (P,)
     return WoodburyApply(jac.rmatvec(weights), sol)
 
