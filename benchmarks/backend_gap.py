@@ -12,8 +12,8 @@ puts them side by side::
 ``bound`` is what the torch step would be, relative to JAX's, if it cost exactly its passes and
 its linear algebra and nothing else (efficiency 1.0 against floor + algebra). The algebra is the
 lanes' figure timed alone, the smaller of the two the table gives, so the bound errs low. Each
-backend is measured in rounds of its own (with JAX's lanes in the same turns the torch steps
-measured 1.3-1.5x slower), so the ratios span the minutes between the two backends' rounds:
+backend is measured in rounds of its own (with JAX's lanes in the same turns torch SGD's step
+measured 1.1-1.25x slower), so the ratios span the minutes between the two backends' rounds:
 read them over several tables.
 
 Verdicts, against the goal ``GOAL`` (1.2): ``met`` (the torch step within it, or JAX slower);
