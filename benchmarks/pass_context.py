@@ -29,7 +29,16 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from benchmarks import pass_costs
-from benchmarks.step_cost import BLOCK, PROBLEMS, _shuffled, _turns, measurement_arguments, set_threads
+from benchmarks.step_cost import (
+    BLOCK,
+    PROBLEMS,
+    _shuffled,
+    _turns,
+    measured_backends,
+    measurement_arguments,
+    passes_since,
+    set_threads,
+)
 from harness.timing import timed_step
 
 #: The questions mixed. Per-sample gradients are left out: their ``B x P`` array (3.3 MB on
@@ -94,7 +103,7 @@ def measure(
             for i in range(warmup):
                 timed_step(prob, step, prob.params0, None, prob.device_batch(i))
             if name != "mixed":
-                counts[q] = _passes_since(prob, before, warmup)
+                counts[q] = passes_since(prob, before, warmup)
     previous: str | None = None
     order = list(lanes.items())
     for index, turn in enumerate(_turns(rounds, block)):
@@ -121,11 +130,6 @@ def measure(
     )
 
 
-def _passes_since(prob: Any, before: dict[str, int], steps: int) -> dict[str, float]:
-    after = prob.counters.snapshot()
-    return {k: (after[k] - before.get(k, 0)) / steps for k in after}
-
-
 def format_rows(backend: str, problem: str, context: Context) -> list[str]:
     lines = []
     for q, alone in context.repeated.items():
@@ -147,10 +151,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A pass's cost repeated against after a different pass.")
     measurement_arguments(parser)
     args = parser.parse_args()
-    from harness import registry
-
     set_threads(args.threads)
-    backends = args.backend or [b for b in ("torch", "jax") if registry.backend_available(b)]
+    backends = measured_backends(args.backend)
     print("| backend | problem | what | repeated | after a different pass | ratio |")
     print("|---|---|---|---:|---:|---:|")
     for backend in backends:

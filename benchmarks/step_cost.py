@@ -41,7 +41,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from benchmarks import backend_gap, method_algebra, pass_costs
-from benchmarks.step_cost_table import (  # the table's rows and their outputs, re-exported here
+from benchmarks.step_cost_table import (  # the table's rows and their outputs
     Cost,
     format_pass_costs,
     format_table,
@@ -101,9 +101,14 @@ def _adapter_lane(module: Any, suite: Suite, available: dict[str, Any], name: st
     return _lane(module, suite, cls(), cls.resolve(None, preset or None))
 
 
+def passes_since(problem: Any, before: dict[str, int], steps: int) -> dict[str, float]:
+    """Passes per step counted on ``problem`` since the counters read ``before``, over ``steps`` steps."""
+    after = problem.counters.snapshot()
+    return {k: (after[k] - before.get(k, 0)) / steps for k in after}
+
+
 def _passes(lane: Lane) -> dict[str, float]:
-    after = lane.problem.counters.snapshot()
-    return {k: (after[k] - lane.counts0.get(k, 0)) / len(lane.times) for k in after}
+    return passes_since(lane.problem, lane.counts0, len(lane.times))
 
 
 #: Consecutive steps an adapter takes per turn of the round-robin (see :func:`measure`).
@@ -260,12 +265,17 @@ def _summary(
     return Measurement(out, costs, extra_medians)
 
 
-def _asv_params() -> tuple[list[str], list[str], list[str]]:
-    from backends.methods import BUILTIN_METHODS
+def measured_backends(asked: list[str] | None) -> list[str]:
+    """``--backend`` as given, or every installed backend (torch, then JAX)."""
     from harness import registry
 
-    backends = [b for b in ("torch", "jax") if registry.backend_available(b)]
-    return backends, list(PROBLEMS), list(BUILTIN_METHODS)
+    return asked or [b for b in ("torch", "jax") if registry.backend_available(b)]
+
+
+def _asv_params() -> tuple[list[str], list[str], list[str]]:
+    from backends.methods import BUILTIN_METHODS
+
+    return measured_backends(None), list(PROBLEMS), list(BUILTIN_METHODS)
 
 
 class StepCost:
@@ -376,7 +386,7 @@ def main(description: str = "Per-step cost of every adapter (ratio to SGD).", de
     from harness.errors import USER_ERRORS
 
     set_threads(args.threads)
-    backends = args.backend or [b for b in ("torch", "jax") if registry.backend_available(b)]
+    backends = measured_backends(args.backend)
     try:  # bad names are one line and exit status 2, before anything is measured
         for backend in backends:
             available = registry.adapters(backend)
